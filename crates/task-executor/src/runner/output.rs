@@ -1,0 +1,1 @@
+//! Bounded line reading and result extraction (placeholder until implemented).

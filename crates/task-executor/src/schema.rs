@@ -1,0 +1,250 @@
+//! JSON Schema: checking a task's declared schemas, and validating values against them.
+//!
+//! Schemas are checked against their draft's meta-schema once, at register time
+//! ([`check_schema`]); execution compiles a [`Validator`] once per task and
+//! reuses it for every run. Only the bundled drafts are supported (4, 6, 7,
+//! 2019-09, 2020-12): remote `$ref`s are never fetched.
+
+use std::fmt;
+
+use jsonschema::Draft as JsDraft;
+use serde::Serialize;
+use serde_json::Value;
+
+/// The JSON Schema drafts we accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Draft {
+    /// Draft 4.
+    Draft4,
+    /// Draft 6.
+    Draft6,
+    /// Draft 7 (the original sample's).
+    Draft7,
+    /// Draft 2019-09.
+    Draft201909,
+    /// Draft 2020-12, assumed when `$schema` is absent.
+    Draft202012,
+}
+
+impl Draft {
+    fn to_js(self) -> JsDraft {
+        match self {
+            Draft::Draft4 => JsDraft::Draft4,
+            Draft::Draft6 => JsDraft::Draft6,
+            Draft::Draft7 => JsDraft::Draft7,
+            Draft::Draft201909 => JsDraft::Draft201909,
+            Draft::Draft202012 => JsDraft::Draft202012,
+        }
+    }
+}
+
+impl fmt::Display for Draft {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Draft::Draft4 => "draft-04",
+            Draft::Draft6 => "draft-06",
+            Draft::Draft7 => "draft-07",
+            Draft::Draft201909 => "2019-09",
+            Draft::Draft202012 => "2020-12",
+        })
+    }
+}
+
+/// One way a value breaks a schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// JSON pointer to the offending part of the value (`""` is the whole value).
+    pub pointer: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = if self.pointer.is_empty() {
+            "/"
+        } else {
+            &self.pointer
+        };
+        write!(f, "at `{at}`: {}", self.message)
+    }
+}
+
+/// Why a schema cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    /// `$schema` names a draft we do not bundle.
+    #[error(
+        "unsupported `$schema` `{uri}`; use draft 4, 6, 7, 2019-09 or 2020-12 (or omit `$schema` for 2020-12)"
+    )]
+    UnsupportedDraft {
+        /// The URI found.
+        uri: String,
+    },
+    /// The schema breaks its draft's meta-schema.
+    #[error("not a valid {draft} JSON Schema: {}", join(violations))]
+    Invalid {
+        /// Which draft it was checked against.
+        draft: Draft,
+        /// Each violation of the meta-schema.
+        violations: Vec<Violation>,
+    },
+    /// The schema passed the meta-schema but cannot be compiled (e.g. a `$ref` to a remote document).
+    #[error("schema cannot be compiled: {0}")]
+    Compile(String),
+}
+
+fn join(v: &[Violation]) -> String {
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The draft a schema declares with `$schema` (2020-12 when absent or not a string).
+pub fn detect_draft(schema: &Value) -> Result<Draft, SchemaError> {
+    let Some(uri) = schema.get("$schema").and_then(Value::as_str) else {
+        return Ok(Draft::Draft202012);
+    };
+    match JsDraft::default().detect(schema) {
+        JsDraft::Draft4 => Ok(Draft::Draft4),
+        JsDraft::Draft6 => Ok(Draft::Draft6),
+        JsDraft::Draft7 => Ok(Draft::Draft7),
+        JsDraft::Draft201909 => Ok(Draft::Draft201909),
+        JsDraft::Draft202012 => Ok(Draft::Draft202012),
+        _ => Err(SchemaError::UnsupportedDraft {
+            uri: uri.to_owned(),
+        }),
+    }
+}
+
+/// Checks `schema` against the meta-schema of the draft it declares, listing every violation.
+/// Unknown keywords are tolerated, as the specification requires.
+pub fn check_schema(schema: &Value) -> Result<Draft, SchemaError> {
+    let draft = detect_draft(schema)?;
+    let meta = match draft {
+        Draft::Draft4 => jsonschema::draft4::meta::validator(),
+        Draft::Draft6 => jsonschema::draft6::meta::validator(),
+        Draft::Draft7 => jsonschema::draft7::meta::validator(),
+        Draft::Draft201909 => jsonschema::draft201909::meta::validator(),
+        Draft::Draft202012 => jsonschema::draft202012::meta::validator(),
+    };
+    let violations = collect(meta.iter_errors(schema));
+    if !violations.is_empty() {
+        return Err(SchemaError::Invalid { draft, violations });
+    }
+    // The meta-schema cannot see everything (unresolvable `$ref`s, bad regexes): compile too.
+    Validator::compile(schema)?;
+    Ok(draft)
+}
+
+fn collect<'a>(errors: impl Iterator<Item = jsonschema::ValidationError<'a>>) -> Vec<Violation> {
+    errors
+        .map(|e| Violation {
+            pointer: e.instance_path().to_string(),
+            message: e.to_string(),
+        })
+        .collect()
+}
+
+/// A compiled schema, built once and reused for every value.
+pub struct Validator {
+    inner: jsonschema::Validator,
+}
+
+impl fmt::Debug for Validator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Validator").finish_non_exhaustive()
+    }
+}
+
+impl Validator {
+    /// Compiles `schema` with the draft it declares.
+    pub fn compile(schema: &Value) -> Result<Self, SchemaError> {
+        let draft = detect_draft(schema)?;
+        let inner = jsonschema::options()
+            .with_draft(draft.to_js())
+            .build(schema)
+            .map_err(|e| SchemaError::Compile(e.to_string()))?;
+        Ok(Self { inner })
+    }
+
+    /// Validates `value`, listing every violation with its JSON pointer.
+    pub fn validate(&self, value: &Value) -> Result<(), Vec<Violation>> {
+        if self.inner.is_valid(value) {
+            return Ok(());
+        }
+        Err(collect(self.inner.iter_errors(value)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn detects_each_supported_draft() {
+        let cases = [
+            ("http://json-schema.org/draft-04/schema#", Draft::Draft4),
+            ("http://json-schema.org/draft-06/schema#", Draft::Draft6),
+            ("http://json-schema.org/draft-07/schema#", Draft::Draft7),
+            (
+                "https://json-schema.org/draft/2019-09/schema",
+                Draft::Draft201909,
+            ),
+            (
+                "https://json-schema.org/draft/2020-12/schema",
+                Draft::Draft202012,
+            ),
+        ];
+        for (uri, draft) in cases {
+            assert_eq!(detect_draft(&json!({"$schema": uri})).unwrap(), draft, "{uri}");
+            assert_eq!(check_schema(&json!({"$schema": uri, "type": "object"})).unwrap(), draft);
+        }
+        assert_eq!(detect_draft(&json!({})).unwrap(), Draft::Draft202012);
+        assert!(matches!(
+            detect_draft(&json!({"$schema": "http://example.com/mine"})),
+            Err(SchemaError::UnsupportedDraft { .. })
+        ));
+    }
+
+    #[test]
+    fn invalid_schemas_list_every_violation() {
+        let err = check_schema(&json!({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "objekt",
+            "properties": {"a": {"minLength": -1}}
+        }))
+        .unwrap_err();
+        let SchemaError::Invalid { draft, violations } = err else {
+            panic!("expected Invalid, got {err:?}");
+        };
+        assert_eq!(draft, Draft::Draft7);
+        assert!(violations.len() >= 2, "{violations:?}");
+        assert!(violations.iter().any(|v| v.pointer == "/type"));
+        assert!(violations.iter().any(|v| v.pointer == "/properties/a/minLength"));
+    }
+
+    #[test]
+    fn unknown_keywords_are_tolerated() {
+        check_schema(&json!({"type": "object", "x-ui": {"widget": "textarea"}})).unwrap();
+        check_schema(&json!(true)).unwrap();
+    }
+
+    #[test]
+    fn validator_reports_pointers() {
+        let v = Validator::compile(&json!({
+            "type": "object",
+            "required": ["user", "cmd"],
+            "properties": {"user": {"type": "string"}, "n": {"type": "integer", "maximum": 3}}
+        }))
+        .unwrap();
+        assert!(v.validate(&json!({"user": "a", "cmd": "b"})).is_ok());
+        let errs = v.validate(&json!({"user": 5, "n": 9})).unwrap_err();
+        let pointers: Vec<_> = errs.iter().map(|e| e.pointer.as_str()).collect();
+        assert!(pointers.contains(&"/user"), "{errs:?}");
+        assert!(pointers.contains(&"/n"), "{errs:?}");
+        assert!(pointers.contains(&""), "{errs:?}"); // missing `cmd`
+    }
+}

@@ -1,0 +1,204 @@
+//! What a registered task *is*: its validated name and its stored definition.
+//!
+//! Every backend (YAML, SQLite, later PostgreSQL) stores and returns [`Task`];
+//! the runner executes one. Names are checked once, here, because they become
+//! file keys, URL path segments and MCP tool names.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The longest task name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// A task name: 1–128 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TaskName(String);
+
+/// Why a string is not a valid [`TaskName`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidName {
+    /// The name is empty.
+    #[error("task name is empty; use 1-{MAX_NAME_LEN} characters of [A-Za-z0-9_.-]")]
+    Empty,
+    /// The name is longer than [`MAX_NAME_LEN`].
+    #[error("task name is {len} characters long; the limit is {MAX_NAME_LEN}")]
+    TooLong {
+        /// Its length in characters.
+        len: usize,
+    },
+    /// The first character is not a letter or digit.
+    #[error("task name `{name}` must start with a letter or digit")]
+    BadStart {
+        /// The rejected name.
+        name: String,
+    },
+    /// A character outside `[A-Za-z0-9_.-]`.
+    #[error(
+        "task name `{name}` contains {ch:?} at position {position}; only [A-Za-z0-9_.-] are allowed"
+    )]
+    BadChar {
+        /// The rejected name.
+        name: String,
+        /// The offending character.
+        ch: char,
+        /// Its 1-based position.
+        position: usize,
+    },
+}
+
+impl TaskName {
+    /// Checks `name` and wraps it.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
+        let name = name.into();
+        let len = name.chars().count();
+        if len == 0 {
+            return Err(InvalidName::Empty);
+        }
+        if len > MAX_NAME_LEN {
+            return Err(InvalidName::TooLong { len });
+        }
+        for (i, ch) in name.chars().enumerate() {
+            let ok = ch.is_ascii_alphanumeric() || (i > 0 && matches!(ch, '_' | '.' | '-'));
+            if !ok {
+                if i == 0 && matches!(ch, '_' | '.' | '-') {
+                    return Err(InvalidName::BadStart { name });
+                }
+                return Err(InvalidName::BadChar {
+                    name,
+                    ch,
+                    position: i + 1,
+                });
+            }
+        }
+        Ok(Self(name))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for TaskName {
+    type Err = InvalidName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TaskName::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl AsRef<str> for TaskName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A registered task, as every store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// The unique name callers use.
+    pub name: TaskName,
+    /// Absolute path of the executable.
+    pub location: PathBuf,
+    /// Human description from the task's AutoSchema, if it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of the `data` object the task accepts.
+    pub inputs: Value,
+    /// JSON Schema of the result object, when the task declared one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Value>,
+    /// Default run timeout; `None` means the executor's default.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::task::duration_opt"
+    )]
+    pub timeout: Option<Duration>,
+}
+
+/// Serde for `Option<Duration>` as a human string (`"30s"`, `"1m 30s"`).
+pub(crate) mod duration_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_valid_names() {
+        for n in ["a", "bashTestTask", "x.y-z_1", "9lives", &"a".repeat(128)] {
+            assert_eq!(TaskName::new(n).unwrap().as_str(), n);
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_names() {
+        assert_eq!(TaskName::new(""), Err(InvalidName::Empty));
+        assert_eq!(
+            TaskName::new("a".repeat(129)),
+            Err(InvalidName::TooLong { len: 129 })
+        );
+        assert!(matches!(
+            TaskName::new("-x"),
+            Err(InvalidName::BadStart { .. })
+        ));
+        assert!(matches!(
+            TaskName::new("a b"),
+            Err(InvalidName::BadChar {
+                ch: ' ',
+                position: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            TaskName::new("a/b"),
+            Err(InvalidName::BadChar { ch: '/', .. })
+        ));
+        assert!(matches!(
+            TaskName::new("é"),
+            Err(InvalidName::BadChar { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn valid_names_round_trip(s in "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}") {
+            let name = TaskName::new(s.clone()).unwrap();
+            proptest::prop_assert_eq!(name.as_str(), s.as_str());
+        }
+    }
+}
