@@ -141,7 +141,9 @@ pub enum StoreError {
         message: String,
     },
     /// A stored record is not a valid task (bad name, missing location, …).
-    #[error("store `{path}` holds an invalid task `{key}`: {message}; fix or remove that entry (the file was not modified)")]
+    #[error(
+        "store `{path}` holds an invalid task `{key}`: {message}; fix or remove that entry (the file was not modified)"
+    )]
     Corrupt {
         /// The store file.
         path: PathBuf,
@@ -160,7 +162,9 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// The database was written by a newer version of this tool.
-    #[error("store `{path}` has schema version {found}, newer than this build supports ({supported}); upgrade manage_tasks")]
+    #[error(
+        "store `{path}` has schema version {found}, newer than this build supports ({supported}); upgrade manage_tasks"
+    )]
     TooNew {
         /// The database file.
         path: PathBuf,
@@ -170,7 +174,9 @@ pub enum StoreError {
         supported: i64,
     },
     /// A task with this name is already registered.
-    #[error("task `{name}` is already registered; use --force to re-read its schema, or unregister it first")]
+    #[error(
+        "task `{name}` is already registered; use --force to re-read its schema, or unregister it first"
+    )]
     Duplicate {
         /// The taken name.
         name: TaskName,
