@@ -1,14 +1,484 @@
-//! Spawning one run and supervising it (placeholder until implemented).
+//! One run of a task: spawning it, supervising it, and judging how it ended.
+//!
+//! Owns process control, because that is where runners go wrong: the task
+//! gets its own process group (`process_group(0)`, no `pre_exec` hook, so std
+//! can still use `posix_spawn`), the envelope is written from a separate tokio
+//! task while stdout and stderr are read concurrently (megabyte arguments
+//! cannot deadlock), a timeout or cancellation sends SIGTERM to the group,
+//! waits `grace`, then SIGKILL. Whatever the ending, once the task itself has
+//! exited the rest of its group is SIGKILLed, so no grandchild outlives the run
+//! or holds its pipes open, and reading the remaining output is bounded by
+//! [`DRAIN_BOUND`] in case something escaped the group. The child is always
+//! awaited: no zombies. Modelled on cargo-nextest's `runner/unix.rs` and
+//! process-wrap's tokio `ProcessGroup`.
+
+use std::future::{Future, pending};
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, SystemTime};
+
+use rustix::io::Errno;
+use rustix::process::{Pid, Signal};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::time::{Instant, sleep, sleep_until, timeout as within};
 use tokio_util::sync::CancellationToken;
 
-use super::{LogSink, PreparedTask, RunReport, RunRequest, RunnerConfig};
+use super::output::{Extracted, Line, LineReader, ResultScanner, STDERR_LINE_CAP};
+use super::{
+    ExitInfo, LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest, RunnerConfig, Stream,
+    new_run_id,
+};
+use crate::protocol::{
+    ENV_TASK_NAME, ENV_TASK_PROTOCOL, ENV_TASK_RESULT_FILE, ENV_TASK_RUN_ID, Envelope, PROTOCOL_V1,
+    parse_result,
+};
+use crate::task::TaskName;
 
+/// How long output is still read once the task's process group is dead.
+///
+/// Killing the group closes every pipe its members held, so EOF normally
+/// follows at once; only a process that left the group (`setsid`) and kept a
+/// pipe open can delay it, and it must not hang the executor.
+pub(crate) const DRAIN_BOUND: Duration = Duration::from_secs(2);
+
+/// Why supervision stopped waiting.
+enum Ending {
+    /// The task exited by itself.
+    Exited,
+    /// The timeout expired.
+    TimedOut,
+    /// The cancellation token fired.
+    Cancelled,
+}
+
+/// Runs `task` once; see [`super::Runner::run`].
 pub(super) async fn run(
-    _config: &RunnerConfig,
-    _task: &PreparedTask,
-    _request: RunRequest,
-    _logs: &dyn LogSink,
-    _cancel: &CancellationToken,
+    config: &RunnerConfig,
+    task: &PreparedTask,
+    request: RunRequest,
+    logs: &dyn LogSink,
+    cancel: &CancellationToken,
 ) -> RunReport {
-    todo!()
+    let def = task.task();
+    let run_id = request.run_id.clone().unwrap_or_else(new_run_id);
+    let timeout = request
+        .timeout
+        .or(def.timeout)
+        .unwrap_or(config.default_timeout);
+    let started_at = SystemTime::now();
+    let start = Instant::now();
+    let report = |outcome: Outcome, exit: Option<ExitInfo>| RunReport {
+        run_id: run_id.clone(),
+        task: def.name.clone(),
+        outcome,
+        exit,
+        started_at,
+        duration: start.elapsed(),
+    };
+
+    if cancel.is_cancelled() {
+        return report(Outcome::Cancelled, None);
+    }
+
+    // Created 0600 with O_EXCL in the temp dir; removed when `result_path` drops.
+    let result_path = match tempfile::Builder::new()
+        .prefix("task-result-")
+        .suffix(".json")
+        .tempfile()
+    {
+        Ok(file) => file.into_temp_path(),
+        Err(e) => {
+            let message = format!(
+                "cannot create the result file for `{}` in `{}`: {e}",
+                def.location.display(),
+                std::env::temp_dir().display()
+            );
+            return report(Outcome::SpawnFailed { message }, None);
+        }
+    };
+
+    let mut cmd = Command::new(&def.location);
+    cmd.env(ENV_TASK_NAME, def.name.as_str())
+        .env(ENV_TASK_RUN_ID, &run_id)
+        .env(ENV_TASK_PROTOCOL, PROTOCOL_V1)
+        .env(ENV_TASK_RESULT_FILE, &result_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let (mut child, mut group) = match spawn_in_group(&mut cmd) {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            let message = format!("cannot start `{}`: {e}", def.location.display());
+            return report(Outcome::SpawnFailed { message }, None);
+        }
+    };
+    tracing::debug!(task = %def.name, run_id, pid = group.pgid.as_raw_nonzero(), "task started");
+
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+
+    let envelope = Envelope::new(request.caller, def.name.as_str(), request.args).to_line();
+    let writer = tokio::spawn(write_envelope(stdin, envelope));
+
+    let drained = CancellationToken::new();
+    let mut scanner = ResultScanner::new(config.result_limit);
+    let ctx = SinkCtx {
+        logs,
+        task: &def.name,
+        run_id: &run_id,
+    };
+    let read_stdout = bounded_by(
+        &drained,
+        pump(stdout, config.result_limit, Stream::Stdout, &ctx, |line| {
+            scanner.feed(line)
+        }),
+    );
+    let read_stderr = bounded_by(
+        &drained,
+        pump(stderr, STDERR_LINE_CAP, Stream::Stderr, &ctx, |_| {}),
+    );
+
+    let supervise = async {
+        let deadline = start.checked_add(timeout);
+        let expired = async {
+            match deadline {
+                Some(at) => sleep_until(at).await,
+                None => pending().await,
+            }
+        };
+        let (ending, status) = tokio::select! {
+            biased;
+            status = child.wait() => (Ending::Exited, Some(status)),
+            () = expired => (Ending::TimedOut, None),
+            () = cancel.cancelled() => (Ending::Cancelled, None),
+        };
+        let status = match status {
+            Some(status) => status,
+            None => terminate(&mut child, group.pgid, config.grace).await,
+        };
+        // The task is gone: nothing else of its group may live on.
+        group.kill_rest();
+        drained.cancel();
+        (ending, status)
+    };
+
+    let ((ending, status), stdout_complete, stderr_complete) =
+        tokio::join!(supervise, read_stdout, read_stderr);
+    writer.abort();
+    if !(stdout_complete && stderr_complete) {
+        tracing::warn!(
+            task = %def.name, run_id,
+            "output still open {DRAIN_BOUND:?} after the task's process group was killed \
+             (a process left the group?); stopped reading"
+        );
+    }
+
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            // Cannot really happen; kill_on_drop and the group kill cleaned up.
+            let message = format!(
+                "lost track of `{}` (pid {}): {e}",
+                def.location.display(),
+                group.pgid.as_raw_nonzero()
+            );
+            return report(Outcome::SpawnFailed { message }, None);
+        }
+    };
+    let exit = exit_info(status);
+    tracing::debug!(task = %def.name, run_id, ?exit, "task ended");
+
+    let outcome = match ending {
+        Ending::TimedOut => Outcome::TimedOut { after: timeout },
+        Ending::Cancelled => Outcome::Cancelled,
+        Ending::Exited => {
+            let extracted = match read_result_file(&result_path, config.result_limit).await {
+                Some(from_file) => from_file,
+                None => scanner.finish(),
+            };
+            judge(task, status, extracted, config.result_limit)
+        }
+    };
+    drop(result_path);
+    report(outcome, exit)
+}
+
+/// Turns how the task exited and what it reported into an [`Outcome`].
+fn judge(task: &PreparedTask, status: ExitStatus, extracted: Extracted, limit: usize) -> Outcome {
+    if let Some(signal) = status.signal() {
+        return Outcome::Signalled {
+            signal: signal_name(signal),
+        };
+    }
+    let code = status.code().unwrap_or(-1);
+    if code != 0 {
+        let result = match extracted {
+            Extracted::Found(result, _) => Some(result),
+            _ => None,
+        };
+        return Outcome::ExitedNonZero { code, result };
+    }
+    match extracted {
+        Extracted::None => Outcome::NoResult,
+        Extracted::Invalid(message) => Outcome::InvalidResult { message },
+        Extracted::TooLarge => Outcome::ResultTooLarge { limit },
+        Extracted::Found(result, raw) => match task.validate_result(&raw) {
+            Ok(()) => Outcome::Completed { result },
+            Err(violations) => Outcome::OutputViolation { result, violations },
+        },
+    }
+}
+
+/// The result in `TASK_RESULT_FILE`, or `None` when the task left it empty (or removed it).
+async fn read_result_file(path: &Path, limit: usize) -> Option<Extracted> {
+    let cannot_read = |e: io::Error| {
+        Some(Extracted::Invalid(format!(
+            "cannot read `{ENV_TASK_RESULT_FILE}` `{}`: {e}",
+            path.display()
+        )))
+    };
+    let len = match tokio::fs::metadata(path).await {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => return cannot_read(e),
+    };
+    if len == 0 {
+        return None;
+    }
+    if len > limit as u64 {
+        return Some(Extracted::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    let read = async {
+        let file = tokio::fs::File::open(path).await?;
+        file.take(limit as u64 + 1).read_to_end(&mut bytes).await
+    };
+    if let Err(e) = read.await {
+        return cannot_read(e);
+    }
+    if bytes.len() > limit {
+        return Some(Extracted::TooLarge);
+    }
+    Some(match parse_result(&bytes) {
+        Ok((result, raw)) => Extracted::Found(result, raw),
+        Err(e) => Extracted::Invalid(format!("`{ENV_TASK_RESULT_FILE}`: {e}")),
+    })
+}
+
+/// Writes the envelope and closes stdin. A task that never reads stdin, or
+/// exits before reading all of it, is fine: EPIPE is not an error.
+async fn write_envelope(mut stdin: ChildStdin, envelope: Vec<u8>) {
+    match stdin.write_all(&envelope).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(e) => tracing::debug!("writing the envelope to the task's stdin failed: {e}"),
+    }
+    drop(stdin);
+}
+
+/// What every log line carries besides its text.
+struct SinkCtx<'a> {
+    logs: &'a dyn LogSink,
+    task: &'a TaskName,
+    run_id: &'a str,
+}
+
+/// Reads `reader` line by line to EOF, sending each line to the sink and to `on_line`.
+async fn pump<R: AsyncRead + Unpin>(
+    reader: R,
+    cap: usize,
+    stream: Stream,
+    ctx: &SinkCtx<'_>,
+    mut on_line: impl FnMut(Line<'_>),
+) {
+    let mut lines = LineReader::new(reader, cap);
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                ctx.logs.line(LogLine {
+                    task: ctx.task,
+                    run_id: ctx.run_id,
+                    stream,
+                    text: line.text,
+                    truncated: line.truncated,
+                });
+                on_line(line);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(task = %ctx.task, run_id = ctx.run_id, ?stream, "reading the task's output failed: {e}");
+                break;
+            }
+        }
+    }
+}
+
+/// Runs `fut` to completion unless it is still running [`DRAIN_BOUND`] after
+/// `drained` fires. Returns whether it completed.
+pub(super) async fn bounded_by(drained: &CancellationToken, fut: impl Future<Output = ()>) -> bool {
+    tokio::select! {
+        () = fut => true,
+        () = async { drained.cancelled().await; sleep(DRAIN_BOUND).await } => false,
+    }
+}
+
+/// A spawned child's process group, SIGKILLed when dropped unless already
+/// cleaned up, so a dropped run future leaves nothing behind (the child itself
+/// is then reaped by tokio thanks to `kill_on_drop`).
+pub(super) struct Group {
+    /// The group id, which is the child's pid.
+    pub pgid: Pid,
+    armed: bool,
+}
+
+impl Group {
+    /// SIGKILLs whatever is left of the group once its leader has exited.
+    pub fn kill_rest(&mut self) {
+        if self.armed {
+            kill_group(self.pgid, Signal::KILL);
+            self.armed = false;
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill_rest();
+    }
+}
+
+/// Spawns `cmd` (which must have `process_group(0)`) and names its group.
+pub(super) fn spawn_in_group(cmd: &mut Command) -> io::Result<(Child, Group)> {
+    let mut child = cmd.spawn()?;
+    let Some(pgid) = child
+        .id()
+        .and_then(|id| Pid::from_raw(i32::try_from(id).ok()?))
+    else {
+        // Only possible if the child was already reaped, which we have not done.
+        let _ = child.start_kill();
+        return Err(io::Error::other("the spawned process has no pid"));
+    };
+    Ok((child, Group { pgid, armed: true }))
+}
+
+/// Sends `signal` to every process of group `pgid`; a group already gone is fine.
+pub(super) fn kill_group(pgid: Pid, signal: Signal) {
+    match rustix::process::kill_process_group(pgid, signal) {
+        Ok(()) | Err(Errno::SRCH) => {}
+        Err(e) => tracing::warn!(
+            pgid = pgid.as_raw_nonzero(),
+            "cannot send {} to the task's process group: {e}",
+            signal_name(signal.as_raw())
+        ),
+    }
+}
+
+/// SIGTERM to the group, up to `grace` for the child to exit, then SIGKILL; reaps the child.
+pub(super) async fn terminate(
+    child: &mut Child,
+    pgid: Pid,
+    grace: Duration,
+) -> io::Result<ExitStatus> {
+    kill_group(pgid, Signal::TERM);
+    match within(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_elapsed) => {
+            kill_group(pgid, Signal::KILL);
+            child.wait().await
+        }
+    }
+}
+
+/// How a reaped process ended.
+fn exit_info(status: ExitStatus) -> Option<ExitInfo> {
+    if let Some(code) = status.code() {
+        return Some(ExitInfo::Code { code });
+    }
+    status.signal().map(|number| ExitInfo::Signal {
+        number,
+        name: signal_name(number),
+    })
+}
+
+/// The conventional name of signal `number` (`SIGSEGV`), or `signal N` for others.
+pub(super) fn signal_name(number: i32) -> String {
+    let mut names: Vec<(Signal, &str)> = vec![
+        (Signal::HUP, "SIGHUP"),
+        (Signal::INT, "SIGINT"),
+        (Signal::QUIT, "SIGQUIT"),
+        (Signal::ILL, "SIGILL"),
+        (Signal::TRAP, "SIGTRAP"),
+        (Signal::ABORT, "SIGABRT"),
+        (Signal::BUS, "SIGBUS"),
+        (Signal::FPE, "SIGFPE"),
+        (Signal::KILL, "SIGKILL"),
+        (Signal::USR1, "SIGUSR1"),
+        (Signal::SEGV, "SIGSEGV"),
+        (Signal::USR2, "SIGUSR2"),
+        (Signal::PIPE, "SIGPIPE"),
+        (Signal::ALARM, "SIGALRM"),
+        (Signal::TERM, "SIGTERM"),
+        (Signal::CHILD, "SIGCHLD"),
+        (Signal::CONT, "SIGCONT"),
+        (Signal::STOP, "SIGSTOP"),
+        (Signal::TSTP, "SIGTSTP"),
+        (Signal::TTIN, "SIGTTIN"),
+        (Signal::TTOU, "SIGTTOU"),
+        (Signal::URG, "SIGURG"),
+        (Signal::XCPU, "SIGXCPU"),
+        (Signal::XFSZ, "SIGXFSZ"),
+        (Signal::VTALARM, "SIGVTALRM"),
+        (Signal::PROF, "SIGPROF"),
+        (Signal::WINCH, "SIGWINCH"),
+        (Signal::SYS, "SIGSYS"),
+    ];
+    #[cfg(not(target_os = "haiku"))]
+    names.push((Signal::IO, "SIGIO"));
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    names.push((Signal::POWER, "SIGPWR"));
+    names
+        .iter()
+        .find(|(s, _)| s.as_raw() == number)
+        .map_or_else(|| format!("signal {number}"), |(_, n)| (*n).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_are_posix() {
+        assert_eq!(signal_name(Signal::SEGV.as_raw()), "SIGSEGV");
+        assert_eq!(signal_name(Signal::KILL.as_raw()), "SIGKILL");
+        assert_eq!(signal_name(Signal::ABORT.as_raw()), "SIGABRT");
+        assert_eq!(signal_name(Signal::ALARM.as_raw()), "SIGALRM");
+        assert_eq!(signal_name(Signal::TERM.as_raw()), "SIGTERM");
+        assert_eq!(signal_name(200), "signal 200");
+    }
+
+    #[tokio::test]
+    async fn result_file_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        assert_eq!(read_result_file(&p, 100).await, None);
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(read_result_file(&p, 100).await, None);
+        std::fs::write(&p, r#"{"status":1,"reason":"ok"}"#).unwrap();
+        assert!(matches!(
+            read_result_file(&p, 100).await,
+            Some(Extracted::Found(r, _)) if r.reason == "ok"
+        ));
+        assert_eq!(read_result_file(&p, 10).await, Some(Extracted::TooLarge));
+        std::fs::write(&p, "nope").unwrap();
+        assert!(matches!(
+            read_result_file(&p, 100).await,
+            Some(Extracted::Invalid(m)) if m.contains(ENV_TASK_RESULT_FILE)
+        ));
+    }
 }

@@ -1,0 +1,1088 @@
+//! The runner against real processes: bash and python scripts written into
+//! temporary directories, exercising results, the envelope, exit statuses,
+//! timeouts and cancellation (with grandchildren), bounded output, and discovery.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use task_executor::runner::{
+    DiscoveryError, ExitInfo, LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest,
+    Runner, RunnerConfig, Stream, check_executable,
+};
+use task_executor::{Task, TaskName};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+/// Writes an executable bash script `name` with `body` into `dir`.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/bash\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Writes an executable python script.
+fn python(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/usr/bin/python3\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn task_at(location: PathBuf, outputs: Option<Value>) -> PreparedTask {
+    PreparedTask::new(Task {
+        name: TaskName::new("testTask").unwrap(),
+        location,
+        description: None,
+        inputs: json!({"type": "object"}),
+        outputs,
+        timeout: None,
+    })
+    .unwrap()
+}
+
+/// Keeps every line it is given.
+#[derive(Default)]
+struct Collect(Mutex<Vec<(Stream, Vec<u8>, bool)>>);
+
+impl LogSink for Collect {
+    fn line(&self, line: LogLine<'_>) {
+        assert_eq!(line.task.as_str(), "testTask");
+        assert!(!line.run_id.is_empty());
+        self.0
+            .lock()
+            .unwrap()
+            .push((line.stream, line.text.to_vec(), line.truncated));
+    }
+}
+
+impl Collect {
+    fn texts(&self, stream: Stream) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _, _)| *s == stream)
+            .map(|(_, t, _)| String::from_utf8_lossy(t).into_owned())
+            .collect()
+    }
+}
+
+/// Counts lines without keeping them.
+#[derive(Default)]
+struct Count {
+    lines: AtomicUsize,
+    truncated: AtomicUsize,
+    longest: AtomicUsize,
+}
+
+impl LogSink for Count {
+    fn line(&self, line: LogLine<'_>) {
+        self.lines.fetch_add(1, Ordering::Relaxed);
+        if line.truncated {
+            self.truncated.fetch_add(1, Ordering::Relaxed);
+        }
+        self.longest.fetch_max(line.text.len(), Ordering::Relaxed);
+    }
+}
+
+async fn run_with(
+    config: RunnerConfig,
+    task: &PreparedTask,
+    request: RunRequest,
+    cancel: &CancellationToken,
+) -> (RunReport, Collect) {
+    let logs = Collect::default();
+    let report = Runner::new(config).run(task, request, &logs, cancel).await;
+    (report, logs)
+}
+
+async fn run_script(body: &str, args: Value) -> (RunReport, Collect, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(script(dir.path(), "t.sh", body), None);
+    let (report, logs) = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(args),
+        &CancellationToken::new(),
+    )
+    .await;
+    (report, logs, dir)
+}
+
+fn completed(report: &RunReport) -> &task_executor::TaskResult {
+    match &report.outcome {
+        Outcome::Completed { result } => result,
+        other => panic!("expected completed, got {other:?}"),
+    }
+}
+
+/// Whether `pid` is a live (non-zombie) process.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            state != Some(Some('Z'))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits up to 3 s for `pid` to be gone (a signal is delivered asynchronously).
+async fn gone(pid: i32) -> bool {
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn success_with_status_1() {
+    let (report, _, _d) = run_script(
+        r#"cat >/dev/null; echo '{"status":1,"reason":"ok","payload":{"foo":"bar"}}'"#,
+        json!({}),
+    )
+    .await;
+    let result = completed(&report);
+    assert_eq!(result.reason, "ok");
+    assert_eq!(result.payload, json!({"foo": "bar"}));
+    assert!(report.outcome.is_success());
+    assert_eq!(report.exit, Some(ExitInfo::Code { code: 0 }));
+    assert_eq!(report.task.as_str(), "testTask");
+    assert!(!report.run_id.is_empty());
+}
+
+#[tokio::test]
+async fn status_2_is_completed_but_not_success() {
+    let (report, _, _d) =
+        run_script(r#"echo '{"status":2,"reason":"bad input"}'"#, json!({})).await;
+    assert_eq!(completed(&report).status, 2);
+    assert!(!report.outcome.is_success());
+}
+
+#[tokio::test]
+async fn result_is_the_last_candidate_among_logs() {
+    let (report, logs, _d) = run_script(
+        r#"echo starting
+echo 'to stderr' >&2
+echo '{"status":2,"reason":"early"}'
+echo '{"not":"a result"}'
+echo '{"status":1,"reason":"final","payload":[1,2]}'
+echo 'bye' >&2
+echo '[1,2,3]'"#,
+        json!({}),
+    )
+    .await;
+    let result = completed(&report);
+    assert_eq!(result.reason, "final");
+    assert_eq!(result.payload, json!([1, 2]));
+    assert_eq!(logs.texts(Stream::Stdout).len(), 5);
+    assert_eq!(logs.texts(Stream::Stdout)[0], "starting");
+    assert_eq!(logs.texts(Stream::Stderr), ["to stderr", "bye"]);
+}
+
+#[tokio::test]
+async fn pretty_printed_result_ending_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(
+        python(
+            dir.path(),
+            "t.py",
+            r#"import json, sys
+print("working...")
+print(json.dumps({"status": 1, "reason": "ok", "payload": {"items": [1, 2], "n": {"a": 1}}}, indent=2))
+print()"#,
+        ),
+        None,
+    );
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(json!({})),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        completed(&report).payload,
+        json!({"items": [1, 2], "n": {"a": 1}})
+    );
+}
+
+#[tokio::test]
+async fn result_file_is_preferred_over_stdout() {
+    let (report, logs, _d) = run_script(
+        r#"echo "$TASK_RESULT_FILE" >&2
+mode=$(stat -c %a "$TASK_RESULT_FILE")
+size=$(stat -c %s "$TASK_RESULT_FILE")
+echo '{"status":2,"reason":"stdout junk"}'
+printf '{"status":1,"reason":"from file","payload":{"mode":"%s","size":%s}}' "$mode" "$size" > "$TASK_RESULT_FILE""#,
+        json!({}),
+    )
+    .await;
+    let result = completed(&report);
+    assert_eq!(result.reason, "from file");
+    assert_eq!(result.payload, json!({"mode": "600", "size": 0}));
+    let path = &logs.texts(Stream::Stderr)[0];
+    assert!(!Path::new(path).exists(), "{path} was not removed");
+}
+
+#[tokio::test]
+async fn environment_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            r#"printf '{"status":1,"payload":{"name":"%s","run":"%s","protocol":"%s","home":"%s"}}\n' "$TASK_NAME" "$TASK_RUN_ID" "$TASK_PROTOCOL" "$HOME""#,
+        ),
+        None,
+    );
+    let mut request = RunRequest::new(json!({}));
+    request.run_id = Some("run-42".to_owned());
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task,
+        request,
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(report.run_id, "run-42");
+    let home = std::env::var("HOME").unwrap_or_default();
+    assert_eq!(
+        completed(&report).payload,
+        json!({"name": "testTask", "run": "run-42", "protocol": "v1", "home": home})
+    );
+    // A fresh run id otherwise.
+    let (report, _, _d) = run_script(
+        r#"printf '{"status":1,"payload":"%s"}\n' "$TASK_RUN_ID""#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(completed(&report).payload, json!(report.run_id));
+}
+
+const ECHO_STDIN: &str = r#"import json, sys
+envelope = json.load(sys.stdin)
+print("got it", file=sys.stderr)
+print(json.dumps({"status": 1, "reason": "ok", "payload": envelope}))"#;
+
+#[tokio::test]
+async fn envelope_is_received_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(python(dir.path(), "t.py", ECHO_STDIN), None);
+    let args = json!({"cmd": "hostname", "requestId": "214215161263", "user": "tester", "ü": "→"});
+    let mut request = RunRequest::new(args.clone());
+    request.caller = "api".to_owned();
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task,
+        request,
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        completed(&report).payload,
+        json!({"meta": {"protocol": "v1", "caller": "api", "taskName": "testTask"}, "data": args})
+    );
+}
+
+#[tokio::test]
+async fn five_megabyte_argument_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(python(dir.path(), "t.py", ECHO_STDIN), None);
+    let big = "x".repeat(5 * 1024 * 1024);
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(json!({"big": big})),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        completed(&report).payload["data"]["big"].as_str(),
+        Some(big.as_str())
+    );
+}
+
+#[tokio::test]
+async fn five_megabyte_argument_never_read() {
+    let big = "x".repeat(5 * 1024 * 1024);
+    let (report, _, _d) = run_script(
+        r#"echo '{"status":1,"reason":"did not read"}'"#,
+        json!({"big": big}),
+    )
+    .await;
+    assert_eq!(completed(&report).reason, "did not read");
+    // And one that dies before reading, after printing a lot.
+    let (report, _, _d) = run_script(
+        r#"yes line | head -n 100000; echo '{"status":1}'; exit 0"#,
+        json!({"big": "y".repeat(5 * 1024 * 1024)}),
+    )
+    .await;
+    assert_eq!(completed(&report).status, 1);
+}
+
+#[tokio::test]
+async fn non_zero_exit_with_and_without_result() {
+    let (report, _, _d) = run_script(
+        r#"echo '{"status":0,"reason":"failed"}'; exit 3"#,
+        json!({}),
+    )
+    .await;
+    match &report.outcome {
+        Outcome::ExitedNonZero {
+            code: 3,
+            result: Some(r),
+        } => assert_eq!(r.reason, "failed"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(report.exit, Some(ExitInfo::Code { code: 3 }));
+    let (report, _, _d) = run_script("echo oops >&2; exit 3", json!({})).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::ExitedNonZero {
+            code: 3,
+            result: None
+        }
+    );
+}
+
+#[tokio::test]
+async fn killed_by_its_own_signal() {
+    for (sig, name, number) in [("SEGV", "SIGSEGV", 11), ("KILL", "SIGKILL", 9)] {
+        let (report, _, _d) = run_script(
+            &format!("echo '{{\"status\":1}}'; kill -{sig} $$; sleep 5"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            report.outcome,
+            Outcome::Signalled {
+                signal: name.to_owned()
+            }
+        );
+        assert_eq!(
+            report.exit,
+            Some(ExitInfo::Signal {
+                number,
+                name: name.to_owned()
+            })
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_result() {
+    let (report, _, _d) = run_script("echo 'just logs'; echo '{\"x\":1}'", json!({})).await;
+    assert_eq!(report.outcome, Outcome::NoResult);
+    assert!(report.outcome.result().is_none());
+}
+
+#[tokio::test]
+async fn invalid_reason() {
+    let (report, _, _d) = run_script(r#"echo '{"status":1,"reason":42}'"#, json!({})).await;
+    match &report.outcome {
+        Outcome::InvalidResult { message } => assert!(message.contains("reason"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let (report, _, _d) = run_script(r#"echo 'not json' > "$TASK_RESULT_FILE""#, json!({})).await;
+    match &report.outcome {
+        Outcome::InvalidResult { message } => {
+            assert!(message.contains("TASK_RESULT_FILE"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn result_over_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RunnerConfig {
+        result_limit: 1000,
+        ..RunnerConfig::default()
+    };
+    let cases = [
+        // One line.
+        r#"printf '{"status":1,"payload":"%s"}\n' "$(head -c 2000 /dev/zero | tr '\0' x)""#,
+        // Pretty-printed.
+        r#"echo '{'; echo '"status": 1,'; echo "\"payload\": \"$(head -c 2000 /dev/zero | tr '\0' x)\""; echo '}'"#,
+        // Result file.
+        r#"printf '{"status":1,"payload":"%s"}\n' "$(head -c 2000 /dev/zero | tr '\0' x)" > "$TASK_RESULT_FILE""#,
+    ];
+    for (i, body) in cases.iter().enumerate() {
+        let task = task_at(script(dir.path(), &format!("t{i}.sh"), body), None);
+        let (report, logs) = run_with(
+            config.clone(),
+            &task,
+            RunRequest::new(json!({})),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(
+            report.outcome,
+            Outcome::ResultTooLarge { limit: 1000 },
+            "case {i}"
+        );
+        if i == 0 {
+            let lines = logs.0.lock().unwrap();
+            assert_eq!(lines.len(), 1);
+            assert_eq!(lines[0].1.len(), 1000);
+            assert!(lines[0].2, "the sink is told the line was cut");
+        }
+    }
+}
+
+#[tokio::test]
+async fn output_schema_violation_lists_pointers() {
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = json!({
+        "type": "object",
+        "required": ["status", "payload"],
+        "properties": {
+            "payload": {
+                "type": "object",
+                "required": ["count"],
+                "properties": {"count": {"type": "integer"}, "name": {"type": "string"}}
+            }
+        }
+    });
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            r#"echo '{"status":1,"payload":{"count":"three","name":5}}'"#,
+        ),
+        Some(outputs.clone()),
+    );
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(json!({})),
+        &CancellationToken::new(),
+    )
+    .await;
+    match &report.outcome {
+        Outcome::OutputViolation { result, violations } => {
+            assert_eq!(result.status, 1);
+            let pointers: Vec<_> = violations.iter().map(|v| v.pointer.as_str()).collect();
+            assert!(pointers.contains(&"/payload/count"), "{violations:?}");
+            assert!(pointers.contains(&"/payload/name"), "{violations:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let ok = task_at(
+        script(
+            dir.path(),
+            "ok.sh",
+            r#"echo '{"status":1,"payload":{"count":3}}'"#,
+        ),
+        Some(outputs),
+    );
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &ok,
+        RunRequest::new(json!({})),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert!(report.outcome.is_success());
+}
+
+/// A script that records its pid and a background grandchild's, then sleeps.
+fn sleeper(dir: &Path, prelude: &str) -> PathBuf {
+    let d = dir.display();
+    script(
+        dir,
+        "t.sh",
+        &format!(
+            "{prelude}\nsleep 1000 &\necho $! > {d}/child.pid\necho $$ > {d}/main.pid\necho started\nsleep 1000 & wait $!"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(sleeper(dir.path(), ""), None);
+    let mut request = RunRequest::new(json!({}));
+    request.timeout = Some(Duration::from_millis(500));
+    let (report, logs) = run_with(
+        RunnerConfig::default(),
+        &task,
+        request,
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        report.outcome,
+        Outcome::TimedOut {
+            after: Duration::from_millis(500)
+        }
+    );
+    assert_eq!(logs.texts(Stream::Stdout), ["started"]);
+    let (main, child) = (
+        read_pid(&dir.path().join("main.pid")),
+        read_pid(&dir.path().join("child.pid")),
+    );
+    assert!(gone(main).await, "task {main} survived");
+    assert!(gone(child).await, "grandchild {child} survived");
+    // bash dies of the SIGTERM.
+    assert!(matches!(
+        report.exit,
+        Some(ExitInfo::Signal { number: 15, .. })
+    ));
+}
+
+#[tokio::test]
+async fn task_timeout_and_default_timeout_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = Task {
+        name: TaskName::new("testTask").unwrap(),
+        location: script(dir.path(), "t.sh", "sleep 1000"),
+        description: None,
+        inputs: json!(true),
+        outputs: None,
+        timeout: Some(Duration::from_millis(200)),
+    };
+    let prepared = PreparedTask::new(task.clone()).unwrap();
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &prepared,
+        RunRequest::new(json!({})),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        report.outcome,
+        Outcome::TimedOut {
+            after: Duration::from_millis(200)
+        }
+    );
+    task.timeout = None;
+    let prepared = PreparedTask::new(task).unwrap();
+    let config = RunnerConfig {
+        default_timeout: Duration::from_millis(300),
+        ..RunnerConfig::default()
+    };
+    let (report, _) = run_with(
+        config,
+        &prepared,
+        RunRequest::new(json!({})),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        report.outcome,
+        Outcome::TimedOut {
+            after: Duration::from_millis(300)
+        }
+    );
+}
+
+#[tokio::test]
+async fn sigterm_handler_runs_within_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(
+        sleeper(dir.path(), "trap 'echo cleaning up >&2; exit 0' TERM"),
+        None,
+    );
+    let mut request = RunRequest::new(json!({}));
+    request.timeout = Some(Duration::from_millis(300));
+    let config = RunnerConfig {
+        grace: Duration::from_secs(20),
+        ..RunnerConfig::default()
+    };
+    let (report, logs) = run_with(config, &task, request, &CancellationToken::new()).await;
+    assert!(matches!(report.outcome, Outcome::TimedOut { .. }));
+    assert_eq!(report.exit, Some(ExitInfo::Code { code: 0 }));
+    assert_eq!(logs.texts(Stream::Stderr), ["cleaning up"]);
+    assert!(
+        report.duration < Duration::from_secs(10),
+        "waited for the grace period: {:?}",
+        report.duration
+    );
+    assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
+}
+
+#[tokio::test]
+async fn sigterm_ignored_means_sigkill_after_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(sleeper(dir.path(), "trap '' TERM"), None);
+    let mut request = RunRequest::new(json!({}));
+    request.timeout = Some(Duration::from_millis(200));
+    let config = RunnerConfig {
+        grace: Duration::from_millis(300),
+        ..RunnerConfig::default()
+    };
+    let (report, _) = run_with(config, &task, request, &CancellationToken::new()).await;
+    assert!(matches!(report.outcome, Outcome::TimedOut { .. }));
+    assert_eq!(
+        report.exit,
+        Some(ExitInfo::Signal {
+            number: 9,
+            name: "SIGKILL".to_owned()
+        })
+    );
+    assert!(
+        report.duration >= Duration::from_millis(500),
+        "{:?}",
+        report.duration
+    );
+    assert!(gone(read_pid(&dir.path().join("main.pid"))).await);
+    assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(sleeper(dir.path(), ""), None);
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        trigger.cancel();
+    });
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(json!({})),
+        &cancel,
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Cancelled);
+    assert!(gone(read_pid(&dir.path().join("main.pid"))).await);
+    assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
+    // Already cancelled: nothing is started.
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(json!({})),
+        &cancel,
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Cancelled);
+    assert_eq!(report.exit, None);
+}
+
+#[tokio::test]
+async fn dropping_the_run_future_kills_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(sleeper(dir.path(), "trap '' TERM"), None);
+    let logs = Collect::default();
+    let cancel = CancellationToken::new();
+    let runner = Runner::default();
+    let run = runner.run(&task, RunRequest::new(json!({})), &logs, &cancel);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), run)
+            .await
+            .is_err()
+    );
+    assert!(gone(read_pid(&dir.path().join("main.pid"))).await);
+    assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
+}
+
+#[tokio::test]
+async fn grandchild_holding_stdout_does_not_hang_a_normal_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            &format!("sleep 1000 &\necho $! > {d}/child.pid\necho '{{\"status\":1}}'"),
+        ),
+        None,
+    );
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(json!({})),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
+}
+
+#[tokio::test]
+async fn process_escaping_the_group_only_delays_by_the_drain_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            // The pid file is written after setsid(2): the sleep has left the group.
+            &format!(
+                "setsid bash -c 'echo $$ > {d}/escaped.tmp; mv {d}/escaped.tmp {d}/escaped.pid; exec sleep 1000' &\n\
+                 while [ ! -e {d}/escaped.pid ]; do sleep 0.01; done\necho '{{\"status\":1}}'"
+            ),
+        ),
+        None,
+    );
+    let start = Instant::now();
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(json!({})),
+        &CancellationToken::new(),
+    )
+    .await;
+    let escaped = read_pid(&dir.path().join("escaped.pid"));
+    // Not ours to keep around.
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(escaped).unwrap(),
+        rustix::process::Signal::KILL,
+    );
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    // It holds stdout open: the run waits for the drain bound (2 s), no longer.
+    assert!(
+        report.duration >= Duration::from_millis(1500),
+        "{:?}",
+        report.duration
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn non_utf8_lines_reach_the_sink() {
+    let (report, logs, _d) = run_script(
+        r#"printf 'a\xffb\r\n'; printf 'err\xfe\n' >&2; echo '{"status":1}'"#,
+        json!({}),
+    )
+    .await;
+    assert!(report.outcome.is_success());
+    let lines = logs.0.lock().unwrap();
+    assert!(lines.contains(&(Stream::Stdout, b"a\xffb".to_vec(), false)));
+    assert!(lines.contains(&(Stream::Stderr, b"err\xfe".to_vec(), false)));
+}
+
+#[tokio::test]
+async fn huge_output_is_streamed() {
+    let dir = tempfile::tempdir().unwrap();
+    // 5 million lines, 50 MB on stdout, plus a stderr line; then the result.
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            "yes 123456789 | head -n 5000000\necho done >&2\necho '{\"status\":1}'",
+        ),
+        None,
+    );
+    let logs = Count::default();
+    let report = Runner::default()
+        .run(
+            &task,
+            RunRequest::new(json!({})),
+            &logs,
+            &CancellationToken::new(),
+        )
+        .await;
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert_eq!(logs.lines.load(Ordering::Relaxed), 5_000_002);
+}
+
+#[tokio::test]
+async fn one_huge_line_is_cut_to_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            "head -c 30000000 /dev/zero | tr '\\0' x",
+        ),
+        None,
+    );
+    let logs = Count::default();
+    let config = RunnerConfig {
+        result_limit: 1 << 20,
+        ..RunnerConfig::default()
+    };
+    let report = Runner::new(config)
+        .run(
+            &task,
+            RunRequest::new(json!({})),
+            &logs,
+            &CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::NoResult);
+    assert_eq!(logs.lines.load(Ordering::Relaxed), 1);
+    assert_eq!(logs.truncated.load(Ordering::Relaxed), 1);
+    assert_eq!(logs.longest.load(Ordering::Relaxed), 1 << 20);
+}
+
+/// Peak RSS of this process, in bytes.
+fn peak_rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// 150 MB of short lines, then the result, then one 150 MB line without a newline.
+/// Run alone, so that no other test shares the process:
+/// `cargo test -p task-executor --test runner -- --ignored --exact memory_stays_bounded`.
+#[tokio::test]
+#[ignore = "measures the whole process's peak RSS; run alone"]
+async fn memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            "yes 123456789 | head -c 150000000\necho '{\"status\":1}'\nhead -c 150000000 /dev/zero | tr '\\0' x",
+        ),
+        None,
+    );
+    let logs = Count::default();
+    let report = Runner::default()
+        .run(
+            &task,
+            RunRequest::new(json!({"big": "z".repeat(1 << 20)})),
+            &logs,
+            &CancellationToken::new(),
+        )
+        .await;
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert_eq!(logs.truncated.load(Ordering::Relaxed), 1);
+    let peak = peak_rss();
+    eprintln!("peak RSS: {} MiB", peak >> 20);
+    assert!(peak < 64 << 20, "peak RSS {} MiB", peak >> 20);
+}
+
+#[tokio::test]
+async fn spawn_failures_are_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.sh");
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task_at(missing.clone(), None),
+        RunRequest::new(json!({})),
+        &CancellationToken::new(),
+    )
+    .await;
+    match &report.outcome {
+        Outcome::SpawnFailed { message } => {
+            assert!(
+                message.contains(&missing.display().to_string()),
+                "{message}"
+            );
+            assert!(message.contains("No such file"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(report.exit, None);
+}
+
+#[tokio::test]
+async fn run_future_is_send() {
+    fn assert_send<T: Send>(t: T) -> T {
+        t
+    }
+    let (_, _, dir) = run_script("true", json!({})).await;
+    let task = task_at(dir.path().join("t.sh"), None);
+    let runner = Runner::default();
+    let cancel = CancellationToken::new();
+    let report = assert_send(runner.run(
+        &task,
+        RunRequest::new(json!({})),
+        &task_executor::runner::DiscardLogs,
+        &cancel,
+    ))
+    .await;
+    assert_eq!(report.outcome, Outcome::NoResult);
+}
+
+// ---------------------------------------------------------------- discovery
+
+async fn discover(
+    path: &Path,
+    timeout: Duration,
+) -> Result<task_executor::AutoSchema, DiscoveryError> {
+    Runner::default().discover(path, timeout).await
+}
+
+const SECOND: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn discovery_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = script(
+        dir.path(),
+        "t.sh",
+        r#"[ "$1" = schema ] || exit 9
+echo 'some log line'
+cat <<'EOF'
+{
+  "name": "python",
+  "description": "Python example",
+  "inputs": {"type": "object", "properties": {"user": {"type": "string"}}},
+  "outputs": {"type": "object"}
+}
+EOF"#,
+    );
+    let schema = discover(&path, SECOND).await.unwrap();
+    assert_eq!(schema.description.as_deref(), Some("Python example"));
+    assert_eq!(schema.inputs["properties"]["user"]["type"], "string");
+    assert_eq!(schema.outputs, Some(json!({"type": "object"})));
+    // check_executable gives the canonical path.
+    assert_eq!(
+        check_executable(&path).unwrap(),
+        path.canonicalize().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn discovery_non_zero_exit_reports_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = script(
+        dir.path(),
+        "t.sh",
+        "echo 'unknown command: schema' >&2; exit 2",
+    );
+    let err = discover(&path, SECOND).await.unwrap_err();
+    assert!(
+        matches!(&err, DiscoveryError::ExitedNonZero { code: 2, stderr, .. } if stderr == "unknown command: schema"),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("`{} schema` exited with code 2", path.display())),
+        "{msg}"
+    );
+    assert!(msg.contains("unknown command: schema"), "{msg}");
+}
+
+#[tokio::test]
+async fn discovery_signalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = script(dir.path(), "t.sh", "kill -ABRT $$");
+    let err = discover(&path, SECOND).await.unwrap_err();
+    assert!(
+        matches!(&err, DiscoveryError::Signalled { signal, .. } if signal == "SIGABRT"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn discovery_hang_times_out_and_kills_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let path = script(
+        dir.path(),
+        "t.sh",
+        &format!("trap '' TERM\nsleep 1000 &\necho $! > {d}/child.pid\nsleep 1000 & wait $!"),
+    );
+    let start = Instant::now();
+    let err = discover(&path, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DiscoveryError::TimedOut { after, .. } if *after == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("300ms"), "{err}");
+    // TERM is ignored: the grace for discovery is at most a second.
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
+}
+
+#[tokio::test]
+async fn discovery_not_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = script(dir.path(), "t.sh", "echo 'usage: t.sh run'");
+    let err = discover(&path, SECOND).await.unwrap_err();
+    let DiscoveryError::NotJson { excerpt, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(excerpt, "usage: t.sh run");
+    let msg = err.to_string();
+    assert!(msg.contains("printed no JSON"), "{msg}");
+    assert!(msg.contains("line 1 column 1"), "{msg}");
+}
+
+#[tokio::test]
+async fn discovery_missing_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = script(dir.path(), "t.sh", r#"echo '{"name":"x","outputs":{}}'"#);
+    let err = discover(&path, SECOND).await.unwrap_err();
+    assert!(
+        matches!(&err, DiscoveryError::NotAutoSchema { message, .. } if message.contains("`inputs`")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn discovery_output_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = script(dir.path(), "t.sh", "yes '{}'");
+    let runner = Runner::new(RunnerConfig {
+        result_limit: 1000,
+        ..RunnerConfig::default()
+    });
+    let err = runner.discover(&path, SECOND).await.unwrap_err();
+    assert!(
+        matches!(err, DiscoveryError::TooLarge { limit: 1000, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn discovery_of_non_executables() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.sh");
+    std::fs::write(&plain, "#!/bin/bash\necho '{\"inputs\":{}}'\n").unwrap();
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = discover(&plain, SECOND).await.unwrap_err();
+    assert!(
+        matches!(err, DiscoveryError::NotExecutable { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("chmod +x"), "{err}");
+
+    let missing = dir.path().join("nope.sh");
+    let err = discover(&missing, SECOND).await.unwrap_err();
+    assert!(
+        matches!(&err, DiscoveryError::NotFound { path } if *path == missing),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string().split(';').next().unwrap(),
+        format!("`{}` does not exist", missing.display())
+    );
+
+    let err = check_executable(dir.path()).unwrap_err();
+    assert!(matches!(err, DiscoveryError::NotAFile { .. }), "{err:?}");
+
+    // Executable but not startable: no `#!` line and not a binary.
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, [0u8, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = discover(&garbage, SECOND).await.unwrap_err();
+    assert!(matches!(err, DiscoveryError::SpawnFailed { .. }), "{err:?}");
+}
