@@ -1,1 +1,72 @@
-fn main() {}
+//! `manage_tasks`: the command-line face of the task-executor library.
+//!
+//! Thin by design: parse arguments (keeping the original tool's `-name`
+//! style), open the store, call the library, print. Exit codes live in
+//! [`exit`]; human rendering in [`output`].
+
+mod cli;
+mod commands;
+mod exit;
+mod output;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::exit::Failure;
+
+fn main() -> ExitCode {
+    let args = cli::rewrite_single_dash(std::env::args_os().collect(), &cli::Cli::command());
+    let cli = match cli::Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|m| cli::Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::NOTHING_RAN } else { 0 });
+        }
+    };
+    let json = commands::wants_json(&cli.command);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::NOTHING_RAN);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => report_error(err, json),
+    }
+}
+
+fn report_error(err: anyhow::Error, json: bool) -> ExitCode {
+    if is_broken_pipe(&err) {
+        return ExitCode::SUCCESS;
+    }
+    let (code, kind, violations) = match err.downcast_ref::<Failure>() {
+        Some(f) => (f.code, f.kind, f.violations.clone()),
+        None => (exit::NOTHING_RAN, "error", Vec::new()),
+    };
+    let style = output::Style::stderr();
+    let _ = writeln!(std::io::stderr(), "{} {err:#}", style.red("error:"));
+    if json {
+        let doc = serde_json::json!({
+            "error": {"kind": kind, "message": format!("{err:#}"), "violations": violations}
+        });
+        let _ = writeln!(std::io::stdout(), "{doc}");
+    }
+    ExitCode::from(code)
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

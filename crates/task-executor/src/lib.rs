@@ -8,6 +8,7 @@
 //! - [`protocol`]: the wire types of protocol v1;
 //! - [`schema`]: checking schemas and validating values;
 //! - [`registry`]: where tasks are registered (YAML file, SQLite);
+//! - [`mod@register`]: discovering a task and storing it;
 //! - [`runner`]: executing one task robustly;
 //! - [`pool`]: executing many with bounded concurrency.
 //!
@@ -16,6 +17,7 @@
 
 pub mod pool;
 pub mod protocol;
+pub mod register;
 pub mod registry;
 pub mod runner;
 pub mod schema;
@@ -23,6 +25,7 @@ pub mod task;
 
 pub use pool::Pool;
 pub use protocol::{AutoSchema, Envelope, TaskResult};
+pub use register::{RegisterError, RegisterOptions, describe, register};
 pub use registry::{InsertMode, Store, StoreError, StoreSpec};
 pub use runner::{
     LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest, Runner, RunnerConfig, Stream,

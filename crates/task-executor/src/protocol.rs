@@ -79,7 +79,8 @@ impl<D: Serialize> Envelope<D> {
 
     /// Serialises the envelope followed by a newline, ready for stdin.
     pub fn to_line(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec(self).expect("an envelope of JSON values always serialises");
+        let mut out =
+            serde_json::to_vec(self).expect("an envelope of JSON values always serialises");
         out.push(b'\n');
         out
     }
@@ -149,7 +150,9 @@ pub fn result_from_value(value: Value) -> Result<(TaskResult, Value), ResultErro
     if !is_result_candidate(obj) {
         return Err(ResultError::NoStatus);
     }
-    let status = obj["status"].as_i64().expect("checked by is_result_candidate");
+    let status = obj["status"]
+        .as_i64()
+        .expect("checked by is_result_candidate");
     let reason = match obj.get("reason") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),

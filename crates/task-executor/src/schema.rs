@@ -199,8 +199,15 @@ mod tests {
             ),
         ];
         for (uri, draft) in cases {
-            assert_eq!(detect_draft(&json!({"$schema": uri})).unwrap(), draft, "{uri}");
-            assert_eq!(check_schema(&json!({"$schema": uri, "type": "object"})).unwrap(), draft);
+            assert_eq!(
+                detect_draft(&json!({"$schema": uri})).unwrap(),
+                draft,
+                "{uri}"
+            );
+            assert_eq!(
+                check_schema(&json!({"$schema": uri, "type": "object"})).unwrap(),
+                draft
+            );
         }
         assert_eq!(detect_draft(&json!({})).unwrap(), Draft::Draft202012);
         assert!(matches!(
@@ -223,7 +230,11 @@ mod tests {
         assert_eq!(draft, Draft::Draft7);
         assert!(violations.len() >= 2, "{violations:?}");
         assert!(violations.iter().any(|v| v.pointer == "/type"));
-        assert!(violations.iter().any(|v| v.pointer == "/properties/a/minLength"));
+        assert!(
+            violations
+                .iter()
+                .any(|v| v.pointer == "/properties/a/minLength")
+        );
     }
 
     #[test]

@@ -1,0 +1,37 @@
+# Convenience targets. `make build` puts bin/manage_tasks in place, as the original promised.
+CARGO ?= cargo
+
+.PHONY: build demo test lint bench clean
+
+build:
+	$(CARGO) build --release --locked --bin manage_tasks
+	mkdir -p bin
+	cp target/release/manage_tasks bin/manage_tasks
+
+# Registers the bundled examples into a throwaway store and executes one.
+demo: build
+	@store=$$(mktemp -d)/tasks.db; \
+	set -e; \
+	echo "== store: $$store"; \
+	TASK_STORE=$$store ./bin/manage_tasks register --name greet --location examples/bash.sh; \
+	TASK_STORE=$$store ./bin/manage_tasks register --name wordcount --location examples/python.py; \
+	TASK_STORE=$$store ./bin/manage_tasks list; \
+	TASK_STORE=$$store ./bin/manage_tasks execute --name wordcount \
+	  --taskArgs '{"text":"the quick brown fox jumps over the lazy dog the end","top":2}'
+
+# The whole test suite: unit, integration and doc tests.
+test:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --all-targets --locked --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace --all-targets --locked --no-fail-fast; \
+	fi
+	$(CARGO) test --workspace --doc --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf bin

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Whole-command benchmarks, each reported as a ratio to a baseline measured in
+# the same run on the same machine. Needs: cargo, cc, hyperfine, /usr/bin/time,
+# jq. Usage: bench/run.sh [--quick]
+#
+#   1. per-call overhead: `manage_tasks execute` vs the task run directly with the same stdin
+#   2. batch throughput: 1000 no-op runs at --parallel 2 vs a C posix_spawn loop (and xargs -P2)
+#   3. executor peak RSS: one run, batches of 1000 and 10000, a task printing 150 MB
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+quick=${1:-}
+runs=300; batch_runs=10
+if [ "$quick" = "--quick" ]; then runs=50; batch_runs=3; fi
+
+for tool in hyperfine jq cc /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install hyperfine jq gcc time)" >&2; exit 2; }
+done
+
+cargo build --release --locked --bin manage_tasks >&2
+bin=$root/target/release/manage_tasks
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cc -O2 -pthread -o "$work/spawn_baseline" bench/spawn_baseline.c
+
+export TASK_STORE=$work/tasks.db
+noop=$root/examples/noop.sh
+"$bin" -q register --name noop --location "$noop"
+printf '%s\n' '{"meta":{"protocol":"v1","caller":"self","taskName":"noop"},"data":{"requestId":"214215161263","user":"tester","cmd":"hostname","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}' > "$work/envelope.json"
+args='{"requestId":"214215161263","user":"tester","cmd":"hostname","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
+median() { jq -r ".results[$2].median" "$1"; }
+
+echo "## 1. per-call overhead (median of $runs runs)"
+# Both through hyperfine's shell, which it measures and subtracts: equal treatment.
+hyperfine --warmup 20 --runs "$runs" --export-json "$work/call.json" --style none \
+  --command-name direct "$noop < $work/envelope.json" \
+  --command-name execute "$bin -q execute --name noop --taskArgs '$args'" >/dev/null
+d=$(median "$work/call.json" 0); e=$(median "$work/call.json" 1)
+awk -v d="$d" -v e="$e" 'BEGIN { printf "direct run:        %.3f ms\nmanage_tasks:      %.3f ms\noverhead:          %.3f ms\nratio:             %.2f (target <= 1.6)\n", d*1000, e*1000, (e-d)*1000, e/d }'
+
+echo
+echo "## 2. batch throughput: 1000 no-op runs, 2 at a time (median of $batch_runs)"
+for i in $(seq 1000); do echo "$args"; done > "$work/batch.jsonl"
+hyperfine -N --warmup 1 --runs "$batch_runs" --export-json "$work/batch.json" --style none \
+  --command-name spawn-loop "$work/spawn_baseline 1000 2 $work/envelope.json $noop" \
+  --command-name batch "$bin -q execute --name noop --batch $work/batch.jsonl --parallel 2 --json" \
+  --command-name xargs "sh -c 'seq 1000 | xargs -P2 -I{} sh -c \"$noop < $work/envelope.json\" >/dev/null'" >/dev/null
+b=$(median "$work/batch.json" 0); o=$(median "$work/batch.json" 1); x=$(median "$work/batch.json" 2)
+awk -v b="$b" -v o="$o" -v x="$x" 'BEGIN { printf "spawn loop (C):    %.0f runs/s\nmanage_tasks:      %.0f runs/s\nxargs -P2:         %.0f runs/s\nratio to loop:     %.2f (target >= 0.90)\n", 1000/b, 1000/o, 1000/x, b/o }'
+
+echo
+echo "## 3. executor peak RSS"
+rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
+printf 'one run:             %6d KiB\n' "$(rss "$bin" -q execute --name noop --taskArgs "$args")"
+printf 'batch of 1000:       %6d KiB\n' "$(rss "$bin" -q execute --name noop --batch "$work/batch.jsonl" --parallel 2 --json)"
+for i in $(seq 10); do cat "$work/batch.jsonl"; done > "$work/batch10k.jsonl"
+printf 'batch of 10000:      %6d KiB\n' "$(rss "$bin" -q execute --name noop --batch "$work/batch10k.jsonl" --parallel 2 --json)"
+cat > "$work/loud.sh" <<'SH'
+#!/bin/sh
+if [ "$1" = schema ]; then echo '{"inputs":{"type":"object"}}'; exit 0; fi
+case "$MODE" in
+  lines) yes 'a log line of fifty bytes, give or take, printed' | head -c 150000000 ;;
+  oneline) head -c 150000000 /dev/zero | tr '\0' x ;;
+esac
+echo '{"status":1,"reason":"ok","payload":null}'
+SH
+chmod +x "$work/loud.sh"
+"$bin" -q register --name loud --location "$work/loud.sh"
+printf '150 MB of lines:     %6d KiB\n' "$(MODE=lines rss "$bin" -q execute --name loud)"
+printf '150 MB in one line:  %6d KiB\n' "$(MODE=oneline rss "$bin" -q execute --name loud)"
+echo "(target: under 65536 KiB, flat in the batch size)"

@@ -1,0 +1,266 @@
+//! Command-line definitions (clap derive) and the rewrite that keeps the
+//! original tool's single-dash long flags (`-name x`) working.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Turn any executable into a typed task, then run it.
+#[derive(Debug, Parser)]
+#[command(name = "manage_tasks", version, about, long_about = None)]
+#[command(
+    after_help = "Exit codes: 0 task succeeded (status 1); 1 task reported another status; \
+2 nothing ran (usage, unknown task, invalid arguments, store error); 3 the run failed \
+(timeout, cancelled, crash, no or invalid result)."
+)]
+pub struct Cli {
+    /// The task store: a .yaml/.yml file, or an SQLite .db/.sqlite/.sqlite3 file or sqlite: URL.
+    /// Default: SQLite at $XDG_DATA_HOME/task-executor/tasks.db.
+    #[arg(long, global = true, env = "TASK_STORE", value_name = "STORE")]
+    pub store: Option<String>,
+
+    /// Say less on stderr: no store notice, no task log lines.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register a new task: runs `<location> schema` and stores what it declares.
+    Register(RegisterArgs),
+    /// Unregister an existing task.
+    Unregister(NameArgs),
+    /// List all registered tasks.
+    List(ListArgs),
+    /// Show one task: location, description, input and output schemas, timeout.
+    Show(ShowArgs),
+    /// Execute a registered task.
+    Execute(ExecuteArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to generate completions for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// A task name, given as `--name N` (original style) or positionally.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The task's name.
+    #[arg(
+        long = "name",
+        value_name = "NAME",
+        required_unless_present = "name_pos"
+    )]
+    pub name: Option<String>,
+    /// The task's name (alternative to --name).
+    #[arg(value_name = "NAME", conflicts_with = "name", hide = true)]
+    pub name_pos: Option<String>,
+}
+
+impl NameArgs {
+    pub fn get(&self) -> &str {
+        self.name
+            .as_deref()
+            .or(self.name_pos.as_deref())
+            .expect("clap requires one of --name or NAME")
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub name: NameArgs,
+    /// Path of the executable.
+    #[arg(long, value_name = "PATH")]
+    pub location: PathBuf,
+    /// Default run timeout for this task (e.g. `30s`, `5m`).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// How long `<location> schema` may take.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub schema_timeout: Duration,
+    /// Replace an existing task of that name, re-reading its schema.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the registered task as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a JSON array of tasks on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub name: NameArgs,
+    /// Print the task as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecuteArgs {
+    #[command(flatten)]
+    pub name: NameArgs,
+    /// The arguments, a JSON object; `-` reads them from stdin. Default `{}`.
+    #[arg(long = "taskArgs", visible_alias = "args", value_name = "JSON", conflicts_with_all = ["args_file", "batch"])]
+    pub task_args: Option<String>,
+    /// Read the arguments from a file.
+    #[arg(long, value_name = "FILE", conflicts_with = "batch")]
+    pub args_file: Option<PathBuf>,
+    /// Run once per line of a JSON Lines file (`-` for stdin), each line the arguments object.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub batch: Option<PathBuf>,
+    /// With --batch: how many runs at once (default: the number of CPUs).
+    #[arg(long, value_name = "N", requires = "batch", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: Option<u16>,
+    /// Run timeout, overriding the task's (e.g. `2s`, `1m30s`).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when stopping the task.
+    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    pub grace: Duration,
+    /// Caller recorded in the envelope's meta.
+    #[arg(long, default_value = "self")]
+    pub caller: String,
+    /// Largest accepted result, in bytes.
+    #[arg(long, default_value_t = task_executor::runner::DEFAULT_RESULT_LIMIT, value_name = "BYTES")]
+    pub result_limit: usize,
+    /// Print the result and run facts as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (examples: 500ms, 10s, 2m, 1h30m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+/// Rewrites the original tool's single-dash long flags (`-name`, `-taskArgs=…`)
+/// to clap's `--name` form. Only names that are long flags somewhere in the
+/// command tree are touched, values of options are never rewritten, and
+/// everything after `--` is left alone.
+pub fn rewrite_single_dash(
+    args: Vec<std::ffi::OsString>,
+    cmd: &clap::Command,
+) -> Vec<std::ffi::OsString> {
+    let single_dash_word = |a: &std::ffi::OsString| {
+        a.to_str().is_some_and(|s| {
+            s.strip_prefix('-').is_some_and(|b| {
+                b.len() > 1 && b.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            })
+        })
+    };
+    if !args.iter().skip(1).any(single_dash_word) {
+        return args; // the common case: nothing to rewrite, no need to walk the command tree
+    }
+    let mut longs = std::collections::HashMap::new();
+    // Building fills in each argument's number of values.
+    let mut cmd = cmd.clone();
+    cmd.build();
+    collect_longs(&cmd, &mut longs);
+    let mut out = Vec::with_capacity(args.len());
+    let mut skip_value = false;
+    let mut rest = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        if i == 0 || rest || skip_value {
+            skip_value = false;
+            out.push(arg);
+            continue;
+        }
+        let Some(s) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if s == "--" {
+            rest = true;
+            out.push(arg);
+            continue;
+        }
+        let flag = if let Some(body) = s.strip_prefix("--") {
+            Some(body)
+        } else if let Some(body) = s.strip_prefix('-').filter(|b| b.len() > 1) {
+            let name = body.split_once('=').map_or(body, |(n, _)| n);
+            longs.contains_key(name).then_some(body)
+        } else {
+            None
+        };
+        match flag {
+            Some(body) => {
+                let (name, has_value) = match body.split_once('=') {
+                    Some((n, _)) => (n, true),
+                    None => (body, false),
+                };
+                skip_value = !has_value && longs.get(name).copied().unwrap_or(false);
+                out.push(format!("--{body}").into());
+            }
+            None => out.push(arg),
+        }
+    }
+    out
+}
+
+fn collect_longs(cmd: &clap::Command, longs: &mut std::collections::HashMap<String, bool>) {
+    for arg in cmd.get_arguments() {
+        let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+        for long in arg.get_long_and_visible_aliases().into_iter().flatten() {
+            longs.insert(long.to_owned(), takes_value);
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        collect_longs(sub, longs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn rw(args: &[&str]) -> Vec<String> {
+        let args = args.iter().map(Into::into).collect();
+        rewrite_single_dash(args, &Cli::command())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn single_dash_long_flags_become_double_dash() {
+        assert_eq!(
+            rw(&["m", "execute", "-name", "t", "-taskArgs", "-json"]),
+            ["m", "execute", "--name", "t", "--taskArgs", "-json"]
+        );
+        assert_eq!(
+            rw(&["m", "register", "-name=x", "-location", "./a.sh"]),
+            ["m", "register", "--name=x", "--location", "./a.sh"]
+        );
+        // Short flags, unknown words and values are untouched.
+        assert_eq!(rw(&["m", "-q", "list", "-h"]), ["m", "-q", "list", "-h"]);
+        assert_eq!(rw(&["m", "execute", "-nope"]), ["m", "execute", "-nope"]);
+        assert_eq!(
+            rw(&["m", "execute", "--caller", "-name", "-json"]),
+            ["m", "execute", "--caller", "-name", "--json"]
+        );
+        assert_eq!(rw(&["m", "x", "--", "-name"]), ["m", "x", "--", "-name"]);
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,198 @@
+//! `execute`: validate arguments, run the task once, report the outcome.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use task_executor::runner::{DiscardLogs, DiscoveryError, ExitInfo, LogSink, check_executable};
+use task_executor::schema::Violation;
+use task_executor::{Outcome, PreparedTask, RunReport, RunRequest, Runner, RunnerConfig, TaskName};
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, print_json, task_name};
+use crate::cli::ExecuteArgs;
+use crate::exit::{self, Failure};
+use crate::output::{StderrLogs, Style, describe_failure, render_report};
+
+pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
+    let name = task_name(args.name.get())?;
+    if args.batch.is_some() {
+        let prepared = prepare(ctx, &name).await?;
+        return super::batch::run(ctx, &args, prepared).await;
+    }
+    let data = read_args(&args)?;
+    let prepared = prepare(ctx, &name).await?;
+    if let Err(violations) = prepared.validate_args(&data) {
+        return Err(invalid_args(&name, violations).into());
+    }
+
+    let runner = runner_for(&args);
+    let cancel = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
+    let logs: Arc<dyn LogSink> = if ctx.quiet {
+        Arc::new(DiscardLogs)
+    } else {
+        Arc::new(StderrLogs::new())
+    };
+    let request = RunRequest {
+        args: data,
+        caller: args.caller.clone(),
+        timeout: args.timeout,
+        run_id: None,
+    };
+    let report = runner.run(&prepared, request, logs.as_ref(), &cancel).await;
+    signals.abort();
+
+    if args.json {
+        print_json(&report_json(&report))?;
+    } else {
+        let text = render_report(&report, Style::stdout());
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+    }
+    Ok(exit::for_outcome(&report.outcome))
+}
+
+/// Loads `name` from the store, checks its executable and compiles its schemas.
+pub async fn prepare(ctx: &Context, name: &TaskName) -> Result<PreparedTask, Failure> {
+    let store = ctx.open_store().await?;
+    let task = store
+        .get(name)
+        .await
+        .map_err(Failure::from)?
+        .ok_or_else(|| super::tasks::unknown(name))?;
+    check_executable(&task.location).map_err(|e| {
+        let why = match e {
+            DiscoveryError::NotFound { path } => format!("`{}` no longer exists", path.display()),
+            other => other.to_string(),
+        };
+        Failure::nothing_ran(
+            "location",
+            format!(
+                "task `{name}` cannot be run: {why}; restore the file, or point the task at its new place with `manage_tasks register --force --name {name} --location PATH`"
+            ),
+        )
+    })?;
+    PreparedTask::new(task).map_err(|e| {
+        Failure::nothing_ran(
+            "invalid_schema",
+            format!("task `{name}` has a stored schema that no longer compiles: {e}; register it again with --force"),
+        )
+    })
+}
+
+/// The error for arguments that break the task's input schema.
+pub fn invalid_args(name: &TaskName, violations: Vec<Violation>) -> Failure {
+    Failure {
+        code: exit::NOTHING_RAN,
+        kind: "invalid_args",
+        message: format!(
+            "arguments for task `{name}` do not match its input schema ({} violation{}); `manage_tasks show {name}` prints the schema",
+            violations.len(),
+            if violations.len() == 1 { "" } else { "s" }
+        ),
+        violations,
+    }
+}
+
+/// The runner configured by `execute`'s flags.
+pub fn runner_for(args: &ExecuteArgs) -> Runner {
+    Runner::new(RunnerConfig {
+        grace: args.grace,
+        result_limit: args.result_limit,
+        ..RunnerConfig::default()
+    })
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM, so the task's process group is stopped cleanly.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {},
+        _ = term.recv() => {},
+    }
+    token.cancel();
+}
+
+/// The caller's arguments from `--taskArgs`, `--taskArgs -` (stdin) or `--args-file`; `{}` if none.
+fn read_args(args: &ExecuteArgs) -> Result<Value, Failure> {
+    let (text, source) = match (&args.task_args, &args.args_file) {
+        (Some(s), _) if s == "-" => {
+            let mut buf = String::new();
+            std::io::stdin().read_to_string(&mut buf).map_err(|e| {
+                Failure::nothing_ran(
+                    "invalid_args",
+                    format!("cannot read arguments from stdin: {e}"),
+                )
+            })?;
+            (buf, "stdin".to_owned())
+        }
+        (Some(s), _) => (s.clone(), "--taskArgs".to_owned()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::nothing_ran(
+                    "invalid_args",
+                    format!("cannot read arguments file `{}`: {e}", path.display()),
+                )
+            })?;
+            (text, format!("`{}`", path.display()))
+        }
+        (None, None) => return Ok(Value::Object(Default::default())),
+    };
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        Failure::nothing_ran(
+            "invalid_json",
+            format!(
+                "arguments in {source} are not valid JSON at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(Failure::nothing_ran(
+            "invalid_args",
+            format!(
+                "arguments in {source} must be a JSON object (the envelope's `data`), not {}",
+                task_executor::protocol::json_type(&value)
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// The `--json` document for a finished run.
+pub fn report_json(report: &RunReport) -> Value {
+    let result = report.outcome.result();
+    let (exit_code, signal) = match &report.exit {
+        Some(ExitInfo::Code { code }) => (Some(*code), None),
+        Some(ExitInfo::Signal { name, .. }) => (None, Some(name.clone())),
+        None => (None, None),
+    };
+    let violations = match &report.outcome {
+        Outcome::OutputViolation { violations, .. } => json!(violations),
+        _ => json!([]),
+    };
+    let error = (!matches!(report.outcome, Outcome::Completed { .. }))
+        .then(|| describe_failure(&report.outcome));
+    json!({
+        "task": report.task,
+        "run_id": report.run_id,
+        "success": report.outcome.is_success(),
+        "outcome": report.outcome.kind(),
+        "status": result.map(|r| r.status),
+        "reason": result.map(|r| r.reason.clone()),
+        "payload": result.map(|r| r.payload.clone()),
+        "error": error,
+        "violations": violations,
+        "exit_code": exit_code,
+        "signal": signal,
+        "started_at": humantime::format_rfc3339_millis(report.started_at).to_string(),
+        "duration_ms": report.duration.as_secs_f64() * 1000.0,
+    })
+}

@@ -1,0 +1,232 @@
+//! `execute --batch`: many runs through the pool.
+//!
+//! - results in input order, one JSON object per line, with line numbers
+//! - bad lines become error results; the other lines still run
+//! - concurrency never exceeds `--parallel`
+//! - Ctrl-C cancels everything cleanly and says what did not run
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn lines_json(out: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// A task that echoes `n` back as its payload.
+fn echo_task(env: &Env) {
+    let script = env.script(
+        "echo.sh",
+        &task_script(
+            r#"{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}"#,
+            "in=$(cat)\nn=${in##*\\\"n\\\":}\nn=${n%%[,\\}]*}\necho \"{\\\"status\\\":1,\\\"reason\\\":\\\"ok\\\",\\\"payload\\\":$n}\"",
+        ),
+    );
+    env.register("echo", &script);
+}
+
+#[test]
+fn results_come_back_in_input_order_with_line_numbers() {
+    let env = Env::new("db");
+    echo_task(&env);
+    let input: String = (1..=40).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    let file = env.dir.path().join("in.jsonl");
+    std::fs::write(&file, input).unwrap();
+    let out = env
+        .cmd()
+        .args([
+            "-q",
+            "execute",
+            "--name",
+            "echo",
+            "--json",
+            "--parallel",
+            "4",
+            "--batch",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let results = lines_json(&out);
+    assert_eq!(results.len(), 40);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["line"], i as u64 + 1);
+        assert_eq!(r["payload"], i as u64 + 1, "{r}");
+        assert_eq!(r["outcome"], "completed");
+    }
+    assert!(stderr(&out).contains("40 runs in"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_lines_are_reported_and_the_rest_still_run() {
+    let env = Env::new("db");
+    echo_task(&env);
+    let input = "{\"n\":1}\n{oops\n\n{\"n\":\"two\"}\n[3]\n{\"n\":5}\n";
+    let out = env
+        .cmd()
+        .args(["-q", "execute", "--name", "echo", "--json", "--batch", "-"])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "worst of the runs is 'nothing ran'"
+    );
+    let r = lines_json(&out);
+    let summary: Vec<(u64, &str)> = r
+        .iter()
+        .map(|v| (v["line"].as_u64().unwrap(), v["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "completed"),
+            (2, "invalid_json"),
+            (4, "invalid_args"),
+            (5, "invalid_args"),
+            (6, "completed")
+        ]
+    );
+    assert_eq!(r[2]["violations"][0]["pointer"], "/n");
+    assert_eq!(r[4]["payload"], 5);
+}
+
+#[test]
+fn human_output_lists_failures_and_a_summary() {
+    let env = Env::new("db");
+    let script = env.script(
+        "flaky.sh",
+        &task_script(
+            "{}",
+            "in=$(cat)\ncase $in in *fail*) exit 9;; esac\necho '{\"status\":1}'",
+        ),
+    );
+    env.register("flaky", &script);
+    env.cmd()
+        .args(["-q", "execute", "--name", "flaky", "--batch", "-"])
+        .write_stdin("{}\n{\"fail\":1}\n{}\n")
+        .assert()
+        .code(3)
+        .stdout(
+            predicate::str::contains("line 2: failed: exited with code 9")
+                .and(predicate::str::contains("3 runs in"))
+                .and(predicate::str::contains("2 succeeded"))
+                .and(predicate::str::contains("1 exited non zero")),
+        );
+}
+
+#[test]
+fn concurrency_never_exceeds_parallel() {
+    let env = Env::new("db");
+    let slots = env.dir.path().join("slots");
+    let seen = env.dir.path().join("seen");
+    std::fs::create_dir(&slots).unwrap();
+    let run = format!(
+        "cat >/dev/null\ntouch {slots}/$TASK_RUN_ID\nls {slots} | wc -l >> {seen}\nsleep 0.15\nrm {slots}/$TASK_RUN_ID\necho '{{\"status\":1}}'",
+        slots = slots.display(),
+        seen = seen.display()
+    );
+    let script = env.script("slot.sh", &task_script("{}", &run));
+    env.register("slot", &script);
+    let out = env
+        .cmd()
+        .args([
+            "-q",
+            "execute",
+            "--name",
+            "slot",
+            "--json",
+            "--parallel",
+            "3",
+            "--batch",
+            "-",
+        ])
+        .write_stdin("{}\n".repeat(24))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let counts: Vec<u32> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 24);
+    let max = *counts.iter().max().unwrap();
+    assert!(
+        max <= 3,
+        "saw {max} runs at once with --parallel 3: {counts:?}"
+    );
+    assert!(max >= 2, "runs never overlapped: {counts:?}");
+}
+
+#[test]
+fn ctrl_c_cancels_running_tasks_and_reports_what_did_not_run() {
+    let env = Env::new("db");
+    let pids = env.dir.path().join("pids");
+    let script = env.script(
+        "slow.sh",
+        &task_script(
+            "{}",
+            &format!("cat >/dev/null\necho $$ >> {}\nsleep 1000", pids.display()),
+        ),
+    );
+    env.register("slow", &script);
+    let file = env.dir.path().join("in.jsonl");
+    std::fs::write(&file, "{}\n".repeat(10)).unwrap();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("manage_tasks"))
+        .env("TASK_STORE", &env.store)
+        .args([
+            "-q",
+            "execute",
+            "--name",
+            "slow",
+            "--json",
+            "--parallel",
+            "2",
+            "--grace",
+            "1s",
+            "--batch",
+        ])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&pids)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(Instant::now() < deadline, "tasks never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let results = lines_json(&out);
+    assert!(
+        results.iter().all(|r| r["outcome"] == "cancelled"),
+        "{results:?}"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("cancelled after reading") && err.contains("more lines did not run"),
+        "{err}"
+    );
+    for pid in std::fs::read_to_string(&pids).unwrap().lines() {
+        assert!(!alive(pid.parse().unwrap()), "task {pid} survived Ctrl-C");
+    }
+}

@@ -1,0 +1,105 @@
+//! Shared helpers for the CLI tests: a temp workspace with a store, and real task scripts.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// The repository's `examples/` directory.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A temp dir with a store of the given kind (`yaml` or `db`).
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+}
+
+impl Env {
+    pub fn new(kind: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join(format!("tasks.{kind}"));
+        Self { dir, store }
+    }
+
+    /// `manage_tasks` with this env's store, no colour, and a clean HOME.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::cargo_bin("manage_tasks").unwrap();
+        cmd.env("TASK_STORE", &self.store)
+            .env("HOME", self.dir.path())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("NO_COLOR")
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Writes an executable script into the env's dir and returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        write_script(self.dir.path(), name, body)
+    }
+
+    /// Registers `location` as `name`, asserting success.
+    pub fn register(&self, name: &str, location: &Path) {
+        self.cmd()
+            .args(["register", "--name", name, "--location"])
+            .arg(location)
+            .assert()
+            .success();
+    }
+
+    /// The raw bytes of the store file.
+    pub fn store_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.store).unwrap_or_default()
+    }
+}
+
+pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A bash task whose schema is `inputs` (JSON text) and whose run is `run` (bash).
+pub fn task_script(inputs: &str, run: &str) -> String {
+    format!(
+        "#!/bin/bash\nif [ \"$1\" = schema ]; then\n  echo '{{\"description\":\"test task\",\"inputs\":{inputs}}}'\n  exit 0\nfi\n{run}\n"
+    )
+}
+
+/// Parses stdout as one JSON document.
+pub fn json_stdout(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            !matches!(state.and_then(|s| s.chars().next()), Some('Z') | Some('X'))
+        }
+        Err(_) => false,
+    }
+}

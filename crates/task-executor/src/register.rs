@@ -1,0 +1,111 @@
+//! Registration: from an executable's path to a stored [`Task`].
+//!
+//! Ties the runner (which runs `<task> schema`), the schema checks (which
+//! validate `inputs`/`outputs` against their meta-schema once, here, so that
+//! execution never pays for it) and the store together. Nothing is written
+//! unless every check passed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::registry::{InsertMode, Store, StoreError};
+use crate::runner::{DEFAULT_SCHEMA_TIMEOUT, DiscoveryError, Runner, check_executable};
+use crate::schema::{SchemaError, check_schema};
+use crate::task::{Task, TaskName};
+
+/// How to register a task.
+#[derive(Debug, Clone)]
+pub struct RegisterOptions {
+    /// How long `<task> schema` may take.
+    pub schema_timeout: Duration,
+    /// The task's default run timeout, stored with it.
+    pub timeout: Option<Duration>,
+    /// Whether an existing task of that name is replaced (`--force`).
+    pub mode: InsertMode,
+}
+
+impl Default for RegisterOptions {
+    fn default() -> Self {
+        Self {
+            schema_timeout: DEFAULT_SCHEMA_TIMEOUT,
+            timeout: None,
+            mode: InsertMode::CreateNew,
+        }
+    }
+}
+
+/// Why a task could not be registered. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The executable is missing, or `<task> schema` failed.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// The task's `inputs` is not a valid JSON Schema.
+    #[error("task `{name}`: `inputs` {source}")]
+    InvalidInputs {
+        /// The task being registered.
+        name: TaskName,
+        /// What is wrong with the schema.
+        #[source]
+        source: SchemaError,
+    },
+    /// The task's `outputs` is not a valid JSON Schema.
+    #[error("task `{name}`: `outputs` {source}")]
+    InvalidOutputs {
+        /// The task being registered.
+        name: TaskName,
+        /// What is wrong with the schema.
+        #[source]
+        source: SchemaError,
+    },
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs `<location> schema`, checks the schemas it declares, and returns the
+/// task definition without storing it.
+pub async fn describe(
+    runner: &Runner,
+    name: TaskName,
+    location: &Path,
+    options: &RegisterOptions,
+) -> Result<Task, RegisterError> {
+    let location = check_executable(location)?;
+    let auto = runner.discover(&location, options.schema_timeout).await?;
+    check_schema(&auto.inputs).map_err(|source| RegisterError::InvalidInputs {
+        name: name.clone(),
+        source,
+    })?;
+    if let Some(outputs) = &auto.outputs {
+        check_schema(outputs).map_err(|source| RegisterError::InvalidOutputs {
+            name: name.clone(),
+            source,
+        })?;
+    }
+    Ok(Task {
+        name,
+        location,
+        description: auto.description.filter(|d| !d.is_empty()),
+        inputs: auto.inputs,
+        outputs: auto.outputs,
+        timeout: options.timeout,
+    })
+}
+
+/// [`describe`]s the task, then stores it.
+pub async fn register(
+    store: &Store,
+    runner: &Runner,
+    name: TaskName,
+    location: &Path,
+    options: &RegisterOptions,
+) -> Result<Task, RegisterError> {
+    if options.mode == InsertMode::CreateNew && store.get(&name).await?.is_some() {
+        // Fail before running the task's `schema` at all; the insert re-checks under lock.
+        return Err(StoreError::Duplicate { name }.into());
+    }
+    let task = describe(runner, name, location, options).await?;
+    store.insert(&task, options.mode).await?;
+    Ok(task)
+}
