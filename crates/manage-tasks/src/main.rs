@@ -17,8 +17,9 @@ use clap::{CommandFactory, FromArgMatches};
 use crate::exit::Failure;
 
 fn main() -> ExitCode {
-    let args = cli::rewrite_single_dash(std::env::args_os().collect(), &cli::Cli::command());
-    let cli = match cli::Cli::command()
+    let command = cli::Cli::command();
+    let args = cli::rewrite_single_dash(std::env::args_os().collect(), &command);
+    let cli = match command
         .try_get_matches_from(args)
         .and_then(|m| cli::Cli::from_arg_matches(&m))
     {

@@ -306,11 +306,13 @@ fn connect(path: &Path, create: bool) -> Result<Connection, StoreError> {
     // before anything could write to it.
     let version = user_version(&conn).map_err(sqlite)?;
     check_version(path, version)?;
-    conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
-        .map_err(sqlite)?;
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
         .map_err(sqlite)?;
     if version != SCHEMA_VERSION {
+        // WAL is a property of the file and persists: set it once, when the
+        // database is created or upgraded, not on every (hot-path) open.
+        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            .map_err(sqlite)?;
         migrate(&mut conn, path)?;
     }
     Ok(conn)

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::time::{Instant, sleep, sleep_until, timeout as within};
 use tokio_util::sync::CancellationToken;
@@ -198,7 +198,7 @@ pub(super) async fn run(
         Ending::TimedOut => Outcome::TimedOut { after: timeout },
         Ending::Cancelled => Outcome::Cancelled,
         Ending::Exited => {
-            let extracted = match read_result_file(&result_path, config.result_limit).await {
+            let extracted = match read_result_file(&result_path, config.result_limit) {
                 Some(from_file) => from_file,
                 None => scanner.finish(),
             };
@@ -236,14 +236,17 @@ fn judge(task: &PreparedTask, status: ExitStatus, extracted: Extracted, limit: u
 }
 
 /// The result in `TASK_RESULT_FILE`, or `None` when the task left it empty (or removed it).
-async fn read_result_file(path: &Path, limit: usize) -> Option<Extracted> {
+///
+/// Plain blocking reads: the file is local and small (bounded by `limit`), and
+/// `tokio::fs` would start a blocking-pool thread on the hot path of every run.
+fn read_result_file(path: &Path, limit: usize) -> Option<Extracted> {
     let cannot_read = |e: io::Error| {
         Some(Extracted::Invalid(format!(
             "cannot read `{ENV_TASK_RESULT_FILE}` `{}`: {e}",
             path.display()
         )))
     };
-    let len = match tokio::fs::metadata(path).await {
+    let len = match std::fs::metadata(path) {
         Ok(meta) => meta.len(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
         Err(e) => return cannot_read(e),
@@ -255,11 +258,10 @@ async fn read_result_file(path: &Path, limit: usize) -> Option<Extracted> {
         return Some(Extracted::TooLarge);
     }
     let mut bytes = Vec::with_capacity(len as usize);
-    let read = async {
-        let file = tokio::fs::File::open(path).await?;
-        file.take(limit as u64 + 1).read_to_end(&mut bytes).await
-    };
-    if let Err(e) = read.await {
+    let read = std::fs::File::open(path).and_then(|file| {
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, limit as u64 + 1), &mut bytes)
+    });
+    if let Err(e) = read {
         return cannot_read(e);
     }
     if bytes.len() > limit {
@@ -466,18 +468,18 @@ mod tests {
     async fn result_file_rules() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.json");
-        assert_eq!(read_result_file(&p, 100).await, None);
+        assert_eq!(read_result_file(&p, 100), None);
         std::fs::write(&p, "").unwrap();
-        assert_eq!(read_result_file(&p, 100).await, None);
+        assert_eq!(read_result_file(&p, 100), None);
         std::fs::write(&p, r#"{"status":1,"reason":"ok"}"#).unwrap();
         assert!(matches!(
-            read_result_file(&p, 100).await,
+            read_result_file(&p, 100),
             Some(Extracted::Found(r, _)) if r.reason == "ok"
         ));
-        assert_eq!(read_result_file(&p, 10).await, Some(Extracted::TooLarge));
+        assert_eq!(read_result_file(&p, 10), Some(Extracted::TooLarge));
         std::fs::write(&p, "nope").unwrap();
         assert!(matches!(
-            read_result_file(&p, 100).await,
+            read_result_file(&p, 100),
             Some(Extracted::Invalid(m)) if m.contains(ENV_TASK_RESULT_FILE)
         ));
     }
