@@ -18,6 +18,10 @@ use crate::protocol::{self, ResultError, TaskResult};
 
 /// Size of the read buffer of every [`LineReader`].
 pub(crate) const READ_BUFFER: usize = 64 * 1024;
+/// The read buffer a reader starts with; it grows to [`READ_BUFFER`] once a
+/// read fills it. Most tasks print little, and zeroing 2 × 64 KiB per run was
+/// the largest single cost of a no-op run in a batch (callgrind).
+const INITIAL_READ_BUFFER: usize = 4 * 1024;
 /// Longest stderr line kept; the rest of a longer line is dropped.
 pub(crate) const STDERR_LINE_CAP: usize = 64 * 1024;
 
@@ -66,6 +70,8 @@ pub(crate) struct LineReader<R> {
     pos: usize,
     filled: usize,
     eof: bool,
+    /// Whether the last read filled the buffer (time to grow it).
+    last_read_full: bool,
     cap: usize,
     /// The current line's first `cap` bytes, when it spans several reads.
     line: Vec<u8>,
@@ -81,10 +87,11 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     pub fn new(reader: R, cap: usize) -> Self {
         Self {
             reader,
-            buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            buf: vec![0; INITIAL_READ_BUFFER].into_boxed_slice(),
             pos: 0,
             filled: 0,
             eof: false,
+            last_read_full: false,
             cap,
             line: Vec::new(),
             line_len: 0,
@@ -120,6 +127,11 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 }
                 break Found::Assembled;
             }
+            // Everything buffered was consumed: if the last read filled the
+            // buffer, the task is chatty, so read in bigger chunks from now on.
+            if self.last_read_full && self.buf.len() < READ_BUFFER {
+                self.buf = vec![0; READ_BUFFER].into_boxed_slice();
+            }
             let n = loop {
                 match self.reader.read(&mut self.buf).await {
                     Ok(n) => break n,
@@ -130,6 +142,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             self.pos = 0;
             self.filled = n;
             self.eof = n == 0;
+            self.last_read_full = n == self.buf.len();
         };
         Ok(Some(match found {
             Found::InBuffer { start, end } => {
