@@ -14,6 +14,33 @@
 //!
 //! It never prints and knows nothing of terminals: binaries (`manage_tasks`)
 //! and servers sit on top.
+//!
+//! # Example
+//!
+//! Register a task in a store, then execute it once:
+//!
+//! ```no_run
+//! use task_executor::runner::DiscardLogs;
+//! use task_executor::{PreparedTask, RegisterOptions, RunRequest, Runner, Store, StoreSpec, TaskName};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::open(&StoreSpec::parse("/tmp/tasks.db")?).await?;
+//! let runner = Runner::default();
+//! let name = TaskName::new("greet")?;
+//! task_executor::register(&store, &runner, name.clone(), "examples/bash.sh".as_ref(), &RegisterOptions::default()).await?;
+//!
+//! let task = PreparedTask::new(store.get(&name).await?.expect("just registered"))?;
+//! let args = serde_json::json!({"name": "Ada"});
+//! task.validate_args(&args).map_err(|v| format!("invalid arguments: {v:?}"))?;
+//! let report = runner.run(&task, RunRequest::new(args), &DiscardLogs, &CancellationToken::new()).await;
+//! match report.outcome.result() {
+//!     Some(result) => println!("status {}: {}", result.status, result.payload),
+//!     None => println!("the run failed: {}", report.outcome.kind()),
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod pool;
 pub mod protocol;
