@@ -3,10 +3,23 @@ CARGO ?= cargo
 
 .PHONY: build demo test lint bench clean
 
+# On linux-gnu hosts the release binary links glibc statically: process start
+# is the largest fixed cost of every `manage_tasks execute` (see
+# docs/performance.md). `make build STATIC=0` gives an ordinary dynamic binary.
+HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+STATIC ?= $(if $(filter %-linux-gnu,$(HOST)),1,0)
+
 build:
+ifeq ($(STATIC),1)
+	RUSTFLAGS="$(RUSTFLAGS) -C target-feature=+crt-static" \
+	  $(CARGO) build --release --locked --bin manage_tasks --target $(HOST)
+	mkdir -p bin
+	cp target/$(HOST)/release/manage_tasks bin/manage_tasks
+else
 	$(CARGO) build --release --locked --bin manage_tasks
 	mkdir -p bin
 	cp target/release/manage_tasks bin/manage_tasks
+endif
 
 # Registers the bundled examples into a throwaway store and executes one.
 # (A debug build: quicker to compile than `make build`, and just as correct.)

@@ -17,8 +17,10 @@ for tool in hyperfine jq cc /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install hyperfine jq gcc time)" >&2; exit 2; }
 done
 
-cargo build --release --locked --bin manage_tasks >&2
-bin=$root/target/release/manage_tasks
+make build >&2          # the binary users get: static glibc on linux-gnu
+bin=$root/bin/manage_tasks
+dyn=$root/target/release/manage_tasks
+cargo build --release --locked --bin manage_tasks >&2   # dynamic, for comparison
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cc -O2 -pthread -o "$work/spawn_baseline" bench/spawn_baseline.c
@@ -34,9 +36,11 @@ echo "## 1. per-call overhead (median of $runs runs)"
 # Both through hyperfine's shell, which it measures and subtracts: equal treatment.
 hyperfine --warmup 20 --runs "$runs" --export-json "$work/call.json" --style none \
   --command-name direct "$noop < $work/envelope.json" \
-  --command-name execute "$bin -q execute --name noop --taskArgs '$args'" >/dev/null
-d=$(median "$work/call.json" 0); e=$(median "$work/call.json" 1)
-awk -v d="$d" -v e="$e" 'BEGIN { printf "direct run:        %.3f ms\nmanage_tasks:      %.3f ms\noverhead:          %.3f ms\nratio:             %.2f (target <= 1.6)\n", d*1000, e*1000, (e-d)*1000, e/d }'
+  --command-name execute "$bin -q execute --name noop --taskArgs '$args'" \
+  --command-name execute-dynamic "$dyn -q execute --name noop --taskArgs '$args'" \
+  --command-name version "$bin --version" >/dev/null
+d=$(median "$work/call.json" 0); e=$(median "$work/call.json" 1); y=$(median "$work/call.json" 2); v=$(median "$work/call.json" 3)
+awk -v d="$d" -v e="$e" -v y="$y" -v v="$v" 'BEGIN { printf "direct run:                %.3f ms\nmanage_tasks (static):     %.3f ms\nmanage_tasks (dynamic):    %.3f ms\nmanage_tasks --version:    %.3f ms (process start alone)\noverhead (static):         %.3f ms\nratio (static):            %.2f (target <= 1.6)\nratio (dynamic):           %.2f\n", d*1000, e*1000, y*1000, v*1000, (e-d)*1000, e/d, y/d }'
 
 echo
 echo "## 2. batch throughput: 1000 no-op runs, 2 at a time (median of $batch_runs)"
@@ -55,6 +59,10 @@ printf 'one run:             %6d KiB\n' "$(rss "$bin" -q execute --name noop --t
 printf 'batch of 1000:       %6d KiB\n' "$(rss "$bin" -q execute --name noop --batch "$work/batch.jsonl" --parallel 2 --json)"
 for i in $(seq 10); do cat "$work/batch.jsonl"; done > "$work/batch10k.jsonl"
 printf 'batch of 10000:      %6d KiB\n' "$(rss "$bin" -q execute --name noop --batch "$work/batch10k.jsonl" --parallel 2 --json)"
+if [ "$quick" != "--quick" ]; then
+  for i in $(seq 10); do cat "$work/batch10k.jsonl"; done > "$work/batch100k.jsonl"
+  printf 'batch of 100000:     %6d KiB\n' "$(rss "$bin" -q execute --name noop --batch "$work/batch100k.jsonl" --parallel 2 --json)"
+fi
 cat > "$work/loud.sh" <<'SH'
 #!/bin/sh
 if [ "$1" = schema ]; then echo '{"inputs":{"type":"object"}}'; exit 0; fi
