@@ -20,7 +20,7 @@ use super::Context;
 use super::execute::{cancel_on_signal, report_json, runner_for};
 use crate::cli::ExecuteArgs;
 use crate::exit::{self, Failure};
-use crate::output::{StderrLogs, Style, describe_failure};
+use crate::output::{StderrLogs, Style};
 
 /// What one input line came to.
 enum Item {
@@ -296,7 +296,7 @@ fn emit(
                     out,
                     "line {line}: {} {}",
                     style.red("failed:"),
-                    describe_failure(&report.outcome)
+                    report.outcome.describe()
                 )?;
             }
         }

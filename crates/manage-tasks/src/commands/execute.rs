@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, print_json, task_name};
 use crate::cli::ExecuteArgs;
 use crate::exit::{self, Failure};
-use crate::output::{StderrLogs, Style, describe_failure, render_report};
+use crate::output::{StderrLogs, Style, render_report};
 
 pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
     let name = task_name(args.name.get())?;
@@ -178,8 +178,8 @@ pub fn report_json(report: &RunReport) -> Value {
         Outcome::OutputViolation { violations, .. } => json!(violations),
         _ => json!([]),
     };
-    let error = (!matches!(report.outcome, Outcome::Completed { .. }))
-        .then(|| describe_failure(&report.outcome));
+    let error =
+        (!matches!(report.outcome, Outcome::Completed { .. })).then(|| report.outcome.describe());
     json!({
         "task": report.task,
         "run_id": report.run_id,
