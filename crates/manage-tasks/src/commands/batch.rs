@@ -154,10 +154,10 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
         // Emit everything that is now in order.
         while let Some(item) = pending.remove(&next_out) {
             emit(&mut out, next_out, &item, args.json, style, &mut summary)?;
-            if let Some(bar) = &bar {
-                if !matches!(item, Item::Blank) {
-                    bar.inc(1);
-                }
+            if let Some(bar) = &bar
+                && !matches!(item, Item::Blank)
+            {
+                bar.inc(1);
             }
             next_out += 1;
         }

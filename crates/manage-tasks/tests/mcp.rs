@@ -1,0 +1,231 @@
+//! `manage_tasks mcp` driven by the official MCP Python SDK (`tests/mcp_client.py`).
+//!
+//! Every scenario runs twice per transport: mode `auto` negotiates the
+//! current revision (2026-07-28, through `server/discover`) and mode
+//! `legacy` the previous one (2025-11-25, through `initialize`). The SDK
+//! lives in a virtualenv that `.ci/run` creates: `$MCP_PYTHON`, else
+//! `.venv-mcp/bin/python` in the workspace root.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{Env, alive, task_script};
+
+const MODES: [&str; 2] = ["auto", "legacy"];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Python interpreter that has the `mcp` package. Fails (never skips) without one.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MCP_PYTHON") {
+        return p.into();
+    }
+    let venv = workspace_root().join(".venv-mcp/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    panic!(
+        "the MCP tests need the official Python SDK: run `.ci/run`, or in the workspace root \
+         `python3 -m venv .venv-mcp && .venv-mcp/bin/pip install mcp==2.3.0` (or set MCP_PYTHON)"
+    );
+}
+
+/// A store with four tasks: `greet` (schemas, logs), `fails` (status 2),
+/// `crashes` (exit 7) and `hangs` (writes its pid and its child's, then waits).
+struct Fixture {
+    env: Env,
+    pid_file: PathBuf,
+    late: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let env = Env::new("db");
+    let greet = env.script(
+        "greet.sh",
+        r#"#!/bin/bash
+if [ "$1" = schema ]; then
+  echo '{"description":"says hello","inputs":{"type":"object","properties":{"who":{"type":"string"}},"required":["who"],"additionalProperties":false},"outputs":{"type":"object","properties":{"status":{"type":"integer"},"reason":{"type":"string"},"payload":{}},"required":["status"]}}'
+  exit 0
+fi
+who=$(sed 's/.*"who":"\([^"]*\)".*/\1/')
+echo "greeting $who"
+echo "to stderr" >&2
+echo "{\"status\":1,\"reason\":\"ok\",\"payload\":{\"greeting\":\"hello $who\"}}"
+"#,
+    );
+    let fails = env.script(
+        "fails.sh",
+        &task_script(
+            r#"{"type":"object"}"#,
+            r#"echo '{"status":2,"reason":"no luck","payload":null}'"#,
+        ),
+    );
+    let crashes = env.script("crashes.sh", &task_script(r#"{"type":"object"}"#, "exit 7"));
+    let hangs = env.script(
+        "hangs.sh",
+        &task_script(
+            r#"{"type":"object"}"#,
+            "sleep 1000 &\necho \"$$ $!\" > \"$PID_FILE\"\nwait",
+        ),
+    );
+    let late = env.script("late.sh", &task_script(r#"{"type":"object"}"#, "true"));
+    for (name, path) in [
+        ("greet", &greet),
+        ("fails", &fails),
+        ("crashes", &crashes),
+        ("hangs", &hangs),
+    ] {
+        env.register(name, path);
+    }
+    let pid_file = env.dir.path().join("pids");
+    Fixture {
+        env,
+        pid_file,
+        late,
+    }
+}
+
+impl Fixture {
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("TASK_STORE", &self.env.store)
+            .env("HOME", self.env.dir.path())
+            .env_remove("XDG_DATA_HOME")
+            .env("MANAGE_TASKS", assert_cmd::cargo::cargo_bin("manage_tasks"))
+            .env("PID_FILE", &self.pid_file)
+            .env("LATE_SCRIPT", &self.late)
+            .current_dir(self.env.dir.path());
+        cmd
+    }
+
+    /// Runs one client scenario, asserting it passed.
+    fn client(&self, scenario: &str, mode: &str, transport: &str) {
+        let _ = std::fs::remove_file(&self.pid_file);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py");
+        let out = self
+            .command(python())
+            .arg(script)
+            .args([scenario, mode, transport])
+            .output()
+            .expect("run the Python MCP client");
+        assert!(
+            out.status.success(),
+            "scenario {scenario} ({mode}, {transport}) failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if scenario == "cancel" {
+            let pids = std::fs::read_to_string(&self.pid_file).unwrap();
+            for pid in pids.split_whitespace() {
+                assert!(!alive(pid.parse().unwrap()), "process {pid} survived");
+            }
+        }
+    }
+
+    fn unregister(&self, name: &str) {
+        self.env
+            .cmd()
+            .args(["unregister", "--name", name])
+            .assert()
+            .success();
+    }
+}
+
+fn stdio(scenario: &str) {
+    let fx = fixture();
+    for mode in MODES {
+        fx.client(scenario, mode, "stdio");
+        if scenario == "list_changed" {
+            fx.unregister("late");
+        }
+    }
+}
+
+#[test]
+fn lists_one_tool_per_task_with_schemas() {
+    stdio("list");
+}
+
+#[test]
+fn calls_a_task_and_returns_its_result_and_logs() {
+    stdio("call");
+}
+
+#[test]
+fn invalid_arguments_are_a_protocol_error_naming_each_violation() {
+    stdio("invalid");
+}
+
+#[test]
+fn failed_runs_are_tool_errors_with_an_explanation() {
+    stdio("failures");
+}
+
+#[test]
+fn cancelling_a_call_kills_its_process_group() {
+    stdio("cancel");
+}
+
+#[test]
+fn registering_during_a_session_notifies_list_changed() {
+    stdio("list_changed");
+}
+
+/// `mcp --http`: the same scenarios over streamable HTTP against one server.
+#[test]
+fn serves_streamable_http() {
+    let fx = fixture();
+    let mut server = fx
+        .command(assert_cmd::cargo::cargo_bin("manage_tasks"))
+        .args(["mcp", "--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kept open until the end, so the server's later stderr lines have a reader.
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("serving MCP on ")
+        .unwrap_or_else(|| panic!("unexpected first stderr line: {line:?}"))
+        .to_owned();
+    for mode in MODES {
+        for scenario in [
+            "list",
+            "call",
+            "invalid",
+            "failures",
+            "cancel",
+            "list_changed",
+        ] {
+            fx.client(scenario, mode, &url);
+        }
+        fx.unregister("late");
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    drop(stderr);
+}
+
+#[test]
+fn http_refuses_a_taken_address() {
+    let fx = fixture();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    fx.env
+        .cmd()
+        .args(["mcp", "--http", &addr])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(format!(
+            "cannot serve http on `{addr}`"
+        )));
+}
