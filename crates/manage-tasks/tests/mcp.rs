@@ -229,3 +229,59 @@ fn http_refuses_a_taken_address() {
             "cannot serve http on `{addr}`"
         )));
 }
+
+/// SIGTERM to a stdio server with a call in flight: the task's group is
+/// stopped and the server exits promptly, without waiting for stdin to close.
+#[test]
+fn sigterm_stops_the_server_and_its_running_task() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let fx = fixture();
+    let mut server = fx
+        .command(assert_cmd::cargo::cargo_bin("manage_tasks"))
+        .args(["mcp", "--grace", "1s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = server.stdin.take().unwrap();
+    for message in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"hangs","arguments":{}}}"#,
+    ] {
+        writeln!(stdin, "{message}").unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let pids = loop {
+        let text = std::fs::read_to_string(&fx.pid_file).unwrap_or_default();
+        let pids: Vec<i32> = text
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "the hanging task never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} survived the server");
+    }
+    drop(stdin);
+}

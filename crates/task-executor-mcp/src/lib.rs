@@ -47,7 +47,9 @@ pub enum ServeError {
 pub async fn serve_stdio(config: McpConfig, cancel: CancellationToken) -> Result<(), ServeError> {
     let server = TaskServer::new(Arc::new(config));
     let running = server
-        .serve_with_ct(rmcp::transport::stdio(), cancel)
+        // Pipes (how MCP clients start servers) are read without a blocking
+        // thread, so a cancelled server exits without waiting for stdin.
+        .serve_with_ct(rmcp::transport::stdio_pipes(), cancel)
         .await
         .map_err(|e| ServeError::Init(e.to_string()))?;
     let _ = running.waiting().await;
