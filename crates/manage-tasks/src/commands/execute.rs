@@ -104,19 +104,27 @@ pub fn runner_for(args: &ExecuteArgs) -> Runner {
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM, so the task's process group is stopped cleanly.
-pub async fn cancel_on_signal(token: CancellationToken) {
+///
+/// The handlers are installed when this is called, not when the returned
+/// future first runs: on the current-thread runtime a spawned future starts
+/// only at the caller's next yield, which may come after the task has been
+/// started, and a signal arriving in between would kill the executor instead.
+pub fn cancel_on_signal(token: CancellationToken) -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {},
-        _ = term.recv() => {},
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term)) = handlers else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        token.cancel();
     }
-    token.cancel();
 }
 
 /// The caller's arguments from `--taskArgs`, `--taskArgs -` (stdin) or `--args-file`; `{}` if none.
