@@ -330,3 +330,52 @@ impl ServerHandler for TaskServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_the_newest_two_revisions_the_sdk_knows() {
+        // A tripwire for SDK upgrades: revisit the list (and the README) when it fires.
+        let known = ProtocolVersion::KNOWN_VERSIONS;
+        assert_eq!(PROTOCOL_VERSIONS, &known[known.len() - 2..]);
+        assert!(PROTOCOL_VERSIONS[0].has_initialize());
+        assert!(!PROTOCOL_VERSIONS[1].has_initialize());
+    }
+
+    #[test]
+    fn stdout_is_info_and_stderr_is_warning() {
+        assert_eq!(level_for(Stream::Stdout), LoggingLevel::Info);
+        assert_eq!(level_for(Stream::Stderr), LoggingLevel::Warning);
+        assert!(rank(LoggingLevel::Debug) < rank(LoggingLevel::Info));
+        assert!(rank(LoggingLevel::Warning) < rank(LoggingLevel::Error));
+    }
+
+    #[test]
+    fn log_lines_below_the_threshold_are_not_queued() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let sink = ChannelLogs {
+            tx,
+            dropped: Default::default(),
+            threshold: Some(rank(LoggingLevel::Warning)),
+        };
+        let name = TaskName::new("t").unwrap();
+        let line = |stream, text: &'static [u8]| LogLine {
+            task: &name,
+            run_id: "r",
+            stream,
+            text,
+            truncated: false,
+        };
+        sink.line(line(Stream::Stdout, b"quiet"));
+        sink.line(line(Stream::Stderr, b"loud"));
+        sink.line(line(Stream::Stderr, b"overflow"));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            (LoggingLevel::Warning, "loud".into())
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(sink.dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+}
