@@ -22,7 +22,7 @@ fn workspace_root() -> PathBuf {
 
 /// The Python interpreter that has the `mcp` package. Fails (never skips) without one.
 fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MCP_PYTHON") {
+    if let Some(p) = std::env::var_os("MCP_PYTHON").filter(|p| !p.is_empty()) {
         return p.into();
     }
     let venv = workspace_root().join(".venv-mcp/bin/python");
