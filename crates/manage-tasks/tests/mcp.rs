@@ -35,8 +35,9 @@ fn python() -> PathBuf {
     );
 }
 
-/// A store with four tasks: `greet` (schemas, logs), `fails` (status 2),
-/// `crashes` (exit 7) and `hangs` (writes its pid and its child's, then waits).
+/// A store with five tasks: `greet` (schemas, logs), `fails` (status 2),
+/// `crashes` (exit 7), `hangs` (writes its pid and its child's, then waits)
+/// and `shout` (a string input schema, so its tool wraps it as `value`).
 struct Fixture {
     env: Env,
     pid_file: PathBuf,
@@ -73,12 +74,24 @@ echo "{\"status\":1,\"reason\":\"ok\",\"payload\":{\"greeting\":\"hello $who\"}}
             "sleep 1000 &\necho \"$$ $!\" > \"$PID_FILE\"\nwait",
         ),
     );
+    let shout = env.script(
+        "shout.sh",
+        r#"#!/bin/bash
+if [ "$1" = schema ]; then
+  echo '{"inputs":{"$schema":"http://json-schema.org/draft-07/schema#","type":"string","minLength":1}}'
+  exit 0
+fi
+data=$(sed 's/.*"data":"\([^"]*\)".*/\1/')
+echo "{\"status\":1,\"reason\":\"\",\"payload\":\"${data^^}\"}"
+"#,
+    );
     let late = env.script("late.sh", &task_script(r#"{"type":"object"}"#, "true"));
     for (name, path) in [
         ("greet", &greet),
         ("fails", &fails),
         ("crashes", &crashes),
         ("hangs", &hangs),
+        ("shout", &shout),
     ] {
         env.register(name, path);
     }

@@ -41,6 +41,10 @@ async def list_tools(client):
           f"outputSchema: {greet.output_schema}")
     check(tools["fails"].output_schema is None, "no outputs declared, no outputSchema")
     check(tools["fails"].description == "test task", "fails description")
+    shout = tools["shout"].input_schema
+    check(shout == {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                    "properties": {"value": {"type": "string", "minLength": 1}}, "required": ["value"]},
+          f"wrapped inputSchema: {shout}")
 
 
 async def call_ok(client, logs):
@@ -57,6 +61,8 @@ async def call_ok(client, logs):
     check(any("greeting Ada" in str(m.data) and m.logger == "greet" and m.level == "info" for m in logs),
           f"stdout log line: {logs}")
     check(any("to stderr" in str(m.data) and m.level == "warning" for m in logs), f"stderr log line: {logs}")
+    result = await client.call_tool("shout", {"value": "hey"})
+    check(result.structured_content == {"status": 1, "reason": "", "payload": "HEY"}, f"shout: {result}")
 
 
 async def invalid_args(client):
@@ -69,6 +75,12 @@ async def invalid_args(client):
         check(pointers == ["", "/who"], f"violations: {e.error.data}")
     else:
         raise AssertionError("invalid arguments were accepted")
+    try:
+        await client.call_tool("shout", {"value": ""})
+    except MCPError as e:
+        check([v["pointer"] for v in e.error.data["violations"]] == ["/value"], f"wrapped: {e.error.data}")
+    else:
+        raise AssertionError("an empty string was accepted")
     try:
         await client.call_tool("nope", {})
     except MCPError as e:
