@@ -298,3 +298,47 @@ fn sigterm_stops_the_server_and_its_running_task() {
     }
     drop(stdin);
 }
+
+/// A tool whose executable was removed after registration answers with an
+/// explained tool error (raw JSON-RPC over stdio, no SDK involved).
+#[test]
+fn a_removed_executable_is_an_explained_tool_error() {
+    use std::io::Write;
+
+    let fx = fixture();
+    let gone = fx
+        .env
+        .script("gone.sh", &task_script(r#"{"type":"object"}"#, "true"));
+    fx.env.register("gone", &gone);
+    std::fs::remove_file(&gone).unwrap();
+    let mut server = fx
+        .command(assert_cmd::cargo::cargo_bin("manage_tasks"))
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = server.stdin.take().unwrap();
+    for message in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"gone","arguments":{}}}"#,
+    ] {
+        writeln!(stdin, "{message}").unwrap();
+    }
+    let stdout = BufReader::new(server.stdout.take().unwrap());
+    let reply = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap())
+        .find(|m| m["id"] == 2)
+        .expect("a reply to tools/call");
+    drop(stdin);
+    server.wait().unwrap();
+    assert_eq!(reply["result"]["isError"], true, "{reply}");
+    let text = reply["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Task gone cannot be run: `") && text.contains("` no longer exists;"),
+        "{text}"
+    );
+}

@@ -23,7 +23,7 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::json;
-use task_executor::runner::{LogLine, LogSink, Stream, check_executable};
+use task_executor::runner::{DiscoveryError, LogLine, LogSink, Stream, check_executable};
 use task_executor::{PreparedTask, RunRequest, Runner, Store, StoreSpec, Task, TaskName};
 use tokio::sync::mpsc;
 
@@ -108,7 +108,16 @@ impl TaskServer {
         let shape = mapping::input_shape(&task.inputs);
         let data = shape.data(params.arguments);
         if let Err(e) = check_executable(&task.location) {
-            return Ok(cannot_run(&name, &e.to_string()));
+            let e = match e {
+                DiscoveryError::NotFound { path } => {
+                    format!("`{}` no longer exists", path.display())
+                }
+                other => other.to_string(),
+            };
+            let why = format!(
+                "{e}; restore the file, or point the task at its new place with `manage_tasks register --force --name {name} --location PATH`"
+            );
+            return Ok(cannot_run(&name, &why));
         }
         let prepared = match PreparedTask::new(task) {
             Ok(p) => p,
@@ -162,7 +171,7 @@ impl TaskServer {
 
 fn cannot_run(name: &TaskName, why: &str) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(format!(
-        "Task {name} cannot be run: {why}; restore the file, or point the task at its new place with `manage_tasks register --force --name {name} --location PATH`"
+        "Task {name} cannot be run: {why}"
     ))])
 }
 
