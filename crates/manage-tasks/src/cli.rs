@@ -40,6 +40,8 @@ pub enum Command {
     Show(ShowArgs),
     /// Execute a registered task.
     Execute(ExecuteArgs),
+    /// Serve every registered task as a tool to MCP clients (stdio, or streamable HTTP with --http).
+    Mcp(McpArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell to generate completions for.
@@ -139,6 +141,19 @@ pub struct ExecuteArgs {
     /// Print the result and run facts as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Serve the streamable HTTP transport at http://ADDR/mcp instead of stdio (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Time between SIGTERM and SIGKILL when stopping a task.
+    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    pub grace: Duration,
+    /// Caller recorded in the envelope's meta.
+    #[arg(long, default_value = "mcp")]
+    pub caller: String,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

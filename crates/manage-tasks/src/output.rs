@@ -88,45 +88,6 @@ impl LogSink for StderrLogs {
     }
 }
 
-/// One-line explanation of a failed outcome.
-pub fn describe_failure(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Completed { result } => format!(
-            "the task reported status {} ({})",
-            result.status,
-            if result.reason.is_empty() { "no reason given" } else { &result.reason }
-        ),
-        Outcome::SpawnFailed { message } => format!("could not start: {message}"),
-        Outcome::TimedOut { after } => format!(
-            "timed out after {}; its process group was stopped",
-            humantime::format_duration(*after)
-        ),
-        Outcome::Cancelled => "cancelled; its process group was stopped".to_owned(),
-        Outcome::ExitedNonZero { code, result } => match result {
-            Some(r) => format!(
-                "exited with code {code} (it reported status {}: {})",
-                r.status, r.reason
-            ),
-            None => format!("exited with code {code} without a result"),
-        },
-        Outcome::Signalled { signal } => format!("killed by {signal}"),
-        Outcome::NoResult => {
-            "printed no result: its last stdout line (or TASK_RESULT_FILE) must be a JSON object with an integer `status`".to_owned()
-        }
-        Outcome::InvalidResult { message } => format!("returned an invalid result: {message}"),
-        Outcome::ResultTooLarge { limit } => format!(
-            "returned a result larger than the {limit}-byte limit (raise it with --result-limit)"
-        ),
-        Outcome::OutputViolation { violations, .. } => {
-            let list: Vec<String> = violations.iter().map(|v| format!("\n  - {v}")).collect();
-            format!(
-                "returned a result that breaks its `outputs` schema:{}",
-                list.concat()
-            )
-        }
-    }
-}
-
 /// Human rendering of a finished run, for stdout.
 pub fn render_report(report: &RunReport, style: Style) -> String {
     let mut out = String::new();
@@ -148,7 +109,7 @@ pub fn render_report(report: &RunReport, style: Style) -> String {
                 "Task {} {}: {} ({took})\n",
                 style.bold(report.task.as_str()),
                 style.red("failed"),
-                describe_failure(other)
+                other.describe()
             ));
         }
     }

@@ -20,7 +20,7 @@ use super::Context;
 use super::execute::{cancel_on_signal, report_json, runner_for};
 use crate::cli::ExecuteArgs;
 use crate::exit::{self, Failure};
-use crate::output::{StderrLogs, Style, describe_failure};
+use crate::output::{StderrLogs, Style};
 
 /// What one input line came to.
 enum Item {
@@ -154,10 +154,10 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
         // Emit everything that is now in order.
         while let Some(item) = pending.remove(&next_out) {
             emit(&mut out, next_out, &item, args.json, style, &mut summary)?;
-            if let Some(bar) = &bar {
-                if !matches!(item, Item::Blank) {
-                    bar.inc(1);
-                }
+            if let Some(bar) = &bar
+                && !matches!(item, Item::Blank)
+            {
+                bar.inc(1);
             }
             next_out += 1;
         }
@@ -296,7 +296,7 @@ fn emit(
                     out,
                     "line {line}: {} {}",
                     style.red("failed:"),
-                    describe_failure(&report.outcome)
+                    report.outcome.describe()
                 )?;
             }
         }

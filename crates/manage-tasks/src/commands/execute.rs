@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, print_json, task_name};
 use crate::cli::ExecuteArgs;
 use crate::exit::{self, Failure};
-use crate::output::{StderrLogs, Style, describe_failure, render_report};
+use crate::output::{StderrLogs, Style, render_report};
 
 pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
     let name = task_name(args.name.get())?;
@@ -104,19 +104,27 @@ pub fn runner_for(args: &ExecuteArgs) -> Runner {
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM, so the task's process group is stopped cleanly.
-pub async fn cancel_on_signal(token: CancellationToken) {
+///
+/// The handlers are installed when this is called, not when the returned
+/// future first runs: on the current-thread runtime a spawned future starts
+/// only at the caller's next yield, which may come after the task has been
+/// started, and a signal arriving in between would kill the executor instead.
+pub fn cancel_on_signal(token: CancellationToken) -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {},
-        _ = term.recv() => {},
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term)) = handlers else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        token.cancel();
     }
-    token.cancel();
 }
 
 /// The caller's arguments from `--taskArgs`, `--taskArgs -` (stdin) or `--args-file`; `{}` if none.
@@ -178,8 +186,8 @@ pub fn report_json(report: &RunReport) -> Value {
         Outcome::OutputViolation { violations, .. } => json!(violations),
         _ => json!([]),
     };
-    let error = (!matches!(report.outcome, Outcome::Completed { .. }))
-        .then(|| describe_failure(&report.outcome));
+    let error =
+        (!matches!(report.outcome, Outcome::Completed { .. })).then(|| report.outcome.describe());
     json!({
         "task": report.task,
         "run_id": report.run_id,

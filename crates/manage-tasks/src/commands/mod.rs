@@ -2,6 +2,7 @@
 
 mod batch;
 mod execute;
+mod mcp;
 mod register;
 mod tasks;
 
@@ -20,7 +21,7 @@ pub fn wants_json(command: &Command) -> bool {
         Command::List(a) => a.json,
         Command::Show(a) => a.json,
         Command::Execute(a) => a.json,
-        Command::Unregister(_) | Command::Completions { .. } => false,
+        Command::Unregister(_) | Command::Mcp(_) | Command::Completions { .. } => false,
     }
 }
 
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::List(args) => tasks::list(&ctx, args).await,
         Command::Show(args) => tasks::show(&ctx, args).await,
         Command::Execute(args) => execute::run(&ctx, args).await,
+        Command::Mcp(args) => mcp::run(&ctx, args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "manage_tasks", &mut std::io::stdout());
@@ -51,9 +53,9 @@ pub struct Context {
 }
 
 impl Context {
-    /// Opens the store named by `--store`/`TASK_STORE`, or the default one with a notice.
-    pub async fn open_store(&self) -> Result<Store, Failure> {
-        let spec = match self.store.as_deref() {
+    /// The store named by `--store`/`TASK_STORE`, or the default one with a notice.
+    pub fn store_spec(&self) -> Result<StoreSpec, Failure> {
+        Ok(match self.store.as_deref() {
             Some(s) => StoreSpec::parse(s)?,
             None => {
                 let spec = StoreSpec::default_location()?;
@@ -66,8 +68,12 @@ impl Context {
                 }
                 spec
             }
-        };
-        Ok(Store::open(&spec).await?)
+        })
+    }
+
+    /// Opens the store named by `--store`/`TASK_STORE`, or the default one with a notice.
+    pub async fn open_store(&self) -> Result<Store, Failure> {
+        Ok(Store::open(&self.store_spec()?).await?)
     }
 }
 

@@ -1,0 +1,92 @@
+//! An MCP server over the task registry: every registered task is a tool.
+//!
+//! Built on the official Rust SDK (`rmcp`, pinned), which stays inside this
+//! crate. [`serve_stdio`] speaks MCP on stdin/stdout; [`serve_http`] serves
+//! the streamable HTTP transport at `/mcp`. Both run `tools/call` through
+//! the same [`task_executor::Runner`] as the CLI.
+//!
+//! - [`mapping`]: pure task → tool and run → result translations;
+//! - [`server`]: the rmcp handler.
+//!
+//! Protocol revisions: [`PROTOCOL_VERSIONS`] (2026-07-28, and 2025-11-25 for
+//! clients that use the `initialize` handshake). Like the library, this crate
+//! never prints; rmcp reports through `tracing`.
+
+pub mod mapping;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rmcp::ServiceExt;
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use tokio_util::sync::CancellationToken;
+
+pub use server::{McpConfig, PROTOCOL_VERSIONS, TaskServer};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The MCP session could not be set up.
+    #[error("mcp session failed to start: {0}")]
+    Init(String),
+    /// The HTTP listener failed.
+    #[error("cannot serve http on `{addr}`: {source}")]
+    Http {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Serves one MCP session on stdin/stdout until the client disconnects or `cancel` fires.
+pub async fn serve_stdio(config: McpConfig, cancel: CancellationToken) -> Result<(), ServeError> {
+    let server = TaskServer::new(Arc::new(config));
+    let running = server
+        // Pipes (how MCP clients start servers) are read without a blocking
+        // thread, so a cancelled server exits without waiting for stdin.
+        .serve_with_ct(rmcp::transport::stdio_pipes(), cancel)
+        .await
+        .map_err(|e| ServeError::Init(e.to_string()))?;
+    let _ = running.waiting().await;
+    Ok(())
+}
+
+/// Serves the streamable HTTP transport at `http://ADDR/mcp` until `cancel` fires.
+/// `ready` receives the bound address (useful with port 0).
+pub async fn serve_http(
+    config: McpConfig,
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let http_err = |source| ServeError::Http { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(http_err)?;
+    ready(listener.local_addr().map_err(http_err)?);
+    let config = Arc::new(config);
+    // rmcp accepts only loopback `Host` headers (DNS-rebinding protection);
+    // a server bound to one specific address also accepts that address.
+    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
+    if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
+        hosts.push(addr.ip().to_string());
+    }
+    let service: StreamableHttpService<TaskServer, LocalSessionManager> =
+        StreamableHttpService::new(
+            move || Ok(TaskServer::new(config.clone())),
+            Default::default(),
+            StreamableHttpServerConfig::default()
+                .with_allowed_hosts(hosts)
+                .with_cancellation_token(cancel.child_token()),
+        );
+    let router = axum::Router::new().nest_service("/mcp", service);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { cancel.cancelled_owned().await })
+        .await
+        .map_err(http_err)
+}

@@ -1,0 +1,390 @@
+//! The MCP server handler (rmcp): `tools/list` and `tools/call` over the task
+//! store, task log lines as logging notifications, and `tools/list_changed`
+//! when the store changes while a client is connected.
+//!
+//! The store is opened per request, so what a client sees is the store at
+//! call time; changes made by other processes (`manage_tasks register`) are
+//! noticed by polling a fingerprint of the task list.
+
+// MCP logging (`notifications/message`, `logging/setLevel`) is deprecated by
+// SEP-2577 but is the only way the protocol carries a tool's log lines.
+#![allow(deprecated)]
+
+use std::borrow::Cow;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
+    ProtocolVersion, ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscriptionFilter,
+};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
+use serde_json::json;
+use task_executor::runner::{DiscoveryError, LogLine, LogSink, Stream, check_executable};
+use task_executor::{PreparedTask, RunRequest, Runner, Store, StoreSpec, Task, TaskName};
+use tokio::sync::mpsc;
+
+use crate::mapping;
+
+/// The protocol revisions served: the current one and the previous one.
+pub const PROTOCOL_VERSIONS: &[ProtocolVersion] =
+    &[ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2026_07_28];
+
+/// How many task log lines may wait to be sent before further lines are dropped (and counted).
+const LOG_BACKLOG: usize = 1024;
+
+/// What the server needs: where the tasks are and how to run them.
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    /// The task store.
+    pub store: StoreSpec,
+    /// Runs every `tools/call`.
+    pub runner: Runner,
+    /// The `meta.caller` tasks see in their envelope.
+    pub caller: String,
+    /// How often the store is checked for changes while a client is connected.
+    pub poll_interval: Duration,
+}
+
+/// One MCP session's handler. Cheap to clone; the HTTP transport makes one per session.
+#[derive(Debug, Clone)]
+pub struct TaskServer {
+    config: Arc<McpConfig>,
+    /// The session's `logging/setLevel` (handshake-era sessions only).
+    level: Arc<Mutex<LoggingLevel>>,
+}
+
+impl TaskServer {
+    /// A handler serving `config`'s store.
+    pub fn new(config: Arc<McpConfig>) -> Self {
+        Self {
+            config,
+            level: Arc::new(Mutex::new(LoggingLevel::Debug)),
+        }
+    }
+
+    async fn tasks(&self) -> Result<Vec<Task>, ErrorData> {
+        let store = Store::open(&self.config.store).await.map_err(internal)?;
+        store.list().await.map_err(internal)
+    }
+
+    /// A fingerprint of the registered tasks; `None` when the store cannot be read.
+    async fn fingerprint(&self) -> Option<u64> {
+        let tasks = self.tasks().await.ok()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(&tasks).ok()?.hash(&mut h);
+        Some(h.finish())
+    }
+
+    /// The lowest level to send for this request, or `None` to send no logs:
+    /// a 2026-07-28 request opts in with `_meta` `logLevel`; a handshake-era
+    /// session gets everything at or above its `logging/setLevel`.
+    fn log_threshold(&self, ctx: &RequestContext<RoleServer>) -> Option<LoggingLevel> {
+        if let Some(level) = ctx.meta.log_level() {
+            return Some(level);
+        }
+        let modern = ctx.protocol_version().is_some_and(|v| !v.has_initialize());
+        (!modern).then(|| *self.level.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    async fn call(
+        &self,
+        params: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let unknown = || ErrorData::invalid_params(format!("unknown tool `{}`", params.name), None);
+        let name = TaskName::new(params.name.as_ref()).map_err(|_| unknown())?;
+        let store = Store::open(&self.config.store).await.map_err(internal)?;
+        let task = store
+            .get(&name)
+            .await
+            .map_err(internal)?
+            .ok_or_else(unknown)?;
+        drop(store);
+
+        let shape = mapping::input_shape(&task.inputs);
+        let data = shape.data(params.arguments);
+        if let Err(e) = check_executable(&task.location) {
+            let e = match e {
+                DiscoveryError::NotFound { path } => {
+                    format!("`{}` no longer exists", path.display())
+                }
+                other => other.to_string(),
+            };
+            let why = format!(
+                "{e}; restore the file, or point the task at its new place with `manage_tasks register --force --name {name} --location PATH`"
+            );
+            return Ok(cannot_run(&name, &why));
+        }
+        let prepared = match PreparedTask::new(task) {
+            Ok(p) => p,
+            Err(e) => {
+                let why = format!(
+                    "its stored schema no longer compiles: {e}; register it again with --force"
+                );
+                return Ok(cannot_run(&name, &why));
+            }
+        };
+        if let Err(violations) = prepared.validate_args(&data) {
+            let violations: Vec<_> = violations.into_iter().map(|v| shape.locate(v)).collect();
+            return Err(mapping::invalid_arguments(&name, &violations));
+        }
+
+        let threshold = self.log_threshold(&ctx);
+        let (tx, rx) = mpsc::channel(LOG_BACKLOG);
+        let sink = ChannelLogs {
+            tx,
+            dropped: Default::default(),
+            threshold: threshold.map(rank),
+        };
+        let forward = tokio::spawn(forward_logs(rx, ctx.peer.clone(), name.clone()));
+        let request = RunRequest {
+            args: data,
+            caller: self.config.caller.clone(),
+            timeout: None,
+            run_id: None,
+        };
+        let report = self
+            .config
+            .runner
+            .run(&prepared, request, &sink, &ctx.ct)
+            .await;
+        let dropped = sink.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        drop(sink);
+        let _ = forward.await;
+        if dropped > 0 && threshold.is_some() {
+            let note = format!("{dropped} log lines were dropped: the client read them too slowly");
+            let _ = ctx
+                .peer
+                .notify_logging_message(
+                    LoggingMessageNotificationParam::new(LoggingLevel::Warning, json!(note))
+                        .with_logger(name.as_str()),
+                )
+                .await;
+        }
+        Ok(mapping::call_result(&report))
+    }
+}
+
+fn cannot_run(name: &TaskName, why: &str) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(format!(
+        "Task {name} cannot be run: {why}"
+    ))])
+}
+
+fn internal(e: impl std::fmt::Display) -> ErrorData {
+    ErrorData::internal_error(format!("task store: {e}"), None)
+}
+
+/// Severity order of logging levels.
+fn rank(level: LoggingLevel) -> u8 {
+    match level {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
+    }
+}
+
+/// The level a task's output line is sent at: stdout is `info`, stderr `warning`.
+pub fn level_for(stream: Stream) -> LoggingLevel {
+    match stream {
+        Stream::Stdout => LoggingLevel::Info,
+        Stream::Stderr => LoggingLevel::Warning,
+    }
+}
+
+/// Hands log lines from the runner's (synchronous) sink to an async forwarder.
+struct ChannelLogs {
+    tx: mpsc::Sender<(LoggingLevel, String)>,
+    dropped: std::sync::atomic::AtomicU64,
+    threshold: Option<u8>,
+}
+
+impl LogSink for ChannelLogs {
+    fn line(&self, line: LogLine<'_>) {
+        let level = level_for(line.stream);
+        if self.threshold.is_none_or(|t| rank(level) < t) {
+            return;
+        }
+        let mut text = String::from_utf8_lossy(line.text).into_owned();
+        if line.truncated {
+            text.push_str(" […]");
+        }
+        if self.tx.try_send((level, text)).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+async fn forward_logs(
+    mut rx: mpsc::Receiver<(LoggingLevel, String)>,
+    peer: Peer<RoleServer>,
+    task: TaskName,
+) {
+    while let Some((level, text)) = rx.recv().await {
+        let param =
+            LoggingMessageNotificationParam::new(level, json!(text)).with_logger(task.as_str());
+        if peer.notify_logging_message(param).await.is_err() {
+            break;
+        }
+    }
+}
+
+impl ServerHandler for TaskServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_logging()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "task-executor",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "Each tool is a registered task. Call it with arguments matching its input schema; \
+             the result is the task's {status, reason, payload} object (status 1 is success).",
+        )
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(PROTOCOL_VERSIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let tools = self.tasks().await?.iter().map(mapping::tool).collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        self.call(request, context).await.map(Into::into)
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        *self.level.lock().unwrap_or_else(|e| e.into_inner()) = request.level;
+        Ok(())
+    }
+
+    /// Handshake-era sessions: watch the store and send `notifications/tools/list_changed`.
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let server = self.clone();
+        let peer = context.peer;
+        tokio::spawn(async move {
+            let mut last = server.fingerprint().await;
+            loop {
+                tokio::time::sleep(server.config.poll_interval).await;
+                if peer.is_transport_closed() {
+                    break;
+                }
+                let now = server.fingerprint().await;
+                if now.is_some() && now != last {
+                    last = now;
+                    if peer.notify_tool_list_changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    /// 2026-07-28 sessions: `subscriptions/listen` streams `tools/list_changed`.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        if context.accepted().tools_list_changed != Some(true) {
+            context.cancelled().await;
+            return Ok(());
+        }
+        let mut last = self.fingerprint().await;
+        loop {
+            tokio::select! {
+                _ = context.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+            let now = self.fingerprint().await;
+            if now.is_some() && now != last {
+                last = now;
+                if context.sink().notify_tool_list_changed().await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_the_newest_two_revisions_the_sdk_knows() {
+        // A tripwire for SDK upgrades: revisit the list (and the README) when it fires.
+        let known = ProtocolVersion::KNOWN_VERSIONS;
+        assert_eq!(PROTOCOL_VERSIONS, &known[known.len() - 2..]);
+        assert!(PROTOCOL_VERSIONS[0].has_initialize());
+        assert!(!PROTOCOL_VERSIONS[1].has_initialize());
+    }
+
+    #[test]
+    fn stdout_is_info_and_stderr_is_warning() {
+        assert_eq!(level_for(Stream::Stdout), LoggingLevel::Info);
+        assert_eq!(level_for(Stream::Stderr), LoggingLevel::Warning);
+        assert!(rank(LoggingLevel::Debug) < rank(LoggingLevel::Info));
+        assert!(rank(LoggingLevel::Warning) < rank(LoggingLevel::Error));
+    }
+
+    #[test]
+    fn log_lines_below_the_threshold_are_not_queued() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let sink = ChannelLogs {
+            tx,
+            dropped: Default::default(),
+            threshold: Some(rank(LoggingLevel::Warning)),
+        };
+        let name = TaskName::new("t").unwrap();
+        let line = |stream, text: &'static [u8]| LogLine {
+            task: &name,
+            run_id: "r",
+            stream,
+            text,
+            truncated: false,
+        };
+        sink.line(line(Stream::Stdout, b"quiet"));
+        sink.line(line(Stream::Stderr, b"loud"));
+        sink.line(line(Stream::Stderr, b"overflow"));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            (LoggingLevel::Warning, "loud".into())
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(sink.dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+}
