@@ -1,7 +1,7 @@
 # Convenience targets. `make build` puts bin/manage_tasks in place, as the original promised.
 CARGO ?= cargo
 
-.PHONY: build demo test lint bench clean
+.PHONY: build demo test lint bench clean mcp-venv
 
 # On linux-gnu hosts the release binary links glibc statically: process start
 # is the largest fixed cost of every `manage_tasks execute` (see
@@ -35,8 +35,21 @@ demo:
 	  --taskArgs '{"text":"the quick brown fox jumps over the lazy dog the end","top":2}'
 
 # The whole test suite: unit, integration and doc tests.
-test:
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+# The MCP tests drive the server with the official Python SDK, installed from
+# PyPI into .venv-mcp (once; later runs only check the version).
+MCP_PY_VERSION := 2.3.0
+PYTHON ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)
+
+mcp-venv:
+	@if ! .venv-mcp/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$(MCP_PY_VERSION)')" 2>/dev/null; then \
+	  echo "== installing mcp==$(MCP_PY_VERSION) into .venv-mcp"; \
+	  $(PYTHON) -m venv .venv-mcp && \
+	  .venv-mcp/bin/pip install -q --disable-pip-version-check "mcp==$(MCP_PY_VERSION)"; \
+	fi
+
+test: mcp-venv
+	@export MCP_PYTHON="$(CURDIR)/.venv-mcp/bin/python"; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --all-targets --locked --no-fail-fast; \
 	else \
 	  $(CARGO) test --workspace --all-targets --locked --no-fail-fast; \
