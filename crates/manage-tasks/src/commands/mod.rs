@@ -2,7 +2,9 @@
 
 mod batch;
 mod execute;
+mod queue;
 mod register;
+mod runs;
 mod tasks;
 
 use std::io::Write;
@@ -10,7 +12,7 @@ use std::io::Write;
 use task_executor::registry::ENV_TASK_STORE;
 use task_executor::{Store, StoreSpec, TaskName};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, RunsCommand, ScheduleCommand};
 use crate::exit::Failure;
 
 /// Whether the command asked for machine output.
@@ -20,7 +22,17 @@ pub fn wants_json(command: &Command) -> bool {
         Command::List(a) => a.json,
         Command::Show(a) => a.json,
         Command::Execute(a) => a.json,
-        Command::Unregister(_) | Command::Completions { .. } => false,
+        Command::Submit(a) => a.json,
+        Command::Runs(RunsCommand::List(a)) => a.json,
+        Command::Runs(RunsCommand::Show(a) | RunsCommand::Cancel(a)) => a.json,
+        Command::Runs(RunsCommand::Logs(a)) => a.json,
+        Command::Schedule(ScheduleCommand::Add(a)) => a.json,
+        Command::Schedule(ScheduleCommand::List(a)) => a.json,
+        Command::Unregister(_)
+        | Command::Completions { .. }
+        | Command::Worker(_)
+        | Command::Runs(RunsCommand::Prune(_))
+        | Command::Schedule(ScheduleCommand::Remove { .. }) => false,
     }
 }
 
@@ -36,6 +48,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::List(args) => tasks::list(&ctx, args).await,
         Command::Show(args) => tasks::show(&ctx, args).await,
         Command::Execute(args) => execute::run(&ctx, args).await,
+        Command::Submit(args) => queue::submit(&ctx, args).await,
+        Command::Worker(args) => queue::worker(&ctx, args).await,
+        Command::Runs(cmd) => runs::run(&ctx, cmd).await,
+        Command::Schedule(cmd) => queue::schedule(&ctx, cmd).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "manage_tasks", &mut std::io::stdout());
@@ -95,5 +111,6 @@ pub fn task_json(task: &task_executor::Task) -> serde_json::Value {
         "outputs": task.outputs,
         "timeout": task.timeout.map(|t| humantime::format_duration(t).to_string()),
         "timeout_ms": task.timeout.map(|t| t.as_millis() as u64),
+        "policy": task.policy,
     })
 }
