@@ -334,21 +334,49 @@ impl RunLogs {
             cut_bytes: b.cut_bytes,
         }
     }
+}
 
-    fn hide_secrets(&self, text: String) -> String {
-        let mut text = text;
-        for s in &self.secrets {
-            if text.contains(s.as_str()) {
-                text = text.replace(s.as_str(), MASK);
-            }
+/// `text` with every occurrence of a secret replaced by [`MASK`].
+pub fn hide_secrets<'a>(text: &'a [u8], secrets: &[String]) -> std::borrow::Cow<'a, [u8]> {
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        if memchr::memmem::find(&out, s.as_bytes()).is_none() {
+            continue;
         }
-        text
+        let mut replaced = Vec::with_capacity(out.len());
+        let mut rest: &[u8] = &out;
+        while let Some(i) = memchr::memmem::find(rest, s.as_bytes()) {
+            replaced.extend_from_slice(&rest[..i]);
+            replaced.extend_from_slice(MASK.as_bytes());
+            rest = &rest[i + s.len()..];
+        }
+        replaced.extend_from_slice(rest);
+        out = std::borrow::Cow::Owned(replaced);
+    }
+    out
+}
+
+/// A sink that hides secret values before passing lines on (e.g. to the terminal).
+pub struct HideSecrets<'a> {
+    /// Where lines go.
+    pub inner: &'a dyn LogSink,
+    /// The values to hide (see [`secrets`]).
+    pub secrets: Vec<String>,
+}
+
+impl LogSink for HideSecrets<'_> {
+    fn line(&self, line: LogLine<'_>) {
+        let text = hide_secrets(line.text, &self.secrets);
+        self.inner.line(LogLine {
+            text: &text,
+            ..line
+        });
     }
 }
 
 impl LogSink for RunLogs {
     fn line(&self, line: LogLine<'_>) {
-        let text = self.hide_secrets(String::from_utf8_lossy(line.text).into_owned());
+        let text = String::from_utf8_lossy(&hide_secrets(line.text, &self.secrets)).into_owned();
         let size = text.len() + 1;
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let seq = b.next_seq;

@@ -41,13 +41,18 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
         timeout: args.timeout,
         run_id: None,
     };
+    // Secret arguments are hidden from the terminal too, if the task echoes them.
+    let logs = task_executor::history::HideSecrets {
+        inner: logs.as_ref(),
+        secrets: task_executor::history::secrets(&prepared.task().inputs, &request.args),
+    };
     let report = if store.has_history() {
         task_executor::queue::run_inline(
             &store,
             &runner,
             &prepared,
             request,
-            logs.as_ref(),
+            &logs,
             &cancel,
             args.log_limit,
             INLINE_LEASE,
@@ -55,7 +60,7 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
         .await
         .map_err(Failure::from)?
     } else {
-        runner.run(&prepared, request, logs.as_ref(), &cancel).await
+        runner.run(&prepared, request, &logs, &cancel).await
     };
     signals.abort();
 

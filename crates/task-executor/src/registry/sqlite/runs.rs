@@ -25,6 +25,10 @@ const RUN_COLUMNS: &str = "id, task, args, caller, state, priority, attempt, max
     cancel_requested, queued_at, available_at, started_at, finished_at, outcome, exit, error, \
     log_cut_lines, log_cut_bytes, schedule_id";
 
+/// Attempts a run may lose to dead workers (expired leases) even when its
+/// task allows fewer: a worker's death is not the task's failure.
+pub const LEASE_ATTEMPTS: i64 = 3;
+
 fn ms(d: Option<Duration>) -> Option<i64> {
     d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
@@ -431,8 +435,9 @@ impl SqliteStore {
                     secret_args = NULL, \
                     error = 'attempt ' || attempt || ' of ' || max_attempts || \
                             ' lost its lease (worker died or stalled); no attempts left' \
-                 WHERE state = 'running' AND lease_until < ?1 AND attempt >= max_attempts",
-                [now],
+                 WHERE state = 'running' AND lease_until < ?1 AND attempt >= max_attempts \
+                    AND attempt >= ?2",
+                params![now, LEASE_ATTEMPTS],
             )?;
             total += tx.execute(
                 "UPDATE runs SET state = 'queued', lease_until = NULL, available_at = ?1, \
@@ -882,13 +887,18 @@ mod tests {
             (rec.state, rec.attempt, rec.worker.as_deref()),
             (RunState::Completed, 2, Some("B"))
         );
-        // Exhausted: a second expiry fails instead of requeueing.
+        // Exhausted: the third lost lease (LEASE_ATTEMPTS) fails instead of requeueing.
         let run2 = NewRun::new(&t, &json!({}), "me");
         s.enqueue(std::slice::from_ref(&run2)).unwrap();
-        s.claim("A", 1, n0, n0 + 10).unwrap();
-        s.requeue_expired(n0 + 11).unwrap();
-        s.claim("A", 1, n0 + 11, n0 + 20).unwrap();
-        s.requeue_expired(n0 + 21).unwrap();
+        for i in 0..3 {
+            let at = n0 + 20 * i;
+            assert_eq!(s.claim("A", 1, at, at + 10).unwrap().len(), 1);
+            assert_eq!(
+                s.get_run(&run2.id).unwrap().unwrap().state,
+                RunState::Running
+            );
+            s.requeue_expired(at + 11).unwrap();
+        }
         let rec = s.get_run(&run2.id).unwrap().unwrap();
         assert_eq!(rec.state, RunState::Failed);
         assert!(rec.error.unwrap().contains("lost its lease"));
