@@ -26,12 +26,13 @@ noop=$root/examples/noop.sh
 export TASK_STORE=$work/q.db
 "$bin" -q register --name noop --location "$noop"
 args='{"requestId":"214215161263","user":"tester","cmd":"hostname"}'
+echo "$args" > "$work/args.json"
 for i in $(seq 1000); do echo "$args"; done > "$work/batch.jsonl"
 median() { jq -r ".results[$2].median" "$1"; }
 
 echo "## 1. enqueue rate"
 hyperfine -N --warmup 5 --runs "$calls" --export-json "$work/submit.json" --style none \
-  --command-name submit "$bin -q submit --name noop --taskArgs $args" \
+  --command-name submit "$bin -q submit --name noop --args-file $work/args.json" \
   --command-name submit-batch-1000 "$bin -q submit --name noop --batch $work/batch.jsonl" >/dev/null
 s=$(median "$work/submit.json" 0); b=$(median "$work/submit.json" 1)
 awk -v s="$s" -v b="$b" 'BEGIN { printf "submit (one process per run):   %6.0f runs/s (%.2f ms per call)\nsubmit --batch (1000 per call): %6.0f runs/s\n", 1/s, s*1000, 1000/b }'

@@ -192,8 +192,13 @@ fn three_workers_500_runs_one_killed_every_run_completed_exactly_once() {
         assert_eq!(r["state"], "completed", "{r}");
         assert_eq!(r["status"], 1);
         let attempt = r["attempt"].as_u64().unwrap() as usize;
-        // Only an attempt cut short by the kill may have started before the one that completed.
-        assert_eq!(starts[id], attempt, "{r}");
+        // Each attempt starts the task at most once; only attempts on the killed
+        // worker (claimed, perhaps started) came before the one that completed.
+        let started = starts.get(id).copied().unwrap_or(0);
+        assert!(
+            started >= 1 && started <= attempt,
+            "started {started} times: {r}"
+        );
         if attempt > 1 {
             retried += 1;
             assert!(

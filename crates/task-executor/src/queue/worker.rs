@@ -140,25 +140,35 @@ struct InFlight {
     released: bool,
 }
 
-/// Prepared tasks by name, reused while their stored definition is unchanged.
+/// How long a worker trusts its copy of a task definition before re-reading it.
+const TASK_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Prepared tasks by name, re-read at most every [`TASK_CACHE_TTL`] and
+/// recompiled only when the stored definition changed.
 #[derive(Default)]
-struct TaskCache(HashMap<TaskName, Arc<PreparedTask>>);
+struct TaskCache(HashMap<TaskName, (Arc<PreparedTask>, Instant)>);
 
 impl TaskCache {
     async fn get(&mut self, store: &Store, name: &TaskName) -> Result<Arc<PreparedTask>, String> {
+        if let Some((p, at)) = self.0.get(name)
+            && at.elapsed() < TASK_CACHE_TTL
+        {
+            return Ok(p.clone());
+        }
         let task: Task = match store.get(name).await {
             Ok(Some(t)) => t,
             Ok(None) => return Err(format!("task `{name}` is not registered")),
             Err(e) => return Err(e.to_string()),
         };
-        if let Some(p) = self.0.get(name).filter(|p| *p.task() == task) {
-            return Ok(p.clone());
-        }
-        let prepared = Arc::new(
-            PreparedTask::new(task)
-                .map_err(|e| format!("task `{name}` has a schema that no longer compiles: {e}"))?,
-        );
-        self.0.insert(name.clone(), prepared.clone());
+        let prepared =
+            match self.0.get(name).filter(|(p, _)| *p.task() == task) {
+                Some((p, _)) => p.clone(),
+                None => Arc::new(PreparedTask::new(task).map_err(|e| {
+                    format!("task `{name}` has a schema that no longer compiles: {e}")
+                })?),
+            };
+        self.0
+            .insert(name.clone(), (prepared.clone(), Instant::now()));
         Ok(prepared)
     }
 }
@@ -204,17 +214,11 @@ pub async fn run_worker(
         let mut idle = false;
         if !stopping && inflight.len() < config.concurrency {
             let now = now_ms();
-            match store
-                .claim(
-                    &config.id,
-                    config.concurrency - inflight.len(),
-                    now,
-                    now + lease_ms,
-                )
-                .await
-            {
+            let free = config.concurrency - inflight.len();
+            match store.claim(&config.id, free, now, now + lease_ms).await {
                 Ok(claimed) => {
-                    idle = claimed.is_empty();
+                    // Fewer than asked: nothing more is due; look again after `poll`.
+                    idle = claimed.len() < free;
                     for c in claimed {
                         start(
                             store,
