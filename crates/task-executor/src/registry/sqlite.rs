@@ -410,6 +410,14 @@ fn connect(path: &Path, create: bool) -> Result<Connection, StoreError> {
         .map_err(sqlite)?;
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
         .map_err(sqlite)?;
+    // Short-lived processes (`execute`, `submit`) would otherwise checkpoint
+    // the WAL and fsync on every close; SQLite's automatic checkpoints (every
+    // 1000 pages, by whichever writer crosses it) keep the WAL bounded anyway.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map_err(sqlite)?;
     if version != SCHEMA_VERSION {
         migrate(&mut conn, path)?;
     }
