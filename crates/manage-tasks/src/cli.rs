@@ -38,10 +38,20 @@ pub enum Command {
     List(ListArgs),
     /// Show one task: location, description, input and output schemas, timeout.
     Show(ShowArgs),
-    /// Execute a registered task.
+    /// Execute a registered task now, in this process (recorded in history with an SQLite store).
     Execute(ExecuteArgs),
     /// Serve every registered task as a tool to MCP clients (stdio, or streamable HTTP with --http).
     Mcp(McpArgs),
+    /// Queue a run for the workers and print its id (SQLite store).
+    Submit(SubmitArgs),
+    /// Claim queued runs and execute them until stopped (SIGTERM drains gracefully).
+    Worker(WorkerArgs),
+    /// Run history: list, show, logs, cancel, prune.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Cron schedules that queue runs, fired by the workers.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to generate completions for.
@@ -89,6 +99,21 @@ pub struct RegisterArgs {
     /// Replace an existing task of that name, re-reading its schema.
     #[arg(long)]
     pub force: bool,
+    /// Queue policy: retry a failed run (timeout, crash, no result) up to N times.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Queue policy: delay before the first retry, doubled for each further one (with jitter).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub backoff: Option<Duration>,
+    /// Queue policy: also retry runs that report a status other than 1.
+    #[arg(long)]
+    pub retry_on_status: bool,
+    /// Queue policy: at most K running attempts of this task across all workers.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Queue policy: higher priorities are claimed first (default 0).
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub priority: Option<i64>,
     /// Print the registered task as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -139,6 +164,193 @@ pub struct ExecuteArgs {
     #[arg(long, default_value_t = task_executor::runner::DEFAULT_RESULT_LIMIT, value_name = "BYTES")]
     pub result_limit: usize,
     /// Print the result and run facts as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Log bytes kept in history per run (head + tail).
+    #[arg(long, env = "TASK_LOG_LIMIT", default_value_t = task_executor::history::DEFAULT_LOG_LIMIT, value_name = "BYTES")]
+    pub log_limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub name: NameArgs,
+    /// The arguments, a JSON object; `-` reads them from stdin. Default `{}`.
+    #[arg(long = "taskArgs", visible_alias = "args", value_name = "JSON", conflicts_with_all = ["args_file", "batch"])]
+    pub task_args: Option<String>,
+    /// Read the arguments from a file.
+    #[arg(long, value_name = "FILE", conflicts_with = "batch")]
+    pub args_file: Option<PathBuf>,
+    /// Queue one run per line of a JSON Lines file (`-` for stdin), in one transaction; prints one id per line.
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with = "wait")]
+    pub batch: Option<PathBuf>,
+    /// Caller recorded in the envelope's meta.
+    #[arg(long, default_value = "self")]
+    pub caller: String,
+    /// Claim priority, overriding the task's.
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub priority: Option<i64>,
+    /// Not before this time (RFC 3339, e.g. 2026-01-01T09:00:00Z).
+    #[arg(long, value_name = "TIME", conflicts_with = "delay")]
+    pub at: Option<String>,
+    /// Not before this delay from now (e.g. `10s`, `5m`).
+    #[arg(long = "in", value_parser = parse_duration, value_name = "DURATION")]
+    pub delay: Option<Duration>,
+    /// Run timeout, overriding the task's.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// Wait for the run to end and exit like `execute`.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print JSON on stdout (`{"run_id":…}`, or with --wait the run).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Runs executed at once.
+    #[arg(long, short = 'P', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// How long a claimed run is held without a heartbeat (renewed every third of it).
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub lease: Duration,
+    /// On SIGTERM/Ctrl-C: how long running tasks may still take before they are cancelled and requeued.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub grace: Duration,
+    /// Time between SIGTERM and SIGKILL when stopping a task.
+    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    pub kill_grace: Duration,
+    /// How often to look for work when the queue is empty.
+    #[arg(long, value_parser = parse_duration, default_value = "100ms", value_name = "DURATION")]
+    pub poll: Duration,
+    /// Exit once no run is queued or running.
+    #[arg(long)]
+    pub until_idle: bool,
+    /// The worker's id in history (default: worker-<hostname>-<pid>).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Log bytes kept in history per run (head + tail).
+    #[arg(long, env = "TASK_LOG_LIMIT", default_value_t = task_executor::history::DEFAULT_LOG_LIMIT, value_name = "BYTES")]
+    pub log_limit: usize,
+    /// Keep at most N finished runs per task (pruned every minute); 0 keeps all.
+    #[arg(
+        long,
+        env = "TASK_KEEP_RUNS",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub keep_runs: u64,
+    /// Largest accepted result, in bytes.
+    #[arg(long, default_value_t = task_executor::runner::DEFAULT_RESULT_LIMIT, value_name = "BYTES")]
+    pub result_limit: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List(RunsListArgs),
+    /// Show one run: state, outcome, timings, masked arguments.
+    Show(RunIdArgs),
+    /// Print a run's log (head and tail, with a marker where lines were cut).
+    Logs(RunsLogsArgs),
+    /// Cancel a queued run, or stop a running one.
+    Cancel(RunIdArgs),
+    /// Delete finished runs and their logs.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunsListArgs {
+    /// Only this task's runs.
+    #[arg(long, value_name = "NAME")]
+    pub task: Option<String>,
+    /// Only runs in this state.
+    #[arg(long, value_parser = ["queued", "running", "completed", "failed", "cancelled"])]
+    pub state: Option<String>,
+    /// Only runs queued since then: a duration ago (`1h`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// At most N runs.
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
+    /// Continue after this cursor (printed with the previous page).
+    #[arg(long, value_name = "CURSOR")]
+    pub after: Option<String>,
+    /// Print `{"runs":[…],"next":CURSOR|null}` on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunIdArgs {
+    /// The run id (or a unique prefix of 8+ characters).
+    pub id: String,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsLogsArgs {
+    /// The run id (or a unique prefix of 8+ characters).
+    pub id: String,
+    /// Keep printing lines until the run ends.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Which attempt's log (default: the latest).
+    #[arg(long, value_name = "N")]
+    pub attempt: Option<u32>,
+    /// One JSON object per line: `{"seq","stream","text","truncated"}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Delete finished runs older than this (e.g. `30d`).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", required_unless_present = "keep")]
+    pub older_than: Option<Duration>,
+    /// Keep only the newest N finished runs of each task.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Queue a run of a task at each tick of a cron expression.
+    Add(ScheduleAddArgs),
+    /// List schedules.
+    List(ListArgs),
+    /// Remove a schedule.
+    Remove {
+        /// The schedule's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleAddArgs {
+    #[command(flatten)]
+    pub name: NameArgs,
+    /// Cron expression in UTC: 5 fields (`*/5 * * * *`), or 6 with seconds first.
+    #[arg(long, value_name = "EXPR")]
+    pub cron: String,
+    /// The arguments, a JSON object. Default `{}`.
+    #[arg(
+        long = "taskArgs",
+        visible_alias = "args",
+        value_name = "JSON",
+        conflicts_with = "args_file"
+    )]
+    pub task_args: Option<String>,
+    /// Read the arguments from a file.
+    #[arg(long, value_name = "FILE")]
+    pub args_file: Option<PathBuf>,
+    /// Caller recorded on each run.
+    #[arg(long, default_value = "schedule")]
+    pub caller: String,
+    /// Print `{"id":…}` on stdout.
     #[arg(long)]
     pub json: bool,
 }

@@ -30,10 +30,15 @@ fn main() -> ExitCode {
         }
     };
     let json = commands::wants_json(&cli.command);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // A worker runs its tasks' I/O on a second thread while its loop waits on the store.
+    let mut builder = if matches!(cli.command, cli::Command::Worker(_)) {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -166,7 +166,28 @@ fn lists_one_tool_per_task_with_schemas() {
 
 #[test]
 fn calls_a_task_and_returns_its_result_and_logs() {
-    stdio("call");
+    let fx = fixture();
+    for mode in MODES {
+        fx.client("call", mode, "stdio");
+    }
+    // Each call is recorded in run history, as `execute` is.
+    let out = fx
+        .env
+        .cmd()
+        .args(["runs", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = runs["runs"]
+        .as_array()
+        .expect("runs list --json has a `runs` array");
+    // The scenario makes calls in each protocol mode; none may be missing.
+    assert!(runs.len() >= MODES.len(), "{runs:?}");
+    for run in runs {
+        assert_eq!(run["state"], "completed", "{run}");
+        assert_eq!(run["caller"], "mcp", "{run}");
+    }
 }
 
 #[test]

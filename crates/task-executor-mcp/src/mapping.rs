@@ -229,6 +229,7 @@ mod tests {
             inputs,
             outputs,
             timeout: None,
+            policy: Default::default(),
         }
     }
 

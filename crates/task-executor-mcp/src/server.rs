@@ -23,6 +23,8 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::json;
+use task_executor::history::{self, HideSecrets};
+use task_executor::queue;
 use task_executor::runner::{DiscoveryError, LogLine, LogSink, Stream, check_executable};
 use task_executor::{PreparedTask, RunRequest, Runner, Store, StoreSpec, Task, TaskName};
 use tokio::sync::mpsc;
@@ -103,7 +105,6 @@ impl TaskServer {
             .await
             .map_err(internal)?
             .ok_or_else(unknown)?;
-        drop(store);
 
         let shape = mapping::input_shape(&task.inputs);
         let data = shape.data(params.arguments);
@@ -147,11 +148,32 @@ impl TaskServer {
             timeout: None,
             run_id: None,
         };
-        let report = self
-            .config
-            .runner
-            .run(&prepared, request, &sink, &ctx.ct)
-            .await;
+        // Secret arguments (`writeOnly`, `format: password`) never reach the client's logs.
+        let logs = HideSecrets {
+            inner: &sink,
+            secrets: history::secrets(&prepared.task().inputs, &request.args),
+        };
+        // Recorded in run history exactly like `execute`, when the store keeps history.
+        let report = if store.has_history() {
+            queue::run_inline(
+                &store,
+                &self.config.runner,
+                &prepared,
+                request,
+                &logs,
+                &ctx.ct,
+                history::DEFAULT_LOG_LIMIT,
+                INLINE_LEASE,
+            )
+            .await
+            .map_err(internal)?
+        } else {
+            self.config
+                .runner
+                .run(&prepared, request, &logs, &ctx.ct)
+                .await
+        };
+        drop(logs);
         let dropped = sink.dropped.load(std::sync::atomic::Ordering::Relaxed);
         drop(sink);
         let _ = forward.await;
@@ -168,6 +190,9 @@ impl TaskServer {
         Ok(mapping::call_result(&report))
     }
 }
+
+/// How long a call's run stays `running` in history if the server dies without a word.
+const INLINE_LEASE: Duration = Duration::from_secs(30);
 
 fn cannot_run(name: &TaskName, why: &str) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(format!(

@@ -10,7 +10,9 @@
 //! - [`registry`]: where tasks are registered (YAML file, SQLite);
 //! - [`mod@register`]: discovering a task and storing it;
 //! - [`runner`]: executing one task robustly;
-//! - [`pool`]: executing many with bounded concurrency.
+//! - [`pool`]: executing many with bounded concurrency;
+//! - [`history`]: what is recorded about each run (masked arguments, bounded logs);
+//! - [`queue`]: the durable queue, its workers and schedules.
 //!
 //! It never prints and knows nothing of terminals: binaries (`manage_tasks`)
 //! and servers sit on top.
@@ -42,8 +44,10 @@
 //! # }
 //! ```
 
+pub mod history;
 pub mod pool;
 pub mod protocol;
+pub mod queue;
 pub mod register;
 pub mod registry;
 pub mod runner;
@@ -57,4 +61,4 @@ pub use registry::{InsertMode, Store, StoreError, StoreSpec};
 pub use runner::{
     LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest, Runner, RunnerConfig, Stream,
 };
-pub use task::{Task, TaskName};
+pub use task::{Policy, Task, TaskName};

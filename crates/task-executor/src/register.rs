@@ -22,6 +22,8 @@ pub struct RegisterOptions {
     pub timeout: Option<Duration>,
     /// Whether an existing task of that name is replaced (`--force`).
     pub mode: InsertMode,
+    /// The task's queue policy, stored with it.
+    pub policy: crate::task::Policy,
 }
 
 impl Default for RegisterOptions {
@@ -30,6 +32,7 @@ impl Default for RegisterOptions {
             schema_timeout: DEFAULT_SCHEMA_TIMEOUT,
             timeout: None,
             mode: InsertMode::CreateNew,
+            policy: Default::default(),
         }
     }
 }
@@ -90,6 +93,7 @@ pub async fn describe(
         inputs: auto.inputs,
         outputs: auto.outputs,
         timeout: options.timeout,
+        policy: options.policy.clone(),
     })
 }
 

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use jsonschema::Draft as JsDraft;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The JSON Schema drafts we accept.
@@ -51,7 +51,7 @@ impl fmt::Display for Draft {
 }
 
 /// One way a value breaks a schema.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {
     /// JSON pointer to the offending part of the value (`""` is the whole value).
     pub pointer: String,

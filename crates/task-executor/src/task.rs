@@ -132,6 +132,46 @@ pub struct Task {
         with = "crate::task::duration_opt"
     )]
     pub timeout: Option<Duration>,
+    /// How the queue treats runs of this task (retries, concurrency, priority).
+    /// Set at register time; absent from YAML files that never set it.
+    #[serde(default, skip_serializing_if = "Policy::is_default")]
+    pub policy: Policy,
+}
+
+/// A task's queue policy, set at register time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// How many times a failed run (timeout, crash, no result) is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The first retry's delay; doubled for each further attempt, with jitter.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::task::duration_opt"
+    )]
+    pub backoff: Option<Duration>,
+    /// Also retry runs that complete with a status other than 1.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_on_status: bool,
+    /// At most this many running attempts of the task across all workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Higher runs are claimed first (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+}
+
+impl Policy {
+    /// Whether nothing is set.
+    pub fn is_default(&self) -> bool {
+        *self == Policy::default()
+    }
+
+    /// Attempts a run may take: the first plus the retries.
+    pub fn max_attempts(&self) -> u32 {
+        self.retries.unwrap_or(0).saturating_add(1)
+    }
 }
 
 /// Serde for `Option<Duration>` as a human string (`"30s"`, `"1m 30s"`).

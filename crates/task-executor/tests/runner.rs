@@ -41,6 +41,7 @@ fn task_at(location: PathBuf, outputs: Option<Value>) -> PreparedTask {
         inputs: json!({"type": "object"}),
         outputs,
         timeout: None,
+        policy: Default::default(),
     })
     .unwrap()
 }
@@ -559,6 +560,7 @@ async fn task_timeout_and_default_timeout_apply() {
         inputs: json!(true),
         outputs: None,
         timeout: Some(Duration::from_millis(200)),
+        policy: Default::default(),
     };
     let prepared = PreparedTask::new(task.clone()).unwrap();
     let (report, _) = run_with(

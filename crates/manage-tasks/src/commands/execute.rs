@@ -20,8 +20,9 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
         let prepared = prepare(ctx, &name).await?;
         return super::batch::run(ctx, &args, prepared).await;
     }
-    let data = read_args(&args)?;
-    let prepared = prepare(ctx, &name).await?;
+    let data = read_args(args.task_args.as_deref(), args.args_file.as_deref())?;
+    let store = ctx.open_store().await?;
+    let prepared = prepare_in(&store, &name).await?;
     if let Err(violations) = prepared.validate_args(&data) {
         return Err(invalid_args(&name, violations).into());
     }
@@ -40,7 +41,27 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
         timeout: args.timeout,
         run_id: None,
     };
-    let report = runner.run(&prepared, request, logs.as_ref(), &cancel).await;
+    // Secret arguments are hidden from the terminal too, if the task echoes them.
+    let logs = task_executor::history::HideSecrets {
+        inner: logs.as_ref(),
+        secrets: task_executor::history::secrets(&prepared.task().inputs, &request.args),
+    };
+    let report = if store.has_history() {
+        task_executor::queue::run_inline(
+            &store,
+            &runner,
+            &prepared,
+            request,
+            &logs,
+            &cancel,
+            args.log_limit,
+            INLINE_LEASE,
+        )
+        .await
+        .map_err(Failure::from)?
+    } else {
+        runner.run(&prepared, request, &logs, &cancel).await
+    };
     signals.abort();
 
     if args.json {
@@ -54,7 +75,17 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
 
 /// Loads `name` from the store, checks its executable and compiles its schemas.
 pub async fn prepare(ctx: &Context, name: &TaskName) -> Result<PreparedTask, Failure> {
-    let store = ctx.open_store().await?;
+    prepare_in(&ctx.open_store().await?, name).await
+}
+
+/// How long an `execute` run stays `running` in history if this process dies without a word.
+const INLINE_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Loads `name` from `store`, checks its executable and compiles its schemas.
+pub async fn prepare_in(
+    store: &task_executor::Store,
+    name: &TaskName,
+) -> Result<PreparedTask, Failure> {
     let task = store
         .get(name)
         .await
@@ -128,9 +159,12 @@ pub fn cancel_on_signal(token: CancellationToken) -> impl Future<Output = ()> + 
 }
 
 /// The caller's arguments from `--taskArgs`, `--taskArgs -` (stdin) or `--args-file`; `{}` if none.
-fn read_args(args: &ExecuteArgs) -> Result<Value, Failure> {
-    let (text, source) = match (&args.task_args, &args.args_file) {
-        (Some(s), _) if s == "-" => {
+pub fn read_args(
+    task_args: Option<&str>,
+    args_file: Option<&std::path::Path>,
+) -> Result<Value, Failure> {
+    let (text, source) = match (task_args, args_file) {
+        (Some("-"), _) => {
             let mut buf = String::new();
             std::io::stdin().read_to_string(&mut buf).map_err(|e| {
                 Failure::nothing_ran(
@@ -140,7 +174,7 @@ fn read_args(args: &ExecuteArgs) -> Result<Value, Failure> {
             })?;
             (buf, "stdin".to_owned())
         }
-        (Some(s), _) => (s.clone(), "--taskArgs".to_owned()),
+        (Some(s), _) => (s.to_owned(), "--taskArgs".to_owned()),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Failure::nothing_ran(

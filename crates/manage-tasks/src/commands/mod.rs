@@ -3,7 +3,9 @@
 mod batch;
 mod execute;
 mod mcp;
+mod queue;
 mod register;
+mod runs;
 mod tasks;
 
 use std::io::Write;
@@ -11,7 +13,7 @@ use std::io::Write;
 use task_executor::registry::ENV_TASK_STORE;
 use task_executor::{Store, StoreSpec, TaskName};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, RunsCommand, ScheduleCommand};
 use crate::exit::Failure;
 
 /// Whether the command asked for machine output.
@@ -21,7 +23,18 @@ pub fn wants_json(command: &Command) -> bool {
         Command::List(a) => a.json,
         Command::Show(a) => a.json,
         Command::Execute(a) => a.json,
-        Command::Unregister(_) | Command::Mcp(_) | Command::Completions { .. } => false,
+        Command::Submit(a) => a.json,
+        Command::Runs(RunsCommand::List(a)) => a.json,
+        Command::Runs(RunsCommand::Show(a) | RunsCommand::Cancel(a)) => a.json,
+        Command::Runs(RunsCommand::Logs(a)) => a.json,
+        Command::Schedule(ScheduleCommand::Add(a)) => a.json,
+        Command::Schedule(ScheduleCommand::List(a)) => a.json,
+        Command::Unregister(_)
+        | Command::Mcp(_)
+        | Command::Completions { .. }
+        | Command::Worker(_)
+        | Command::Runs(RunsCommand::Prune(_))
+        | Command::Schedule(ScheduleCommand::Remove { .. }) => false,
     }
 }
 
@@ -38,6 +51,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Show(args) => tasks::show(&ctx, args).await,
         Command::Execute(args) => execute::run(&ctx, args).await,
         Command::Mcp(args) => mcp::run(&ctx, args).await,
+        Command::Submit(args) => queue::submit(&ctx, args).await,
+        Command::Worker(args) => queue::worker(&ctx, args).await,
+        Command::Runs(cmd) => runs::run(&ctx, cmd).await,
+        Command::Schedule(cmd) => queue::schedule(&ctx, cmd).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "manage_tasks", &mut std::io::stdout());
@@ -101,5 +118,6 @@ pub fn task_json(task: &task_executor::Task) -> serde_json::Value {
         "outputs": task.outputs,
         "timeout": task.timeout.map(|t| humantime::format_duration(t).to_string()),
         "timeout_ms": task.timeout.map(|t| t.as_millis() as u64),
+        "policy": task.policy,
     })
 }

@@ -19,6 +19,13 @@ pub async fn run(ctx: &Context, args: RegisterArgs) -> anyhow::Result<u8> {
         } else {
             InsertMode::CreateNew
         },
+        policy: task_executor::Policy {
+            retries: args.retries,
+            backoff: args.backoff,
+            retry_on_status: args.retry_on_status,
+            concurrency: args.concurrency,
+            priority: args.priority,
+        },
     };
     let task = task_executor::register(&store, &Runner::default(), name, &args.location, &options)
         .await

@@ -103,3 +103,76 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+impl Env {
+    /// `manage_tasks ARGS` as a background process (stdout/stderr to files in the env dir).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let log = |kind: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join(format!("bg.{kind}")))
+                .unwrap()
+        };
+        std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"))
+            .args(args)
+            .env("TASK_STORE", &self.store)
+            .env("HOME", self.dir.path())
+            .env_remove("XDG_DATA_HOME")
+            .current_dir(self.dir.path())
+            .stdout(log("out"))
+            .stderr(log("err"))
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs `manage_tasks ARGS --json`-style commands and parses stdout, asserting success.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.cmd().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        json_stdout(&out)
+    }
+
+    /// Every run in the history, newest first (all pages).
+    pub fn all_runs(&self) -> Vec<Value> {
+        self.json(&["runs", "list", "--json", "--limit", "10000"])["runs"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Queues `n` runs of `task` with `args` each (one transaction), returning their ids.
+    pub fn submit_many(&self, task: &str, n: usize, args: &str) -> Vec<String> {
+        let input = format!("{args}\n").repeat(n);
+        let out = self
+            .cmd()
+            .args(["-q", "submit", "--name", task, "--batch", "-"])
+            .write_stdin(input)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).lines().map(str::to_owned).collect()
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds, panicking after `secs` seconds.
+pub fn wait_until(secs: f64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Sends `signal` (e.g. `-KILL`) to `pid` with kill(1).
+pub fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {signal} {pid}");
+}

@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 pub use sqlite::SqliteStore;
 pub use yaml::YamlStore;
 
+use crate::history::{LogBatch, LogEntry, RunFilter, RunPage, RunRecord};
+use crate::queue::{
+    CancelResult, Claimed, Finish, Lease, LeaseStatus, NewRun, NewSchedule, Pruned, Schedule,
+};
 use crate::task::{Task, TaskName};
 
 /// Environment variable naming the store, as in the original tool.
@@ -253,6 +257,160 @@ impl Store {
             Store::Yaml(s) => s.remove(name),
             Store::Sqlite(s) => s.remove(name),
         }
+    }
+}
+
+/// Dispatches a history/queue operation to the backend that has one; the
+/// YAML store holds tasks only.
+macro_rules! runs_op {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Yaml(_) => Err(StoreError::Unsupported {
+                what: "run history",
+                backend: "yaml",
+            }),
+            Store::Sqlite($s) => $call,
+        }
+    };
+}
+
+/// Run history and the queue: the interface every backend with history
+/// implements (SQLite now, PostgreSQL next). See [`crate::queue`] for the
+/// protocol and [`crate::history`] for the records.
+impl Store {
+    /// Whether this store keeps run history and a queue.
+    pub fn has_history(&self) -> bool {
+        matches!(self, Store::Sqlite(_))
+    }
+
+    /// Queues runs, in one transaction.
+    pub async fn enqueue(&self, runs: &[NewRun]) -> Result<(), StoreError> {
+        runs_op!(self, s => s.enqueue(runs))
+    }
+
+    /// Records a run executed in-process (`execute`) as running; returns its fence.
+    pub async fn start_inline(
+        &self,
+        run: &NewRun,
+        worker: &str,
+        lease_until: i64,
+    ) -> Result<i64, StoreError> {
+        runs_op!(self, s => s.start_inline(run, worker, lease_until))
+    }
+
+    /// Claims up to `n` due runs for `worker`, leased until `lease_until`.
+    pub async fn claim(
+        &self,
+        worker: &str,
+        n: usize,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        runs_op!(self, s => s.claim(worker, n, now, lease_until))
+    }
+
+    /// Renews leases; one status per lease, in order.
+    pub async fn heartbeat(
+        &self,
+        leases: &[Lease],
+        lease_until: i64,
+    ) -> Result<Vec<LeaseStatus>, StoreError> {
+        runs_op!(self, s => s.heartbeat(leases, lease_until))
+    }
+
+    /// Records an attempt's end; `false` if the lease was lost (nothing written).
+    pub async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.finish(lease, finish))
+    }
+
+    /// Requeues a failed attempt for a retry at `available_at`; `false` if the lease was lost.
+    pub async fn retry(
+        &self,
+        lease: &Lease,
+        finish: &Finish,
+        available_at: i64,
+    ) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.retry(lease, finish, available_at))
+    }
+
+    /// Gives an attempt back to the queue uncounted (worker shutdown).
+    pub async fn release(&self, lease: &Lease, now: i64) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.release(lease, now))
+    }
+
+    /// Requeues (or fails) attempts whose lease expired before `now`.
+    pub async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError> {
+        runs_op!(self, s => s.requeue_expired(now))
+    }
+
+    /// Stores log lines of an attempt still held by `lease`.
+    pub async fn record_logs(
+        &self,
+        lease: &Lease,
+        attempt: u32,
+        batch: &LogBatch,
+    ) -> Result<(), StoreError> {
+        runs_op!(self, s => s.record_logs(lease, attempt, batch))
+    }
+
+    /// One run by id (or unique prefix of 8+ characters).
+    pub async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        runs_op!(self, s => s.get_run(id))
+    }
+
+    /// A page of runs, newest first.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
+        runs_op!(self, s => s.list_runs(filter))
+    }
+
+    /// An attempt's log lines from `from_seq` on.
+    pub async fn run_logs(
+        &self,
+        id: &str,
+        attempt: u32,
+        from_seq: u64,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        runs_op!(self, s => s.run_logs(id, attempt, from_seq))
+    }
+
+    /// Cancels a queued run or asks a running one to stop; `None` if there is no such run.
+    pub async fn cancel_run(&self, id: &str, now: i64) -> Result<Option<CancelResult>, StoreError> {
+        runs_op!(self, s => s.cancel_run(id, now))
+    }
+
+    /// Deletes finished runs older than `before` and beyond `keep` per task.
+    pub async fn prune(
+        &self,
+        before: Option<i64>,
+        keep: Option<u64>,
+    ) -> Result<Pruned, StoreError> {
+        runs_op!(self, s => s.prune(before, keep))
+    }
+
+    /// Runs queued or running.
+    pub async fn count_active(&self) -> Result<u64, StoreError> {
+        runs_op!(self, s => s.count_active())
+    }
+
+    /// Adds a schedule; returns its id.
+    pub async fn add_schedule(&self, schedule: &NewSchedule) -> Result<String, StoreError> {
+        runs_op!(self, s => s.add_schedule(schedule))
+    }
+
+    /// Every schedule.
+    pub async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        runs_op!(self, s => s.list_schedules())
+    }
+
+    /// Removes a schedule; `false` if absent.
+    pub async fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.remove_schedule(id))
+    }
+
+    /// Fires the schedules due at `now`, each exactly once per tick.
+    pub async fn fire_schedules(&self, now: i64) -> Result<Vec<NewRun>, StoreError> {
+        let next = |cron: &str, now: i64| crate::queue::next_tick(cron, now).ok();
+        runs_op!(self, s => s.fire_schedules(now, &next))
     }
 }
 

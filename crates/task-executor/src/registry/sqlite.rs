@@ -21,8 +21,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
+mod runs;
+
 use super::{InsertMode, StoreError};
-use crate::task::{Task, TaskName};
+use crate::task::{Policy, Task, TaskName};
 
 /// Schema migrations, applied in order; entry `i` takes `user_version` from
 /// `i` to `i + 1`. Append only: never edit a released entry.
@@ -38,6 +40,67 @@ const MIGRATIONS: &[&str] = &[
         created_at  TEXT NOT NULL,  -- RFC 3339 UTC
         updated_at  TEXT NOT NULL   -- RFC 3339 UTC
     ) STRICT;",
+    // 2: run history, the queue and schedules (see `runs.rs`). Portable SQL:
+    // TEXT ids, INTEGER epoch-millisecond times, JSON as TEXT.
+    "ALTER TABLE tasks ADD COLUMN retries INTEGER;
+    ALTER TABLE tasks ADD COLUMN backoff_ms INTEGER;
+    ALTER TABLE tasks ADD COLUMN retry_on_status INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN concurrency INTEGER;
+    ALTER TABLE tasks ADD COLUMN priority INTEGER;
+    CREATE TABLE runs (
+        id               TEXT PRIMARY KEY NOT NULL,  -- UUID v7
+        task             TEXT NOT NULL,
+        args             TEXT NOT NULL,     -- JSON, secret fields masked
+        secret_args      TEXT,              -- JSON, unmasked; only while queued/running
+        caller           TEXT NOT NULL,
+        state            TEXT NOT NULL,     -- queued, running, completed, failed, cancelled
+        priority         INTEGER NOT NULL DEFAULT 0,
+        attempt          INTEGER NOT NULL DEFAULT 0,
+        max_attempts     INTEGER NOT NULL DEFAULT 1,
+        fence            INTEGER NOT NULL DEFAULT 0,  -- bumped by every claim
+        worker           TEXT,
+        lease_until      INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        timeout_ms       INTEGER,
+        backoff_ms       INTEGER,
+        retry_on_status  INTEGER NOT NULL DEFAULT 0,
+        queued_at        INTEGER NOT NULL,
+        available_at     INTEGER NOT NULL,
+        started_at       INTEGER,
+        finished_at      INTEGER,
+        outcome          TEXT,              -- JSON `Outcome`
+        exit             TEXT,              -- JSON `ExitInfo`
+        error            TEXT,
+        log_cut_lines    INTEGER NOT NULL DEFAULT 0,
+        log_cut_bytes    INTEGER NOT NULL DEFAULT 0,
+        schedule_id      TEXT
+    ) STRICT;
+    CREATE INDEX runs_order ON runs (queued_at, id);
+    CREATE INDEX runs_task_order ON runs (task, queued_at, id);
+    CREATE INDEX runs_state_order ON runs (state, queued_at, id);
+    CREATE INDEX runs_task_state ON runs (task, state);
+    CREATE INDEX runs_claim ON runs (state, priority DESC, available_at, id);
+    CREATE INDEX runs_lease ON runs (state, lease_until);
+    CREATE TABLE run_logs (
+        run_id    TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        attempt   INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        stream    TEXT NOT NULL,      -- stdout or stderr
+        line      TEXT NOT NULL,
+        truncated INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, attempt, seq)
+    ) STRICT;
+    CREATE TABLE schedules (
+        id           TEXT PRIMARY KEY NOT NULL,
+        task         TEXT NOT NULL,
+        cron         TEXT NOT NULL,
+        args         TEXT NOT NULL,   -- JSON, secret fields masked
+        secret_args  TEXT,            -- JSON, unmasked, when it differs
+        caller       TEXT NOT NULL,
+        next_fire_at INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX schedules_due ON schedules (next_fire_at);",
 ];
 
 /// The schema version this build writes and understands.
@@ -51,6 +114,9 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// The task columns, in the order `RawRow::read` reads them.
 const COLUMNS: &str = "name, location, description, inputs, outputs, timeout_ms";
+
+/// The policy columns, read after [`COLUMNS`].
+const POLICY_COLUMNS: &str = "retries, backoff_ms, retry_on_status, concurrency, priority";
 
 /// An SQLite database.
 #[derive(Debug)]
@@ -67,6 +133,11 @@ struct RawRow {
     inputs: String,
     outputs: Option<String>,
     timeout_ms: Option<i64>,
+    retries: Option<i64>,
+    backoff_ms: Option<i64>,
+    retry_on_status: i64,
+    concurrency: Option<i64>,
+    priority: Option<i64>,
 }
 
 impl RawRow {
@@ -78,6 +149,11 @@ impl RawRow {
             inputs: row.get(3)?,
             outputs: row.get(4)?,
             timeout_ms: row.get(5)?,
+            retries: row.get(6)?,
+            backoff_ms: row.get(7)?,
+            retry_on_status: row.get(8)?,
+            concurrency: row.get(9)?,
+            priority: row.get(10)?,
         })
     }
 
@@ -104,6 +180,15 @@ impl RawRow {
                     .map_err(|_| corrupt(format!("timeout_ms is negative ({ms})")))
             })
             .transpose()?;
+        let policy = Policy {
+            retries: self.retries.map(|n| n.clamp(0, u32::MAX.into()) as u32),
+            backoff: self
+                .backoff_ms
+                .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+            retry_on_status: self.retry_on_status != 0,
+            concurrency: self.concurrency.map(|n| n.clamp(0, u32::MAX.into()) as u32),
+            priority: self.priority,
+        };
         if self.location.is_empty() {
             return Err(corrupt("location is empty".into()));
         }
@@ -114,6 +199,7 @@ impl RawRow {
             inputs,
             outputs,
             timeout,
+            policy,
         })
     }
 }
@@ -136,7 +222,9 @@ impl SqliteStore {
     /// Every task, sorted by name.
     pub fn list(&self) -> Result<Vec<Task>, StoreError> {
         let rows = self.with_conn(false, |conn| {
-            let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM tasks ORDER BY name"))?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {COLUMNS}, {POLICY_COLUMNS} FROM tasks ORDER BY name"
+            ))?;
             let rows = stmt.query_map([], RawRow::read)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
@@ -149,9 +237,11 @@ impl SqliteStore {
     /// The task called `name`.
     pub fn get(&self, name: &TaskName) -> Result<Option<Task>, StoreError> {
         let row = self.with_conn(false, |conn| {
-            conn.prepare(&format!("SELECT {COLUMNS} FROM tasks WHERE name = ?1"))?
-                .query_row([name.as_str()], RawRow::read)
-                .optional()
+            conn.prepare(&format!(
+                "SELECT {COLUMNS}, {POLICY_COLUMNS} FROM tasks WHERE name = ?1"
+            ))?
+            .query_row([name.as_str()], RawRow::read)
+            .optional()
         })?;
         row.flatten().map(|r| r.into_task(&self.path)).transpose()
     }
@@ -182,9 +272,14 @@ impl SqliteStore {
         let inputs = to_json(&task.inputs);
         let outputs = task.outputs.as_ref().map(to_json);
         let sql = format!(
-            "INSERT INTO tasks ({COLUMNS}, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NOW}, {NOW})
+            "INSERT INTO tasks ({COLUMNS}, {POLICY_COLUMNS}, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, {NOW}, {NOW})
              ON CONFLICT (name) DO UPDATE SET
+                retries = excluded.retries,
+                backoff_ms = excluded.backoff_ms,
+                retry_on_status = excluded.retry_on_status,
+                concurrency = excluded.concurrency,
+                priority = excluded.priority,
                 location = excluded.location,
                 description = excluded.description,
                 inputs = excluded.inputs,
@@ -209,6 +304,11 @@ impl SqliteStore {
                 inputs,
                 outputs,
                 timeout_ms,
+                task.policy.retries,
+                task.policy.backoff.map(|d| d.as_millis() as i64),
+                task.policy.retry_on_status,
+                task.policy.concurrency,
+                task.policy.priority,
             ])?;
             tx.commit()?;
             Ok(true)
@@ -228,7 +328,7 @@ impl SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let row = tx
                 .prepare(&format!(
-                    "DELETE FROM tasks WHERE name = ?1 RETURNING {COLUMNS}"
+                    "DELETE FROM tasks WHERE name = ?1 RETURNING {COLUMNS}, {POLICY_COLUMNS}"
                 ))?
                 .query_row([name.as_str()], RawRow::read)
                 .optional()?;
@@ -308,6 +408,14 @@ fn connect(path: &Path, create: bool) -> Result<Connection, StoreError> {
     check_version(path, version)?;
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
         .map_err(sqlite)?;
+    // Short-lived processes (`execute`, `submit`) would otherwise checkpoint
+    // the WAL and fsync on every close; SQLite's automatic checkpoints (every
+    // 1000 pages, by whichever writer crosses it) keep the WAL bounded anyway.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map_err(sqlite)?;
     if version != SCHEMA_VERSION {
         // WAL is a property of the file and persists: set it once, when the
         // database is created or upgraded, not on every (hot-path) open.
@@ -397,6 +505,7 @@ mod tests {
             inputs: json!({"type": "object", "properties": {"x": {"type": "string"}}}),
             outputs: None,
             timeout: None,
+            policy: Default::default(),
         }
     }
 

@@ -402,6 +402,7 @@ fn record_from_value(name: TaskName, value: Value) -> Result<Record, String> {
             inputs,
             outputs,
             timeout,
+            policy: Default::default(),
         },
         extra: fields,
     })
@@ -570,6 +571,7 @@ mod tests {
             inputs: json!({"type": "object", "properties": {"x": {"type": "string"}}}),
             outputs: None,
             timeout: None,
+            policy: Default::default(),
         }
     }
 

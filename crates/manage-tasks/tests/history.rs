@@ -1,0 +1,277 @@
+//! Run history (SQLite store):
+//!
+//! - `execute` records its run: state, outcome, timings, masked arguments, logs by stream
+//! - secret (`writeOnly` / `format: password`) values never reach the database or `--json`
+//! - logs are bounded to head + tail with a marker saying what was cut
+//! - `runs list` filters (task, state, since) and keyset pages
+//! - `runs prune` by age and by count per task
+//! - the YAML store says it keeps no history
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+const SECRET_INPUTS: &str = r#"{"type":"object","properties":{"user":{"type":"string"},"token":{"type":"string","writeOnly":true},"db":{"type":"object","properties":{"password":{"type":"string","format":"password"}}}}}"#;
+
+#[test]
+fn execute_records_the_run_with_masked_arguments_and_its_logs() {
+    let env = Env::new("db");
+    let script = env.script(
+        "secret.sh",
+        &task_script(
+            SECRET_INPUTS,
+            "read -r envelope\necho \"got $envelope\"\necho 'to stderr' >&2\necho '{\"status\":1,\"reason\":\"ok\",\"payload\":42}'",
+        ),
+    );
+    env.register("secret", &script);
+    let out = env
+        .cmd()
+        .args(["execute", "--name", "secret", "--json", "--taskArgs"])
+        .arg(r#"{"user":"ada","token":"tok-s3cret","db":{"password":"hunter2"}}"#)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json_stdout(&out);
+    let err = stderr(&out);
+    assert!(
+        !err.contains("tok-s3cret") && !err.contains("hunter2"),
+        "{err}"
+    );
+
+    let runs = env.all_runs();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run["run_id"], report["run_id"]);
+    assert_eq!(run["state"], "completed");
+    assert_eq!(run["status"], 1);
+    assert_eq!(run["payload"], 42);
+    assert_eq!(run["attempt"], 1);
+    assert_eq!(
+        run["args"],
+        json!({"user": "ada", "token": "********", "db": {"password": "********"}})
+    );
+    for key in ["queued_at", "started_at", "finished_at"] {
+        assert!(run[key].is_string(), "{key}: {run}");
+    }
+    let id = run["run_id"].as_str().unwrap();
+    let shown = env.json(&["runs", "show", id, "--json"]);
+    assert_eq!(shown["args"], run["args"]);
+
+    let logs = env.cmd().args(["runs", "logs", id]).output().unwrap();
+    let text = stdout(&logs);
+    assert!(text.contains("out| got {"), "{text}");
+    assert!(text.contains("err| to stderr"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("tok-s3cret"),
+        "{text}"
+    );
+
+    // Nowhere in the database files either.
+    for suffix in ["", "-wal"] {
+        let bytes = std::fs::read(format!("{}{suffix}", env.store.display())).unwrap_or_default();
+        let hay = String::from_utf8_lossy(&bytes);
+        assert!(
+            !hay.contains("hunter2") && !hay.contains("tok-s3cret"),
+            "secret in tasks.db{suffix}"
+        );
+    }
+}
+
+#[test]
+fn logs_keep_head_and_tail_with_a_marker_and_streams_in_order() {
+    let env = Env::new("db");
+    let script = env.script(
+        "loud.sh",
+        &task_script(
+            "{}",
+            "cat >/dev/null\nfor i in $(seq 0 1999); do printf 'line %04d %s\\n' $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done\necho '{\"status\":1}'",
+        ),
+    );
+    env.register("loud", &script);
+    env.cmd()
+        .args(["-q", "execute", "--name", "loud", "--log-limit", "20000"])
+        .assert()
+        .success();
+    let id = env.all_runs()[0]["run_id"].as_str().unwrap().to_owned();
+    let out = env.cmd().args(["runs", "logs", &id]).output().unwrap();
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("out| line 0000 "), "{}", lines[0]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("lines (") && l.contains("bytes) cut")),
+        "no marker"
+    );
+    assert_eq!(*lines.last().unwrap(), "out| {\"status\":1}");
+    assert!(lines[lines.len() - 2].starts_with("out| line 1999 "));
+    // About 20 000 bytes of 100-byte lines: ~200 lines kept of 2001.
+    assert!(
+        lines.len() < 230 && lines.len() > 150,
+        "{} lines",
+        lines.len()
+    );
+    // The kept lines are in order, around one gap.
+    let nums: Vec<u32> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("out| line ")?.get(..4)?.parse().ok())
+        .collect();
+    assert!(nums.windows(2).all(|w| w[0] < w[1]));
+    let run = env.json(&["runs", "show", &id, "--json"]);
+    let cut = run["log_cut_lines"].as_u64().unwrap();
+    assert_eq!(cut as usize + nums.len(), 2000, "{run}");
+}
+
+#[test]
+fn runs_list_filters_and_pages_newest_first() {
+    let env = Env::new("db");
+    let script = env.script("t.sh", &task_script("{}", "echo '{\"status\":1}'"));
+    env.register("alpha", &script);
+    env.register("beta", &script);
+    let a = env.submit_many("alpha", 5, "{}");
+    let b = env.submit_many("beta", 3, "{}");
+    env.cmd().args(["runs", "cancel", &a[0]]).assert().success();
+
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let beta = env.json(&["runs", "list", "--json", "--task", "beta"]);
+    let mut want = b.clone();
+    want.reverse();
+    assert_eq!(ids(&beta), want);
+    let cancelled = env.json(&["runs", "list", "--json", "--state", "cancelled"]);
+    assert_eq!(ids(&cancelled), [a[0].clone()]);
+    assert_eq!(
+        env.json(&["runs", "list", "--json", "--since", "1h"])["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    assert!(
+        env.json(&["runs", "list", "--json", "--since", "2999-01-01T00:00:00Z"])["runs"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // Keyset pages of 3 cover everything once, newest first.
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut args = vec!["runs", "list", "--json", "--limit", "3"];
+        if let Some(c) = &after {
+            args.extend(["--after", c.as_str()]);
+        }
+        let page = env.json(&args);
+        all.extend(ids(&page));
+        match page["next"].as_str() {
+            Some(c) => after = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut want: Vec<String> = a.iter().chain(&b).cloned().collect();
+    want.reverse();
+    assert_eq!(all, want);
+
+    let table = env
+        .cmd()
+        .args(["runs", "list", "--limit", "2"])
+        .output()
+        .unwrap();
+    assert!(stdout(&table).contains("beta"), "{}", stdout(&table));
+    assert!(stderr(&table).contains("--after"), "{}", stderr(&table));
+}
+
+#[test]
+fn prune_removes_old_runs_and_caps_each_task() {
+    let env = Env::new("db");
+    let script = env.script("t.sh", &task_script("{}", "echo '{\"status\":1}'"));
+    env.register("t", &script);
+    for id in env.submit_many("t", 4, "{}") {
+        env.cmd().args(["runs", "cancel", &id]).assert().success();
+    }
+    let queued = env.submit_many("t", 1, "{}");
+    env.cmd()
+        .args(["runs", "prune", "--keep", "1"])
+        .assert()
+        .success()
+        .stdout("Pruned 3 finished runs\n");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    env.cmd()
+        .args(["runs", "prune", "--older-than", "10ms"])
+        .assert()
+        .success()
+        .stdout("Pruned 1 finished runs\n");
+    // Queued and running runs are never pruned.
+    let left: Vec<_> = env.all_runs().iter().map(|r| r["run_id"].clone()).collect();
+    assert_eq!(left, [json!(queued[0])]);
+}
+
+#[test]
+fn the_yaml_store_says_it_keeps_no_history() {
+    let env = Env::new("yaml");
+    let script = env.script("t.sh", &task_script("{}", "echo '{\"status\":1}'"));
+    env.register("t", &script);
+    // execute works as before, unrecorded.
+    env.cmd()
+        .args(["-q", "execute", "--name", "t"])
+        .assert()
+        .success();
+    for args in [
+        &["runs", "list"][..],
+        &["submit", "--name", "t"],
+        &["worker", "--until-idle"],
+    ] {
+        let out = env.cmd().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("not supported by the yaml store; use an SQLite store"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn logs_follow_streams_a_running_run_until_it_ends() {
+    let env = Env::new("db");
+    let script = env.script(
+        "slow.sh",
+        &task_script(
+            "{}",
+            "cat >/dev/null\necho first\nsleep 0.8\necho second >&2\nsleep 0.2\necho '{\"status\":1}'",
+        ),
+    );
+    env.register("slow", &script);
+    let mut exec = env.spawn(&["-q", "execute", "--name", "slow"]);
+    let mut id = String::new();
+    wait_until(10.0, "a running run", || {
+        let runs = env.json(&["runs", "list", "--json", "--state", "running"]);
+        match runs["runs"][0]["run_id"].as_str() {
+            Some(r) => {
+                id = r.to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    let out = env
+        .cmd()
+        .args(["runs", "logs", "--follow", &id])
+        .output()
+        .unwrap();
+    assert!(exec.wait().unwrap().success());
+    assert_eq!(
+        stdout(&out),
+        "out| first\nerr| second\nout| {\"status\":1}\n",
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,574 @@
+//! Run history: what is recorded about every run, how its log is bounded, and
+//! how secret arguments are kept out of it.
+//!
+//! - [`RunRecord`] is one row of history as every store returns it; its
+//!   [`RunState`] is `queued → running → completed | failed | cancelled`.
+//! - [`RunLogs`] is a [`LogSink`] that keeps a run's log bounded: the first
+//!   half of the budget (the head) is kept as printed, then only the most
+//!   recent half (the tail); what falls out of the middle is counted so that a
+//!   reader can show a marker. Lines keep their stream and order (`seq`).
+//! - [`mask`] replaces the values of input fields whose schema says
+//!   `"writeOnly": true` or `"format": "password"` by [`MASK`]; [`RunLogs`]
+//!   also hides those values where a task echoes them.
+//!
+//! Storing is the store's business (`Store::record_logs`, …); nothing here does I/O.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::runner::{ExitInfo, LogLine, LogSink, Outcome, RunReport, Stream};
+use crate::task::TaskName;
+
+/// What replaces a secret value.
+pub const MASK: &str = "********";
+
+/// Default log budget per run (head + tail), in bytes.
+pub const DEFAULT_LOG_LIMIT: usize = 1024 * 1024;
+
+/// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
+pub fn now_ms() -> i64 {
+    to_ms(SystemTime::now())
+}
+
+/// A time as milliseconds since the Unix epoch.
+pub fn to_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Milliseconds since the Unix epoch as a time.
+pub fn from_ms(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Waiting for a worker (possibly until `available_at`).
+    Queued,
+    /// An attempt holds a lease.
+    Running,
+    /// The task reported a result (any status).
+    Completed,
+    /// The run failed: timeout, crash, no or invalid result, lease lost with no attempts left.
+    Failed,
+    /// Cancelled before or while running.
+    Cancelled,
+}
+
+impl RunState {
+    /// Every state, in life order.
+    pub const ALL: [RunState; 5] = [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Completed,
+        RunState::Failed,
+        RunState::Cancelled,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Completed => "completed",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the run is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunState::Completed | RunState::Failed | RunState::Cancelled
+        )
+    }
+
+    /// The final state a finished attempt's outcome leads to.
+    pub fn for_outcome(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Completed { .. } => RunState::Completed,
+            Outcome::Cancelled => RunState::Cancelled,
+            _ => RunState::Failed,
+        }
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One run as history keeps it. Arguments are masked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    /// The run id (UUID v7, time-ordered).
+    pub id: String,
+    /// The task.
+    pub task: TaskName,
+    /// The arguments, with secret fields masked.
+    pub args: Value,
+    /// Who asked for the run.
+    pub caller: String,
+    /// Where the run is.
+    pub state: RunState,
+    /// Higher is claimed first.
+    pub priority: i64,
+    /// The current (or last) attempt, from 1; 0 while never claimed.
+    pub attempt: u32,
+    /// How many attempts the run may take.
+    pub max_attempts: u32,
+    /// The worker holding (or that last held) the run.
+    pub worker: Option<String>,
+    /// Whether `runs cancel` asked a running attempt to stop.
+    pub cancel_requested: bool,
+    /// When it was queued (epoch ms).
+    pub queued_at: i64,
+    /// When it may first be claimed (epoch ms).
+    pub available_at: i64,
+    /// When the current (or last) attempt started (epoch ms).
+    pub started_at: Option<i64>,
+    /// When it ended (epoch ms).
+    pub finished_at: Option<i64>,
+    /// How the last finished attempt ended.
+    pub outcome: Option<Outcome>,
+    /// How the last attempt's process ended.
+    pub exit: Option<ExitInfo>,
+    /// Why the run failed when no outcome says it (e.g. the lease expired).
+    pub error: Option<String>,
+    /// Log lines cut from the middle of the current attempt's log.
+    pub log_cut_lines: u64,
+    /// Bytes cut from the middle of the current attempt's log.
+    pub log_cut_bytes: u64,
+    /// The schedule that queued the run, if any.
+    pub schedule: Option<String>,
+}
+
+impl RunRecord {
+    /// The finished run as a [`RunReport`], when an attempt produced an outcome.
+    pub fn report(&self) -> Option<RunReport> {
+        let outcome = self.outcome.clone()?;
+        let started = self.started_at.unwrap_or(self.queued_at);
+        let finished = self.finished_at.unwrap_or(started);
+        Some(RunReport {
+            run_id: self.id.clone(),
+            task: self.task.clone(),
+            outcome,
+            exit: self.exit.clone(),
+            started_at: from_ms(started),
+            duration: Duration::from_millis(finished.saturating_sub(started).max(0) as u64),
+        })
+    }
+}
+
+/// Filters for listing runs; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this task's runs.
+    pub task: Option<TaskName>,
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+    /// Only runs queued at or after this time (epoch ms).
+    pub since: Option<i64>,
+    /// At most this many.
+    pub limit: usize,
+    /// Continue after this cursor (from [`RunPage::next`]).
+    pub after: Option<Cursor>,
+}
+
+/// A keyset position in the newest-first order: `(queued_at, id)` of the last row seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The last row's `queued_at`.
+    pub queued_at: i64,
+    /// The last row's id.
+    pub id: String,
+}
+
+impl Cursor {
+    /// The opaque text form, `<queued_at>:<id>`.
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.queued_at, self.id)
+    }
+
+    /// Parses [`Cursor::encode`]'s form.
+    pub fn decode(s: &str) -> Option<Self> {
+        let (at, id) = s.split_once(':')?;
+        Some(Self {
+            queued_at: at.parse().ok()?,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// One page of runs.
+#[derive(Debug, Clone)]
+pub struct RunPage {
+    /// The runs, newest first.
+    pub runs: Vec<RunRecord>,
+    /// Where the next page starts, when there may be one.
+    pub next: Option<Cursor>,
+}
+
+/// One stored log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogEntry {
+    /// Position in the attempt's output, from 0; a gap means lines were cut.
+    pub seq: u64,
+    /// Where the task printed it.
+    pub stream: Stream,
+    /// The text (invalid UTF-8 replaced).
+    pub text: String,
+    /// Whether the runner cut the line for being too long.
+    pub truncated: bool,
+}
+
+/// What [`RunLogs::take`] hands to the store: new lines, and the range of
+/// already stored lines that fell out of the bounded middle.
+#[derive(Debug, Clone, Default)]
+pub struct LogBatch {
+    /// New lines, in order.
+    pub lines: Vec<LogEntry>,
+    /// Stored lines with `seq` in this range are to be deleted.
+    pub delete: Option<(u64, u64)>,
+    /// Total lines cut so far.
+    pub cut_lines: u64,
+    /// Total bytes cut so far.
+    pub cut_bytes: u64,
+}
+
+impl LogBatch {
+    /// Whether there is nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.delete.is_none()
+    }
+}
+
+/// A bounded head + tail log of one attempt, fed by the runner and drained
+/// into the store from time to time. Memory stays within the budget.
+#[derive(Debug)]
+pub struct RunLogs {
+    inner: Mutex<LogBuffer>,
+    secrets: Vec<String>,
+}
+
+#[derive(Debug)]
+struct LogBuffer {
+    half: usize,
+    head_bytes: usize,
+    head_full: bool,
+    next_seq: u64,
+    /// Lines not yet handed to the store.
+    pending: VecDeque<LogEntry>,
+    /// `(seq, bytes)` of every line kept in the tail, stored or not.
+    tail: VecDeque<(u64, usize)>,
+    tail_bytes: usize,
+    /// The first seq that went to the tail: stored lines from here up to the tail's start are cut.
+    tail_start: Option<u64>,
+    cut_lines: u64,
+    cut_bytes: u64,
+    deleted_upto: Option<u64>,
+}
+
+impl RunLogs {
+    /// A log keeping at most `limit` bytes (half head, half tail), hiding `secrets`.
+    pub fn new(limit: usize, secrets: Vec<String>) -> Self {
+        Self {
+            inner: Mutex::new(LogBuffer {
+                half: (limit / 2).max(1),
+                head_bytes: 0,
+                head_full: false,
+                next_seq: 0,
+                pending: VecDeque::new(),
+                tail: VecDeque::new(),
+                tail_bytes: 0,
+                tail_start: None,
+                cut_lines: 0,
+                cut_bytes: 0,
+                deleted_upto: None,
+            }),
+            secrets,
+        }
+    }
+
+    /// Hands over what is new since the last call.
+    pub fn take(&self) -> LogBatch {
+        let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let lines: Vec<LogEntry> = b.pending.drain(..).collect();
+        // Stored lines before the tail's first kept line are cut.
+        let delete = match (b.tail_start, b.tail.front()) {
+            (Some(start), Some(&(first_kept, _))) => {
+                let end = first_kept;
+                let from = b.deleted_upto.unwrap_or(start).max(start);
+                if end > from {
+                    b.deleted_upto = Some(end);
+                    Some((from, end))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        LogBatch {
+            lines,
+            delete,
+            cut_lines: b.cut_lines,
+            cut_bytes: b.cut_bytes,
+        }
+    }
+}
+
+/// `text` with every occurrence of a secret replaced by [`MASK`].
+pub fn hide_secrets<'a>(text: &'a [u8], secrets: &[String]) -> std::borrow::Cow<'a, [u8]> {
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        if memchr::memmem::find(&out, s.as_bytes()).is_none() {
+            continue;
+        }
+        let mut replaced = Vec::with_capacity(out.len());
+        let mut rest: &[u8] = &out;
+        while let Some(i) = memchr::memmem::find(rest, s.as_bytes()) {
+            replaced.extend_from_slice(&rest[..i]);
+            replaced.extend_from_slice(MASK.as_bytes());
+            rest = &rest[i + s.len()..];
+        }
+        replaced.extend_from_slice(rest);
+        out = std::borrow::Cow::Owned(replaced);
+    }
+    out
+}
+
+/// A sink that hides secret values before passing lines on (e.g. to the terminal).
+pub struct HideSecrets<'a> {
+    /// Where lines go.
+    pub inner: &'a dyn LogSink,
+    /// The values to hide (see [`secrets`]).
+    pub secrets: Vec<String>,
+}
+
+impl LogSink for HideSecrets<'_> {
+    fn line(&self, line: LogLine<'_>) {
+        let text = hide_secrets(line.text, &self.secrets);
+        self.inner.line(LogLine {
+            text: &text,
+            ..line
+        });
+    }
+}
+
+impl LogSink for RunLogs {
+    fn line(&self, line: LogLine<'_>) {
+        let text = String::from_utf8_lossy(&hide_secrets(line.text, &self.secrets)).into_owned();
+        let size = text.len() + 1;
+        let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = b.next_seq;
+        b.next_seq += 1;
+        let entry = LogEntry {
+            seq,
+            stream: line.stream,
+            text,
+            truncated: line.truncated,
+        };
+        if !b.head_full && b.head_bytes + size <= b.half {
+            b.head_bytes += size;
+            b.pending.push_back(entry);
+            return;
+        }
+        b.head_full = true;
+        if b.tail_start.is_none() {
+            b.tail_start = Some(seq);
+        }
+        b.tail.push_back((seq, size));
+        b.tail_bytes += size;
+        b.pending.push_back(entry);
+        while b.tail_bytes > b.half {
+            let Some((gone, bytes)) = b.tail.pop_front() else {
+                break;
+            };
+            b.tail_bytes -= bytes;
+            b.cut_lines += 1;
+            b.cut_bytes += bytes as u64;
+            // Not stored yet: just forget it. Stored: `take` deletes it.
+            if let Some(pos) = b.pending.iter().position(|e| e.seq == gone) {
+                b.pending.remove(pos);
+            }
+        }
+    }
+}
+
+/// Sends each line to two sinks (e.g. the terminal and the history).
+pub struct Tee<'a>(pub &'a dyn LogSink, pub &'a dyn LogSink);
+
+impl LogSink for Tee<'_> {
+    fn line(&self, line: LogLine<'_>) {
+        self.0.line(line);
+        self.1.line(line);
+    }
+}
+
+/// Whether a property's schema marks it secret.
+fn is_secret(schema: &Value) -> bool {
+    schema.get("writeOnly").and_then(Value::as_bool) == Some(true)
+        || schema.get("format").and_then(Value::as_str) == Some("password")
+}
+
+/// `args` with the values of secret fields (per `schema`'s `properties`,
+/// recursively, through `items` and `allOf`/`anyOf`/`oneOf`) replaced by [`MASK`].
+pub fn mask(schema: &Value, args: &Value) -> Value {
+    let mut out = args.clone();
+    walk(schema, &mut out, &mut |v| *v = Value::String(MASK.into()));
+    out
+}
+
+/// The string values of secret fields in `args`, to hide in logs.
+pub fn secrets(schema: &Value, args: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut copy = args.clone();
+    walk(schema, &mut copy, &mut |v| {
+        if let Value::String(s) = v
+            && s.len() >= 3
+        {
+            found.push(s.clone());
+        }
+    });
+    found
+}
+
+fn walk(schema: &Value, value: &mut Value, on_secret: &mut dyn FnMut(&mut Value)) {
+    for key in ["allOf", "anyOf", "oneOf"] {
+        if let Some(subs) = schema.get(key).and_then(Value::as_array) {
+            for sub in subs {
+                walk(sub, value, on_secret);
+            }
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+                return;
+            };
+            for (name, sub) in props {
+                if let Some(v) = map.get_mut(name) {
+                    if is_secret(sub) {
+                        on_secret(v);
+                    } else {
+                        walk(sub, v, on_secret);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(sub) = schema.get("items").filter(|s| s.is_object()) {
+                for item in items {
+                    if is_secret(sub) {
+                        on_secret(item);
+                    } else {
+                        walk(sub, item, on_secret);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn masks_write_only_and_password_fields_recursively() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "user": {"type": "string"},
+                "token": {"type": "string", "writeOnly": true},
+                "db": {"type": "object", "properties": {
+                    "password": {"type": "string", "format": "password"},
+                    "host": {"type": "string"}
+                }},
+                "keys": {"type": "array", "items": {"type": "string", "writeOnly": true}},
+                "pairs": {"type": "array", "items": {"properties": {"pin": {"writeOnly": true}}}}
+            },
+            "allOf": [{"properties": {"extra": {"format": "password"}}}]
+        });
+        let args = json!({
+            "user": "ada", "token": "s3cret", "db": {"password": "hunter2", "host": "h"},
+            "keys": ["k1", "k2"], "pairs": [{"pin": 1234, "x": 1}], "extra": "e", "other": "o"
+        });
+        assert_eq!(
+            mask(&schema, &args),
+            json!({
+                "user": "ada", "token": MASK, "db": {"password": MASK, "host": "h"},
+                "keys": [MASK, MASK], "pairs": [{"pin": MASK, "x": 1}], "extra": MASK, "other": "o"
+            })
+        );
+        let mut s = secrets(&schema, &args);
+        s.sort();
+        assert_eq!(s, ["hunter2", "s3cret"]);
+    }
+
+    fn feed(logs: &RunLogs, text: &str, stream: Stream) {
+        let task = TaskName::new("t").unwrap();
+        logs.line(LogLine {
+            task: &task,
+            run_id: "r",
+            stream,
+            text: text.as_bytes(),
+            truncated: false,
+        });
+    }
+
+    #[test]
+    fn logs_keep_head_and_tail_and_count_the_cut() {
+        // 10 bytes per line ("line NNNN" + newline); 100-byte budget: 5 head, 5 tail.
+        let logs = RunLogs::new(100, vec![]);
+        for i in 0..8 {
+            feed(&logs, &format!("line {i:04}"), Stream::Stdout);
+        }
+        let first = logs.take();
+        assert_eq!(first.lines.len(), 8);
+        assert_eq!(first.delete, None);
+        for i in 8..20 {
+            feed(&logs, &format!("line {i:04}"), Stream::Stderr);
+        }
+        let second = logs.take();
+        // Lines 5..15 were cut: 5..8 stored earlier (deleted now), 8..15 never stored.
+        assert_eq!(second.delete, Some((5, 15)));
+        let seqs: Vec<u64> = second.lines.iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, (15..20).collect::<Vec<_>>());
+        assert_eq!((second.cut_lines, second.cut_bytes), (10, 100));
+        assert_eq!(second.lines[0].stream, Stream::Stderr);
+        feed(&logs, "line 0020", Stream::Stdout);
+        let third = logs.take();
+        assert_eq!(third.delete, Some((15, 16)));
+        assert_eq!(third.cut_lines, 11);
+    }
+
+    #[test]
+    fn logs_hide_secret_values() {
+        let logs = RunLogs::new(1000, vec!["hunter2".into()]);
+        feed(&logs, "password is hunter2!", Stream::Stdout);
+        assert_eq!(logs.take().lines[0].text, "password is ********!");
+    }
+}
