@@ -3,7 +3,9 @@ CARGO ?= cargo
 
 .PHONY: build demo test lint bench clean mcp-venv
 
-# On linux-gnu hosts the release binary links glibc statically: process start
+# On linux-gnu hosts the release binary is a static, non-PIE executable (glibc
+# linked in, no start-up relocations; the price is no ASLR for its own code):
+# process start
 # is the largest fixed cost of every `manage_tasks execute` (see
 # docs/performance.md). `make build STATIC=0` gives an ordinary dynamic binary.
 HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
@@ -11,7 +13,7 @@ STATIC ?= $(if $(filter %-linux-gnu,$(HOST)),1,0)
 
 build:
 ifeq ($(STATIC),1)
-	RUSTFLAGS="$(RUSTFLAGS) -C target-feature=+crt-static" \
+	RUSTFLAGS="$(RUSTFLAGS) -C target-feature=+crt-static -C relocation-model=static" \
 	  $(CARGO) build --release --locked --bin manage_tasks --target $(HOST)
 	mkdir -p bin
 	cp target/$(HOST)/release/manage_tasks bin/manage_tasks

@@ -28,6 +28,8 @@ cc -O2 -pthread -o "$work/spawn_baseline" bench/spawn_baseline.c
 export TASK_STORE=$work/tasks.db
 noop=$root/examples/noop.sh
 "$bin" -q register --name noop --location "$noop"
+# The same task in a YAML store, which keeps no run history: shows what recording costs.
+TASK_STORE=$work/tasks.yaml "$bin" -q register --name noop --location "$noop"
 printf '%s\n' '{"meta":{"protocol":"v1","caller":"self","taskName":"noop"},"data":{"requestId":"214215161263","user":"tester","cmd":"hostname","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}' > "$work/envelope.json"
 args='{"requestId":"214215161263","user":"tester","cmd":"hostname","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
 median() { jq -r ".results[$2].median" "$1"; }
@@ -38,9 +40,16 @@ hyperfine --warmup 20 --runs "$runs" --export-json "$work/call.json" --style non
   --command-name direct "$noop < $work/envelope.json" \
   --command-name execute "$bin -q execute --name noop --taskArgs '$args'" \
   --command-name execute-dynamic "$dyn -q execute --name noop --taskArgs '$args'" \
-  --command-name version "$bin --version" >/dev/null
-d=$(median "$work/call.json" 0); e=$(median "$work/call.json" 1); y=$(median "$work/call.json" 2); v=$(median "$work/call.json" 3)
-awk -v d="$d" -v e="$e" -v y="$y" -v v="$v" 'BEGIN { printf "direct run:                %.3f ms\nmanage_tasks (static):     %.3f ms\nmanage_tasks (dynamic):    %.3f ms\nmanage_tasks --version:    %.3f ms (process start alone)\noverhead (static):         %.3f ms\nratio (static):            %.2f (target <= 1.6)\nratio (dynamic):           %.2f\n", d*1000, e*1000, y*1000, v*1000, (e-d)*1000, e/d, y/d }'
+  --command-name version "$bin --version" \
+  --command-name execute-yaml "TASK_STORE=$work/tasks.yaml $bin -q execute --name noop --taskArgs '$args'" >/dev/null
+d=$(median "$work/call.json" 0); e=$(median "$work/call.json" 1); y=$(median "$work/call.json" 2); v=$(median "$work/call.json" 3); m=$(median "$work/call.json" 4)
+awk -v d="$d" -v e="$e" -v y="$y" -v v="$v" -v m="$m" 'BEGIN {
+  printf "direct run:                          %.3f ms\n", d*1000
+  printf "manage_tasks --version:              %.3f ms (process start alone)\n", v*1000
+  printf "execute, SQLite store (history):     %.3f ms  ratio %.2f  overhead %.3f ms\n", e*1000, e/d, (e-d)*1000
+  printf "execute, SQLite, dynamic binary:     %.3f ms  ratio %.2f\n", y*1000, y/d
+  printf "execute, YAML store (no history):    %.3f ms  ratio %.2f  overhead %.3f ms\n", m*1000, m/d, (m-d)*1000
+  printf "(target: ratio <= 1.6)\n" }'
 
 echo
 echo "## 2. batch throughput: 1000 no-op runs, 2 at a time (median of $batch_runs)"
