@@ -83,6 +83,22 @@ impl NameArgs {
     }
 }
 
+/// Where a run's arguments come from: `--taskArgs JSON`, `--taskArgs -` (stdin) or `--args-file F`.
+#[derive(Debug, Args)]
+pub struct ArgsSource {
+    /// The arguments, a JSON object; `-` reads them from stdin. Default `{}`.
+    #[arg(
+        long = "taskArgs",
+        visible_alias = "args",
+        value_name = "JSON",
+        conflicts_with = "args_file"
+    )]
+    pub task_args: Option<String>,
+    /// Read the arguments from a file.
+    #[arg(long, value_name = "FILE")]
+    pub args_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
     #[command(flatten)]
@@ -139,14 +155,10 @@ pub struct ShowArgs {
 pub struct ExecuteArgs {
     #[command(flatten)]
     pub name: NameArgs,
-    /// The arguments, a JSON object; `-` reads them from stdin. Default `{}`.
-    #[arg(long = "taskArgs", visible_alias = "args", value_name = "JSON", conflicts_with_all = ["args_file", "batch"])]
-    pub task_args: Option<String>,
-    /// Read the arguments from a file.
-    #[arg(long, value_name = "FILE", conflicts_with = "batch")]
-    pub args_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub args: ArgsSource,
     /// Run once per line of a JSON Lines file (`-` for stdin), each line the arguments object.
-    #[arg(long, value_name = "FILE.jsonl")]
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["task_args", "args_file"])]
     pub batch: Option<PathBuf>,
     /// With --batch: how many runs at once (default: the number of CPUs).
     #[arg(long, value_name = "N", requires = "batch", value_parser = clap::value_parser!(u16).range(1..))]
@@ -175,14 +187,10 @@ pub struct ExecuteArgs {
 pub struct SubmitArgs {
     #[command(flatten)]
     pub name: NameArgs,
-    /// The arguments, a JSON object; `-` reads them from stdin. Default `{}`.
-    #[arg(long = "taskArgs", visible_alias = "args", value_name = "JSON", conflicts_with_all = ["args_file", "batch"])]
-    pub task_args: Option<String>,
-    /// Read the arguments from a file.
-    #[arg(long, value_name = "FILE", conflicts_with = "batch")]
-    pub args_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub args: ArgsSource,
     /// Queue one run per line of a JSON Lines file (`-` for stdin), in one transaction; prints one id per line.
-    #[arg(long, value_name = "FILE.jsonl", conflicts_with = "wait")]
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["wait", "task_args", "args_file"])]
     pub batch: Option<PathBuf>,
     /// Caller recorded in the envelope's meta.
     #[arg(long, default_value = "self")]
@@ -336,17 +344,8 @@ pub struct ScheduleAddArgs {
     /// Cron expression in UTC: 5 fields (`*/5 * * * *`), or 6 with seconds first.
     #[arg(long, value_name = "EXPR")]
     pub cron: String,
-    /// The arguments, a JSON object. Default `{}`.
-    #[arg(
-        long = "taskArgs",
-        visible_alias = "args",
-        value_name = "JSON",
-        conflicts_with = "args_file"
-    )]
-    pub task_args: Option<String>,
-    /// Read the arguments from a file.
-    #[arg(long, value_name = "FILE")]
-    pub args_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub args: ArgsSource,
     /// Caller recorded on each run.
     #[arg(long, default_value = "schedule")]
     pub caller: String,

@@ -10,7 +10,7 @@ use task_executor::{Outcome, PreparedTask, RunReport, RunRequest, Runner, Runner
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, print_json, task_name};
-use crate::cli::ExecuteArgs;
+use crate::cli::{ArgsSource, ExecuteArgs};
 use crate::exit::{self, Failure};
 use crate::output::{StderrLogs, Style, render_report};
 
@@ -20,7 +20,7 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
         let prepared = prepare(ctx, &name).await?;
         return super::batch::run(ctx, &args, prepared).await;
     }
-    let data = read_args(args.task_args.as_deref(), args.args_file.as_deref())?;
+    let data = read_args(&args.args)?;
     let store = ctx.open_store().await?;
     let prepared = prepare_in(&store, &name).await?;
     if let Err(violations) = prepared.validate_args(&data) {
@@ -159,11 +159,8 @@ pub fn cancel_on_signal(token: CancellationToken) -> impl Future<Output = ()> + 
 }
 
 /// The caller's arguments from `--taskArgs`, `--taskArgs -` (stdin) or `--args-file`; `{}` if none.
-pub fn read_args(
-    task_args: Option<&str>,
-    args_file: Option<&std::path::Path>,
-) -> Result<Value, Failure> {
-    let (text, source) = match (task_args, args_file) {
+pub fn read_args(source: &ArgsSource) -> Result<Value, Failure> {
+    let (text, source) = match (source.task_args.as_deref(), source.args_file.as_deref()) {
         (Some("-"), _) => {
             let mut buf = String::new();
             std::io::stdin().read_to_string(&mut buf).map_err(|e| {

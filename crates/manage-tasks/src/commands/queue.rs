@@ -105,7 +105,7 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<u8> {
         return Ok(exit::SUCCESS);
     }
 
-    let data = read_args(args.task_args.as_deref(), args.args_file.as_deref())?;
+    let data = read_args(&args.args)?;
     if let Err(violations) = prepared.validate_args(&data) {
         return Err(invalid_args(&name, violations).into());
     }
@@ -276,7 +276,7 @@ pub async fn schedule(ctx: &Context, cmd: ScheduleCommand) -> anyhow::Result<u8>
 async fn add(store: &Store, a: ScheduleAddArgs) -> anyhow::Result<u8> {
     let name = task_name(a.name.get())?;
     let prepared = prepare_in(store, &name).await?;
-    let data = read_args(a.task_args.as_deref(), a.args_file.as_deref())?;
+    let data = read_args(&a.args)?;
     if let Err(violations) = prepared.validate_args(&data) {
         return Err(invalid_args(&name, violations).into());
     }
