@@ -10,6 +10,8 @@
 //! parse is reported (path and line) and never overwritten.
 
 mod sqlite;
+#[cfg(test)]
+mod test_support;
 mod yaml;
 
 use std::fmt;

@@ -489,33 +489,13 @@ mod tests {
     use std::fs;
     use std::sync::Arc;
 
-    use serde_json::json;
-
     use super::*;
 
-    fn name(s: &str) -> TaskName {
-        TaskName::new(s).unwrap()
-    }
+    use crate::registry::test_support::{name, task};
 
-    fn task(n: &str) -> Task {
-        Task {
-            name: name(n),
-            location: PathBuf::from(format!("/opt/tasks/{n}.sh")),
-            description: None,
-            inputs: json!({"type": "object", "properties": {"x": {"type": "string"}}}),
-            outputs: None,
-            timeout: None,
-            policy: Default::default(),
-        }
-    }
-
+    /// Sub-second precision where the backend keeps it.
     fn full_task(n: &str) -> Task {
-        Task {
-            description: Some("Greets someone".into()),
-            outputs: Some(json!({"type": "object", "required": ["greeting"]})),
-            timeout: Some(Duration::from_millis(90_500)),
-            ..task(n)
-        }
+        crate::registry::test_support::full_task(n, Duration::from_millis(90_500))
     }
 
     fn store_in(dir: &tempfile::TempDir) -> (SqliteStore, PathBuf) {

@@ -559,29 +559,11 @@ mod tests {
 
     const FIXTURE: &str = include_str!("../../tests/fixtures/original_tasks.yaml");
 
-    fn name(s: &str) -> TaskName {
-        TaskName::new(s).unwrap()
-    }
+    use crate::registry::test_support::{name, task};
 
-    fn task(n: &str) -> Task {
-        Task {
-            name: name(n),
-            location: PathBuf::from(format!("/opt/tasks/{n}.sh")),
-            description: None,
-            inputs: json!({"type": "object", "properties": {"x": {"type": "string"}}}),
-            outputs: None,
-            timeout: None,
-            policy: Default::default(),
-        }
-    }
-
+    /// Sub-second precision where the backend keeps it.
     fn full_task(n: &str) -> Task {
-        Task {
-            description: Some("Greets someone".into()),
-            outputs: Some(json!({"type": "object", "required": ["greeting"]})),
-            timeout: Some(Duration::from_secs(90)),
-            ..task(n)
-        }
+        crate::registry::test_support::full_task(n, Duration::from_secs(90))
     }
 
     fn store_in(dir: &tempfile::TempDir) -> (YamlStore, PathBuf) {
