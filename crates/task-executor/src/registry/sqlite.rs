@@ -369,7 +369,7 @@ impl SqliteStore {
             if !create && !self.path.exists() {
                 return Ok(None);
             }
-            *guard = Some(connect(&self.path, create)?);
+            *guard = Some(connect_retrying(&self.path, create)?);
         }
         match guard.as_mut() {
             Some(conn) => f(conn).map(Some).map_err(|e| self.sqlite_err(e)),
@@ -381,6 +381,37 @@ impl SqliteStore {
 fn to_json(v: &Value) -> String {
     // Serializing a `Value` to a string cannot fail (its keys are strings).
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// [`connect`], retried while the database reports itself busy.
+///
+/// While a fresh database is being created, switched to WAL and migrated by
+/// another process, SQLite can answer `SQLITE_BUSY` at once, without calling
+/// the busy handler (the rollback → WAL transition and WAL recovery are such
+/// paths). Seen in CI with 30 concurrent `register` processes on a new file.
+/// Each attempt starts from a fresh connection; the whole wait is bounded by
+/// the busy timeout.
+fn connect_retrying(path: &Path, create: bool) -> Result<Connection, StoreError> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match connect(path, create) {
+            Err(StoreError::Sqlite { source, .. })
+                if is_busy(&source) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Opens the database, configures the connection and brings the schema up to date.
