@@ -145,6 +145,11 @@ pub struct Finish {
     pub exit: Option<ExitInfo>,
     /// When it ended (epoch ms).
     pub finished_at: i64,
+    /// The attempt that ended (1-based).
+    pub attempt: u32,
+    /// Its last log lines, stored in the same transaction as its end: one
+    /// commit less per run than a separate `record_logs`.
+    pub logs: crate::history::LogBatch,
 }
 
 /// What `runs cancel` did.

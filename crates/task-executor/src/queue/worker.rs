@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::{Claimed, Finish, Lease, LeaseStatus, NewRun, backoff_delay, is_retryable};
-use crate::history::{DEFAULT_LOG_LIMIT, RunLogs, RunState, Tee, now_ms, secrets, to_ms};
+use crate::history::{DEFAULT_LOG_LIMIT, LogBatch, RunLogs, RunState, Tee, now_ms, secrets, to_ms};
 use crate::registry::{Store, StoreError};
 use crate::runner::{LogSink, PreparedTask, RunReport, RunRequest, Runner};
 use crate::task::{Task, TaskName};
@@ -345,6 +345,8 @@ async fn start(
                 },
                 exit: None,
                 finished_at: now_ms(),
+                attempt: c.attempt,
+                logs: LogBatch::default(),
             };
             let _ = store.finish(&lease, &finish).await;
             events(WorkerEvent::Unrunnable { run: c.id, message });
@@ -404,10 +406,9 @@ async fn record(
         events(WorkerEvent::LeaseLost { run: id });
         return Ok(());
     }
-    store
-        .record_logs(&run.lease, run.attempt, &run.logs.take())
-        .await?;
+    let logs = run.logs.take();
     if run.released && !run.cancel_requested {
+        store.record_logs(&run.lease, run.attempt, &logs).await?;
         if store.release(&run.lease, now_ms()).await? {
             stats.released += 1;
             events(WorkerEvent::Released { run: id });
@@ -423,6 +424,8 @@ async fn record(
         outcome: report.outcome,
         exit: report.exit,
         finished_at,
+        attempt: run.attempt,
+        logs,
     };
     let retry = !run.cancel_requested
         && run.attempt < run.max_attempts
@@ -453,6 +456,9 @@ async fn record(
     }
     Ok(())
 }
+
+/// How often `run_inline` stores the log lines printed so far.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs `task` in this process (`execute`) and records it in history like a
 /// queued run: `running` with a lease renewed while it runs (so that a killed
@@ -494,7 +500,8 @@ pub async fn run_inline(
     };
     let run = runner.run(task, request, &tee, cancel);
     tokio::pin!(run);
-    let mut tick = interval(Duration::from_millis(250));
+    // The first flush comes after 250 ms: a quick run is stored in two commits (start, finish).
+    let mut tick = interval_at(Instant::now() + FLUSH_EVERY, FLUSH_EVERY);
     let mut last_beat = Instant::now();
     let report = loop {
         tokio::select! {
@@ -511,12 +518,13 @@ pub async fn run_inline(
             }
         }
     };
-    store.record_logs(&held, 1, &logs.take()).await?;
     let finish = Finish {
         state: RunState::for_outcome(&report.outcome),
         outcome: report.outcome.clone(),
         exit: report.exit.clone(),
         finished_at: to_ms(report.started_at + report.duration),
+        attempt: 1,
+        logs: logs.take(),
     };
     store.finish(&held, &finish).await?;
     Ok(report)

@@ -378,6 +378,9 @@ impl SqliteStore {
     }
 }
 
+/// WAL pages after which a committing writer checkpoints (SQLite's default is 1000).
+const WAL_AUTOCHECKPOINT: u32 = 100;
+
 fn to_json(v: &Value) -> String {
     // Serializing a `Value` to a string cannot fail (its keys are strings).
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
@@ -437,11 +440,17 @@ fn connect(path: &Path, create: bool) -> Result<Connection, StoreError> {
     // before anything could write to it.
     let version = user_version(&conn).map_err(sqlite)?;
     check_version(path, version)?;
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-        .map_err(sqlite)?;
     // Short-lived processes (`execute`, `submit`) would otherwise checkpoint
-    // the WAL and fsync on every close; SQLite's automatic checkpoints (every
-    // 1000 pages, by whichever writer crosses it) keep the WAL bounded anyway.
+    // the WAL and fsync on every close (below). But the first connection of a
+    // process that finds no other one open rebuilds the WAL index by reading
+    // every valid WAL frame, so the WAL must stay short: an automatic
+    // checkpoint every WAL_AUTOCHECKPOINT pages (SQLite's default, 1000 pages,
+    // made every CLI call read up to 4 MB; see docs/performance.md).
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+         PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT};"
+    ))
+    .map_err(sqlite)?;
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
         true,

@@ -176,6 +176,49 @@ fn insert_run(
     Ok(())
 }
 
+/// Stores `batch` for `lease`'s attempt; the caller has checked the lease holds.
+fn insert_logs(
+    tx: &rusqlite::Transaction<'_>,
+    lease: &Lease,
+    attempt: u32,
+    batch: &LogBatch,
+) -> rusqlite::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    if let Some((from, to)) = batch.delete {
+        tx.prepare_cached(
+            "DELETE FROM run_logs WHERE run_id = ?1 AND attempt = ?2 AND seq >= ?3 AND seq < ?4",
+        )?
+        .execute(params![lease.id, attempt, from as i64, to as i64])?;
+    }
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO run_logs (run_id, attempt, seq, stream, line, truncated) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for l in &batch.lines {
+        let stream = match l.stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        };
+        ins.execute(params![
+            lease.id,
+            attempt,
+            l.seq as i64,
+            stream,
+            l.text,
+            l.truncated
+        ])?;
+    }
+    tx.prepare_cached("UPDATE runs SET log_cut_lines = ?2, log_cut_bytes = ?3 WHERE id = ?1")?
+        .execute(params![
+            lease.id,
+            batch.cut_lines as i64,
+            batch.cut_bytes as i64
+        ])?;
+    Ok(())
+}
+
 impl SqliteStore {
     fn write<T>(
         &self,
@@ -364,6 +407,9 @@ impl SqliteStore {
                     exit,
                     finish.finished_at
                 ])?;
+            if n == 1 {
+                insert_logs(tx, lease, finish.attempt, &finish.logs)?;
+            }
             Ok(n == 1)
         })
     }
@@ -388,6 +434,9 @@ impl SqliteStore {
                  WHERE id = ?1 AND fence = ?2 AND state = 'running'",
                 )?
                 .execute(params![lease.id, lease.fence, outcome, exit, available_at])?;
+            if n == 1 {
+                insert_logs(tx, lease, finish.attempt, &finish.logs)?;
+            }
             Ok(n == 1)
         })
     }
@@ -463,30 +512,9 @@ impl SqliteStore {
             let held = tx
                 .prepare_cached("SELECT 1 FROM runs WHERE id = ?1 AND fence = ?2")?
                 .exists(params![lease.id, lease.fence])?;
-            if !held {
-                return Ok(());
+            if held {
+                insert_logs(tx, lease, attempt, batch)?;
             }
-            if let Some((from, to)) = batch.delete {
-                tx.prepare_cached(
-                    "DELETE FROM run_logs WHERE run_id = ?1 AND attempt = ?2 AND seq >= ?3 AND seq < ?4",
-                )?
-                .execute(params![lease.id, attempt, from as i64, to as i64])?;
-            }
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO run_logs (run_id, attempt, seq, stream, line, truncated) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for l in &batch.lines {
-                let stream = match l.stream {
-                    Stream::Stdout => "stdout",
-                    Stream::Stderr => "stderr",
-                };
-                ins.execute(params![lease.id, attempt, l.seq as i64, stream, l.text, l.truncated])?;
-            }
-            tx.prepare_cached(
-                "UPDATE runs SET log_cut_lines = ?2, log_cut_bytes = ?3 WHERE id = ?1",
-            )?
-            .execute(params![lease.id, batch.cut_lines as i64, batch.cut_bytes as i64])?;
             Ok(())
         })
     }
@@ -836,6 +864,8 @@ mod tests {
             outcome: Outcome::NoResult,
             exit: None,
             finished_at: 5,
+            attempt: 1,
+            logs: LogBatch::default(),
         }
     }
 
