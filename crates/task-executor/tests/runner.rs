@@ -229,18 +229,21 @@ print()"#,
 async fn result_file_is_preferred_over_stdout() {
     let (report, logs, _d) = run_script(
         r#"echo "$TASK_RESULT_FILE" >&2
-mode=$(stat -c %a "$TASK_RESULT_FILE")
-size=$(stat -c %s "$TASK_RESULT_FILE")
+dir_mode=$(stat -c %a "$(dirname "$TASK_RESULT_FILE")")
+if [ -e "$TASK_RESULT_FILE" ]; then exists=true; else exists=false; fi
 echo '{"status":2,"reason":"stdout junk"}'
-printf '{"status":1,"reason":"from file","payload":{"mode":"%s","size":%s}}' "$mode" "$size" > "$TASK_RESULT_FILE""#,
+printf '{"status":1,"reason":"from file","payload":{"dir_mode":"%s","existed":%s}}' "$dir_mode" "$exists" > "$TASK_RESULT_FILE""#,
         json!({}),
     )
     .await;
     let result = completed(&report);
     assert_eq!(result.reason, "from file");
-    assert_eq!(result.payload, json!({"mode": "600", "size": 0}));
+    // A path nobody else can reach, not yet created: the task makes it.
+    assert_eq!(result.payload, json!({"dir_mode": "700", "existed": false}));
     let path = &logs.texts(Stream::Stderr)[0];
     assert!(!Path::new(path).exists(), "{path} was not removed");
+    let dir = Path::new(path).parent().unwrap();
+    assert!(!dir.exists(), "{} outlived its runner", dir.display());
 }
 
 #[tokio::test]

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::{Extracted, Line, LineReader, ResultScanner, STDERR_LINE_CAP};
 use super::{
-    ExitInfo, LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest, RunnerConfig, Stream,
-    new_run_id,
+    ExitInfo, LogLine, LogSink, Outcome, PreparedTask, ResultDir, RunReport, RunRequest,
+    RunnerConfig, Stream, new_run_id,
 };
 use crate::protocol::{
     ENV_TASK_NAME, ENV_TASK_PROTOCOL, ENV_TASK_RESULT_FILE, ENV_TASK_RUN_ID, Envelope, PROTOCOL_V1,
@@ -57,6 +57,8 @@ enum Ending {
 /// Runs `task` once; see [`super::Runner::run`].
 pub(super) async fn run(
     config: &RunnerConfig,
+    results: &ResultDir,
+    base_env: &[(std::ffi::OsString, std::ffi::OsString)],
     task: &PreparedTask,
     request: RunRequest,
     logs: &dyn LogSink,
@@ -83,16 +85,17 @@ pub(super) async fn run(
         return report(Outcome::Cancelled, None);
     }
 
-    // Created 0600 with O_EXCL in the temp dir; removed when `result_path` drops.
-    let result_path = match tempfile::Builder::new()
-        .prefix("task-result-")
-        .suffix(".json")
-        .tempfile()
-    {
-        Ok(file) => file.into_temp_path(),
+    // A fresh path in the runner's private directory; the task creates the
+    // file if it reports through it. Removed when `result_path` drops.
+    let mut result_path = match results.next_path() {
+        Ok((dir, path)) => ResultPath {
+            path,
+            maybe_written: true,
+            _dir: dir,
+        },
         Err(e) => {
             let message = format!(
-                "cannot create the result file for `{}` in `{}`: {e}",
+                "cannot create the directory for `{}`'s result file in `{}`: {e}",
                 def.location.display(),
                 std::env::temp_dir().display()
             );
@@ -101,10 +104,14 @@ pub(super) async fn run(
     };
 
     let mut cmd = Command::new(&def.location);
-    cmd.env(ENV_TASK_NAME, def.name.as_str())
+    // The environment captured when the runner was made: std would otherwise
+    // read and copy the whole environment again on every spawn.
+    cmd.env_clear()
+        .envs(base_env.iter().map(|(k, v)| (k, v)))
+        .env(ENV_TASK_NAME, def.name.as_str())
         .env(ENV_TASK_RUN_ID, &run_id)
         .env(ENV_TASK_PROTOCOL, PROTOCOL_V1)
-        .env(ENV_TASK_RESULT_FILE, &result_path)
+        .env(ENV_TASK_RESULT_FILE, &result_path.path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -124,7 +131,6 @@ pub(super) async fn run(
     let stderr = child.stderr.take().expect("stderr is piped");
 
     let envelope = Envelope::new(request.caller, def.name.as_str(), request.args).to_line();
-    let writer = tokio::spawn(write_envelope(stdin, envelope));
 
     let drained = CancellationToken::new();
     let mut scanner = ResultScanner::new(config.result_limit);
@@ -168,9 +174,17 @@ pub(super) async fn run(
         (ending, status)
     };
 
-    let ((ending, status), stdout_complete, stderr_complete) =
-        tokio::join!(supervise, read_stdout, read_stderr);
-    writer.abort();
+    // Stops writing once the task is gone: one that never reads stdin must
+    // not keep a large envelope's write pending.
+    let write_input = async {
+        tokio::select! {
+            () = write_envelope(stdin, envelope) => {}
+            () = drained.cancelled() => {}
+        }
+    };
+
+    let ((ending, status), stdout_complete, stderr_complete, ()) =
+        tokio::join!(supervise, read_stdout, read_stderr, write_input);
     if !(stdout_complete && stderr_complete) {
         tracing::warn!(
             task = %def.name, run_id,
@@ -198,7 +212,10 @@ pub(super) async fn run(
         Ending::TimedOut => Outcome::TimedOut { after: timeout },
         Ending::Cancelled => Outcome::Cancelled,
         Ending::Exited => {
-            let extracted = match read_result_file(&result_path, config.result_limit) {
+            let from_file = read_result_file(&result_path.path, config.result_limit);
+            // Nothing to remove if the task did not create the file.
+            result_path.maybe_written = from_file.is_some();
+            let extracted = match from_file {
                 Some(from_file) => from_file,
                 None => scanner.finish(),
             };
@@ -235,7 +252,8 @@ fn judge(task: &PreparedTask, status: ExitStatus, extracted: Extracted, limit: u
     }
 }
 
-/// The result in `TASK_RESULT_FILE`, or `None` when the task left it empty (or removed it).
+/// The result in `TASK_RESULT_FILE`, or `None` when the task did not create
+/// it (or left it empty).
 ///
 /// Plain blocking reads: the file is local and small (bounded by `limit`), and
 /// `tokio::fs` would start a blocking-pool thread on the hot path of every run.
@@ -246,9 +264,13 @@ fn read_result_file(path: &Path, limit: usize) -> Option<Extracted> {
             path.display()
         )))
     };
-    let len = match std::fs::metadata(path) {
-        Ok(meta) => meta.len(),
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => return cannot_read(e),
+    };
+    let len = match file.metadata() {
+        Ok(meta) => meta.len(),
         Err(e) => return cannot_read(e),
     };
     if len == 0 {
@@ -258,10 +280,9 @@ fn read_result_file(path: &Path, limit: usize) -> Option<Extracted> {
         return Some(Extracted::TooLarge);
     }
     let mut bytes = Vec::with_capacity(len as usize);
-    let read = std::fs::File::open(path).and_then(|file| {
+    if let Err(e) =
         std::io::Read::read_to_end(&mut std::io::Read::take(file, limit as u64 + 1), &mut bytes)
-    });
-    if let Err(e) = read {
+    {
         return cannot_read(e);
     }
     if bytes.len() > limit {
@@ -271,6 +292,23 @@ fn read_result_file(path: &Path, limit: usize) -> Option<Extracted> {
         Ok((result, raw)) => Extracted::Found(result, raw),
         Err(e) => Extracted::Invalid(format!("`{ENV_TASK_RESULT_FILE}`: {e}")),
     })
+}
+
+/// A run's `TASK_RESULT_FILE` path, removed on drop if the task may have made it.
+struct ResultPath {
+    path: std::path::PathBuf,
+    /// Cleared once the file is known not to exist: saves an `unlink` per run.
+    maybe_written: bool,
+    /// Keeps the directory alive while the run uses it.
+    _dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+impl Drop for ResultPath {
+    fn drop(&mut self) {
+        if self.maybe_written {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Writes the envelope and closes stdin. A task that never reads stdin, or
@@ -324,7 +362,9 @@ async fn pump<R: AsyncRead + Unpin>(
 /// Runs `fut` to completion unless it is still running [`DRAIN_BOUND`] after
 /// `drained` fires. Returns whether it completed.
 pub(super) async fn bounded_by(drained: &CancellationToken, fut: impl Future<Output = ()>) -> bool {
+    // Biased: output that has already ended wins without arming the timer.
     tokio::select! {
+        biased;
         () = fut => true,
         () = async { drained.cancelled().await; sleep(DRAIN_BOUND).await } => false,
     }
