@@ -1091,3 +1091,90 @@ async fn discovery_of_non_executables() {
     let err = discover(&garbage, SECOND).await.unwrap_err();
     assert!(matches!(err, DiscoveryError::SpawnFailed { .. }), "{err:?}");
 }
+
+/// Jobs that record how many of them run at once, through a pool of `parallel`.
+#[tokio::test]
+async fn pool_returns_every_job_and_never_exceeds_its_concurrency() {
+    use task_executor::pool::{Job, Pool};
+    let dir = tempfile::tempdir().unwrap();
+    let slots = dir.path().join("slots");
+    std::fs::create_dir(&slots).unwrap();
+    let seen = dir.path().join("seen");
+    let body = format!(
+        "touch {slots}/$TASK_RUN_ID\nls {slots} | wc -l >> {seen}\nsleep 0.1\nrm {slots}/$TASK_RUN_ID\necho '{{\"status\":1}}'",
+        slots = slots.display(),
+        seen = seen.display()
+    );
+    let task = std::sync::Arc::new(task_at(script(dir.path(), "t.sh", &body), None));
+    // More than the CPUs: slots then run several jobs each.
+    let parallel = 5;
+    let mut pool = Pool::new(
+        Runner::default(),
+        parallel,
+        std::sync::Arc::new(Collect::default()),
+    );
+    let mut ids = Vec::new();
+    pool.run_all(
+        (0..20).map(|id| Job {
+            id,
+            task: task.clone(),
+            request: RunRequest::new(json!({})),
+        }),
+        |done| {
+            completed(&done.report);
+            ids.push(done.id);
+        },
+    )
+    .await;
+    ids.sort_unstable();
+    assert_eq!(ids, (0..20).collect::<Vec<_>>());
+    let counts: Vec<usize> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let max = *counts.iter().max().unwrap();
+    assert!(max <= parallel, "saw {max} runs at once: {counts:?}");
+    assert!(max >= 3, "runs hardly overlapped: {counts:?}");
+}
+
+/// Dropping a pool with runs in flight leaves no process of theirs behind.
+#[tokio::test]
+async fn dropping_a_pool_kills_its_running_tasks() {
+    use task_executor::pool::{Job, Pool};
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let body = format!(
+        "sleep 30 &\necho $! >> {pids}\necho $$ >> {pids}\nwait",
+        pids = pids.display()
+    );
+    let task = std::sync::Arc::new(task_at(script(dir.path(), "t.sh", &body), None));
+    let mut pool = Pool::new(
+        Runner::default(),
+        2,
+        std::sync::Arc::new(Collect::default()),
+    );
+    for id in 0..2 {
+        pool.submit(Job {
+            id,
+            task: task.clone(),
+            request: RunRequest::new(json!({})),
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let read = || -> Vec<i32> {
+        std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    while read().len() < 4 {
+        assert!(Instant::now() < deadline, "the tasks did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(pool);
+    for pid in read() {
+        assert!(gone(pid).await, "process {pid} outlived the pool");
+    }
+}
