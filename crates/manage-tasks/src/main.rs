@@ -16,6 +16,15 @@ use clap::{CommandFactory, FromArgMatches};
 
 use crate::exit::Failure;
 
+/// The static musl release build (`make build`) uses mimalloc: musl's own
+/// allocator maps and unmaps pages for most allocations of a few KiB, and in a
+/// batch every unmap is a TLB shootdown across the pool's threads (1000 no-op
+/// runs went from 1451 to 1635 runs/s). `no_thp` keeps mimalloc from asking for
+/// huge pages, whose zeroing added 0.13 ms to every short command.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let command = cli::Cli::command();
     let args = cli::rewrite_single_dash(std::env::args_os().collect(), &command);
