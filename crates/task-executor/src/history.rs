@@ -376,9 +376,17 @@ impl LogSink for HideSecrets<'_> {
 
 impl LogSink for RunLogs {
     fn line(&self, line: LogLine<'_>) {
-        let text = String::from_utf8_lossy(&hide_secrets(line.text, &self.secrets)).into_owned();
-        let size = text.len() + 1;
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // A line longer than half the limit is cut below whatever it holds:
+        // don't copy it (a 16 MiB line was copied twice just to be dropped).
+        let (text, size) = if line.text.len() + 1 > b.half {
+            (String::new(), line.text.len() + 1)
+        } else {
+            let text =
+                String::from_utf8_lossy(&hide_secrets(line.text, &self.secrets)).into_owned();
+            let size = text.len() + 1;
+            (text, size)
+        };
         let seq = b.next_seq;
         b.next_seq += 1;
         let entry = LogEntry {
@@ -563,6 +571,22 @@ mod tests {
         let third = logs.take();
         assert_eq!(third.delete, Some((15, 16)));
         assert_eq!(third.cut_lines, 11);
+    }
+
+    #[test]
+    fn a_line_longer_than_half_the_limit_is_cut_with_the_tail() {
+        let logs = RunLogs::new(100, vec![]);
+        for i in 0..6 {
+            feed(&logs, &format!("line {i:04}"), Stream::Stdout);
+        }
+        feed(&logs, &"x".repeat(500), Stream::Stdout);
+        feed(&logs, "line 0007", Stream::Stdout);
+        let batch = logs.take();
+        let seqs: Vec<u64> = batch.lines.iter().map(|l| l.seq).collect();
+        // The head (0..5) stays; line 5 and the long line went with the tail.
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4, 7]);
+        assert_eq!((batch.cut_lines, batch.cut_bytes), (2, 10 + 501));
+        assert!(batch.lines.iter().all(|l| l.text.len() < 100));
     }
 
     #[test]
