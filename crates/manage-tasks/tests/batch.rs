@@ -230,3 +230,54 @@ fn ctrl_c_cancels_running_tasks_and_reports_what_did_not_run() {
         assert!(!alive(pid.parse().unwrap()), "task {pid} survived Ctrl-C");
     }
 }
+
+/// A result is written out while later runs are still going, not at the end.
+#[test]
+fn results_stream_while_later_runs_go_on() {
+    use std::io::BufRead;
+    let env = Env::new("db");
+    let script = env.script(
+        "wait.sh",
+        &task_script(
+            r#"{"type":"object"}"#,
+            "in=$(cat)\ncase $in in *'\"wait\":true'*) sleep 30 ;; esac\necho '{\"status\":1}'",
+        ),
+    );
+    env.register("wait", &script);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("manage_tasks"))
+        .env("TASK_STORE", &env.store)
+        .args([
+            "-q",
+            "execute",
+            "--name",
+            "wait",
+            "--json",
+            "--parallel",
+            "2",
+            "--batch",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"{\"wait\":false}\n{\"wait\":true}\n").unwrap();
+    drop(stdin);
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The second run sleeps 30 s: the first result arrived while it ran.
+    let still_running = child.try_wait().unwrap().is_none();
+    // Ctrl-C, so the sleeping task's process group goes too.
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let result: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(result["line"], 1, "{result}");
+    assert_eq!(result["outcome"], "completed", "{result}");
+    assert!(still_running, "the first result came only at the end");
+}

@@ -22,6 +22,9 @@ use crate::cli::ExecuteArgs;
 use crate::exit::{self, Failure};
 use crate::output::{StderrLogs, Style};
 
+/// How long output may wait in the buffer while no run finishes.
+const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What one input line came to.
 enum Item {
     /// A blank line: no run, no output.
@@ -97,6 +100,7 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
     let started = Instant::now();
     let style = Style::stdout();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut unflushed = false;
 
     loop {
         // Read and submit while there is room in the pool and the reorder buffer.
@@ -153,6 +157,7 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
 
         // Emit everything that is now in order.
         while let Some(item) = pending.remove(&next_out) {
+            unflushed = true;
             emit(&mut out, next_out, &item, args.json, style, &mut summary)?;
             if let Some(bar) = &bar
                 && !matches!(item, Item::Blank)
@@ -177,6 +182,14 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
             _ = cancel.cancelled(), if !cancelled => {
                 cancelled = true;
                 pool.cancel_all();
+            }
+            // Results stream: written out once nothing has finished for a
+            // moment, not only when the buffer fills, so a consumer of slow
+            // runs sees each result soon after it ends; a fast stream still
+            // goes out in large writes.
+            () = tokio::time::sleep(FLUSH_AFTER), if unflushed => {
+                out.flush()?;
+                unflushed = false;
             }
         }
     }
