@@ -8,9 +8,10 @@
 //! Runs are supervised on the pool's own *slot threads*, each with a
 //! current-thread tokio runtime, not on the caller's runtime: with one event
 //! loop for all runs, every spawn (the parent waits in `posix_spawn` until the
-//! child has exec'd) and every reap held up the other runs' completions, and
-//! 1000 no-op runs at `--parallel 2` reached 0.87 of a C `posix_spawn` loop at
-//! best; independent slots reach 0.97 (docs/performance.md). There are
+//! child has exec'd) and every reap held up the other runs' completions. A
+//! minimal spawn-write-read-wait program did 1000 no-op runs at parallelism 2
+//! at 0.87 of a C `posix_spawn` loop's speed with one loop, 0.95–0.98 with a
+//! runtime per slot (docs/performance.md). There are
 //! `min(concurrency, max(2, CPUs))` slot threads, so `--parallel 500` does not
 //! mean 500 threads: a slot then runs several jobs at once on its runtime.
 
