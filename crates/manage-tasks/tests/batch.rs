@@ -22,14 +22,7 @@ fn lines_json(out: &std::process::Output) -> Vec<Value> {
 
 /// A task that echoes `n` back as its payload.
 fn echo_task(env: &Env) {
-    let script = env.script(
-        "echo.sh",
-        &task_script(
-            r#"{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}"#,
-            "in=$(cat)\nn=${in##*\\\"n\\\":}\nn=${n%%[,\\}]*}\necho \"{\\\"status\\\":1,\\\"reason\\\":\\\"ok\\\",\\\"payload\\\":$n}\"",
-        ),
-    );
-    env.register("echo", &script);
+    env.task("echo", "echo.sh", r#"{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}"#, "in=$(cat)\nn=${in##*\\\"n\\\":}\nn=${n%%[,\\}]*}\necho \"{\\\"status\\\":1,\\\"reason\\\":\\\"ok\\\",\\\"payload\\\":$n}\"");
 }
 
 #[test]
@@ -103,14 +96,12 @@ fn bad_lines_are_reported_and_the_rest_still_run() {
 #[test]
 fn human_output_lists_failures_and_a_summary() {
     let env = Env::new("db");
-    let script = env.script(
+    env.task(
+        "flaky",
         "flaky.sh",
-        &task_script(
-            "{}",
-            "in=$(cat)\ncase $in in *fail*) exit 9;; esac\necho '{\"status\":1}'",
-        ),
+        "{}",
+        "in=$(cat)\ncase $in in *fail*) exit 9;; esac\necho '{\"status\":1}'",
     );
-    env.register("flaky", &script);
     env.cmd()
         .args(["-q", "execute", "--name", "flaky", "--batch", "-"])
         .write_stdin("{}\n{\"fail\":1}\n{}\n")
@@ -135,8 +126,7 @@ fn concurrency_never_exceeds_parallel() {
         slots = slots.display(),
         seen = seen.display()
     );
-    let script = env.script("slot.sh", &task_script("{}", &run));
-    env.register("slot", &script);
+    env.task("slot", "slot.sh", "{}", &run);
     let out = env
         .cmd()
         .args([
@@ -172,14 +162,12 @@ fn concurrency_never_exceeds_parallel() {
 fn ctrl_c_cancels_running_tasks_and_reports_what_did_not_run() {
     let env = Env::new("db");
     let pids = env.dir.path().join("pids");
-    let script = env.script(
+    env.task(
+        "slow",
         "slow.sh",
-        &task_script(
-            "{}",
-            &format!("cat >/dev/null\necho $$ >> {}\nsleep 1000", pids.display()),
-        ),
+        "{}",
+        &format!("cat >/dev/null\necho $$ >> {}\nsleep 1000", pids.display()),
     );
-    env.register("slow", &script);
     let file = env.dir.path().join("in.jsonl");
     std::fs::write(&file, "{}\n".repeat(10)).unwrap();
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("manage_tasks"))
@@ -236,14 +224,12 @@ fn ctrl_c_cancels_running_tasks_and_reports_what_did_not_run() {
 fn results_stream_while_later_runs_go_on() {
     use std::io::BufRead;
     let env = Env::new("db");
-    let script = env.script(
+    env.task(
+        "wait",
         "wait.sh",
-        &task_script(
-            r#"{"type":"object"}"#,
-            "in=$(cat)\ncase $in in *'\"wait\":true'*) sleep 30 ;; esac\necho '{\"status\":1}'",
-        ),
+        r#"{"type":"object"}"#,
+        "in=$(cat)\ncase $in in *'\"wait\":true'*) sleep 30 ;; esac\necho '{\"status\":1}'",
     );
-    env.register("wait", &script);
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("manage_tasks"))
         .env("TASK_STORE", &env.store)
         .args([

@@ -70,14 +70,12 @@ fn executes_the_bash_example_with_human_output() {
 #[test]
 fn envelope_meta_carries_caller_and_task_name() {
     let env = Env::new("db");
-    let script = env.script(
+    env.task(
+        "echo",
         "echo.sh",
-        &task_script(
-            "{}",
-            "in=$(cat)\necho \"{\\\"status\\\":1,\\\"reason\\\":\\\"ok\\\",\\\"payload\\\":$in}\"",
-        ),
+        "{}",
+        "in=$(cat)\necho \"{\\\"status\\\":1,\\\"reason\\\":\\\"ok\\\",\\\"payload\\\":$in}\"",
     );
-    env.register("echo", &script);
     let out = env
         .cmd()
         .args([
@@ -240,8 +238,7 @@ fn exit_codes_follow_the_outcome() {
         ("segv", "kill -SEGV $$", 3, "signalled"),
     ];
     for (name, run, code, kind) in cases {
-        let script = env.script(&format!("{name}.sh"), &task_script("{}", run));
-        env.register(name, &script);
+        env.task(name, &format!("{name}.sh"), "{}", run);
         let out = env
             .cmd()
             .args(["execute", "--name", name, "--json"])
@@ -337,14 +334,12 @@ fn sigint_and_sigterm_cancel_the_run_cleanly() {
     for signal in ["INT", "TERM"] {
         let env = Env::new("db");
         let pids = env.dir.path().join("pids");
-        let script = env.script(
+        env.task(
+            "slow",
             "slow.sh",
-            &task_script(
-                "{}",
-                &format!("sleep 1000 &\necho $! > {}\nsleep 1000", pids.display()),
-            ),
+            "{}",
+            &format!("sleep 1000 &\necho $! > {}\nsleep 1000", pids.display()),
         );
-        env.register("slow", &script);
         let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("manage_tasks"))
             .env("TASK_STORE", &env.store)
             .args(["execute", "--name", "slow", "--json", "--grace", "2s"])
@@ -377,8 +372,7 @@ fn sigint_and_sigterm_cancel_the_run_cleanly() {
 #[test]
 fn a_location_removed_after_register_is_reported() {
     let env = Env::new("db");
-    let script = env.script("gone.sh", &task_script("{}", "echo '{\"status\":1}'"));
-    env.register("gone", &script);
+    let script = env.task("gone", "gone.sh", "{}", "echo '{\"status\":1}'");
     std::fs::remove_file(&script).unwrap();
     env.cmd()
         .args(["execute", "--name", "gone"])

@@ -17,14 +17,7 @@ const SECRET_INPUTS: &str = r#"{"type":"object","properties":{"user":{"type":"st
 #[test]
 fn execute_records_the_run_with_masked_arguments_and_its_logs() {
     let env = Env::new("db");
-    let script = env.script(
-        "secret.sh",
-        &task_script(
-            SECRET_INPUTS,
-            "read -r envelope\necho \"got $envelope\"\necho 'to stderr' >&2\necho '{\"status\":1,\"reason\":\"ok\",\"payload\":42}'",
-        ),
-    );
-    env.register("secret", &script);
+    env.task("secret", "secret.sh", SECRET_INPUTS, "read -r envelope\necho \"got $envelope\"\necho 'to stderr' >&2\necho '{\"status\":1,\"reason\":\"ok\",\"payload\":42}'");
     let out = env
         .cmd()
         .args(["execute", "--name", "secret", "--json", "--taskArgs"])
@@ -81,14 +74,7 @@ fn execute_records_the_run_with_masked_arguments_and_its_logs() {
 #[test]
 fn logs_keep_head_and_tail_with_a_marker_and_streams_in_order() {
     let env = Env::new("db");
-    let script = env.script(
-        "loud.sh",
-        &task_script(
-            "{}",
-            "cat >/dev/null\nfor i in $(seq 0 1999); do printf 'line %04d %s\\n' $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done\necho '{\"status\":1}'",
-        ),
-    );
-    env.register("loud", &script);
+    env.task("loud", "loud.sh", "{}", "cat >/dev/null\nfor i in $(seq 0 1999); do printf 'line %04d %s\\n' $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done\necho '{\"status\":1}'");
     env.cmd()
         .args(["-q", "execute", "--name", "loud", "--log-limit", "20000"])
         .assert()
@@ -126,8 +112,7 @@ fn logs_keep_head_and_tail_with_a_marker_and_streams_in_order() {
 #[test]
 fn runs_list_filters_and_pages_newest_first() {
     let env = Env::new("db");
-    let script = env.script("t.sh", &task_script("{}", "echo '{\"status\":1}'"));
-    env.register("alpha", &script);
+    let script = env.task("alpha", "t.sh", "{}", "echo '{\"status\":1}'");
     env.register("beta", &script);
     let a = env.submit_many("alpha", 5, "{}");
     let b = env.submit_many("beta", 3, "{}");
@@ -192,8 +177,7 @@ fn runs_list_filters_and_pages_newest_first() {
 #[test]
 fn prune_removes_old_runs_and_caps_each_task() {
     let env = Env::new("db");
-    let script = env.script("t.sh", &task_script("{}", "echo '{\"status\":1}'"));
-    env.register("t", &script);
+    env.task("t", "t.sh", "{}", "echo '{\"status\":1}'");
     for id in env.submit_many("t", 4, "{}") {
         env.cmd().args(["runs", "cancel", &id]).assert().success();
     }
@@ -217,8 +201,7 @@ fn prune_removes_old_runs_and_caps_each_task() {
 #[test]
 fn the_yaml_store_says_it_keeps_no_history() {
     let env = Env::new("yaml");
-    let script = env.script("t.sh", &task_script("{}", "echo '{\"status\":1}'"));
-    env.register("t", &script);
+    env.task("t", "t.sh", "{}", "echo '{\"status\":1}'");
     // execute works as before, unrecorded.
     env.cmd()
         .args(["-q", "execute", "--name", "t"])
@@ -242,14 +225,12 @@ fn the_yaml_store_says_it_keeps_no_history() {
 #[test]
 fn logs_follow_streams_a_running_run_until_it_ends() {
     let env = Env::new("db");
-    let script = env.script(
+    env.task(
+        "slow",
         "slow.sh",
-        &task_script(
-            "{}",
-            "cat >/dev/null\necho first\nsleep 0.8\necho second >&2\nsleep 0.2\necho '{\"status\":1}'",
-        ),
+        "{}",
+        "cat >/dev/null\necho first\nsleep 0.8\necho second >&2\nsleep 0.2\necho '{\"status\":1}'",
     );
-    env.register("slow", &script);
     let mut exec = env.spawn(&["-q", "execute", "--name", "slow"]);
     let mut id = String::new();
     wait_until(10.0, "a running run", || {

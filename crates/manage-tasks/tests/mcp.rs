@@ -104,6 +104,37 @@ echo "{\"status\":1,\"reason\":\"\",\"payload\":\"${data^^}\"}"
 }
 
 impl Fixture {
+    /// Starts `manage_tasks ARGS` and, in raw JSON-RPC over its stdin (no SDK),
+    /// initializes and calls `tool` with no arguments as request id 2.
+    /// Returns the server and its stdin, still open.
+    fn call_over_stdio(
+        &self,
+        args: &[&str],
+        tool: &str,
+    ) -> (std::process::Child, std::process::ChildStdin) {
+        use std::io::Write;
+        let mut server = self
+            .command(assert_cmd::cargo::cargo_bin("manage_tasks"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = server.stdin.take().unwrap();
+        let call = format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+        );
+        for message in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            &call,
+        ] {
+            writeln!(stdin, "{message}").unwrap();
+        }
+        (server, stdin)
+    }
+
     fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
         cmd.env("TASK_STORE", &self.env.store)
@@ -268,26 +299,10 @@ fn http_refuses_a_taken_address() {
 /// stopped and the server exits promptly, without waiting for stdin to close.
 #[test]
 fn sigterm_stops_the_server_and_its_running_task() {
-    use std::io::Write;
     use std::time::{Duration, Instant};
 
     let fx = fixture();
-    let mut server = fx
-        .command(assert_cmd::cargo::cargo_bin("manage_tasks"))
-        .args(["mcp", "--grace", "1s"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = server.stdin.take().unwrap();
-    for message in [
-        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#,
-        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"hangs","arguments":{}}}"#,
-    ] {
-        writeln!(stdin, "{message}").unwrap();
-    }
+    let (mut server, stdin) = fx.call_over_stdio(&["mcp", "--grace", "1s"], "hangs");
     let deadline = Instant::now() + Duration::from_secs(15);
     let pids = loop {
         let text = std::fs::read_to_string(&fx.pid_file).unwrap_or_default();
@@ -324,30 +339,13 @@ fn sigterm_stops_the_server_and_its_running_task() {
 /// explained tool error (raw JSON-RPC over stdio, no SDK involved).
 #[test]
 fn a_removed_executable_is_an_explained_tool_error() {
-    use std::io::Write;
-
     let fx = fixture();
     let gone = fx
         .env
         .script("gone.sh", &task_script(r#"{"type":"object"}"#, "true"));
     fx.env.register("gone", &gone);
     std::fs::remove_file(&gone).unwrap();
-    let mut server = fx
-        .command(assert_cmd::cargo::cargo_bin("manage_tasks"))
-        .arg("mcp")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = server.stdin.take().unwrap();
-    for message in [
-        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#,
-        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"gone","arguments":{}}}"#,
-    ] {
-        writeln!(stdin, "{message}").unwrap();
-    }
+    let (mut server, stdin) = fx.call_over_stdio(&["mcp"], "gone");
     let stdout = BufReader::new(server.stdout.take().unwrap());
     let reply = stdout
         .lines()

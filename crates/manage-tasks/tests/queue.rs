@@ -25,8 +25,7 @@ fn recorder(env: &Env, name: &str, file: &str) {
         "read -r envelope\ns=${{envelope##*\\\"sleep\\\":}}; s=${{s%%[,\\}}]*}}\ncase \"$s\" in *[!0-9.]*|'') s=0;; esac\necho \"$TASK_RUN_ID $PPID\" >> {file}\n[ \"$s\" != 0 ] && sleep $s\necho \"{{\\\"status\\\":1,\\\"reason\\\":\\\"ok\\\",\\\"payload\\\":$PPID}}\"",
         file = file.display()
     );
-    let script = env.script(&format!("{name}.sh"), &task_script("{}", &run));
-    env.register(name, &script);
+    env.task(name, &format!("{name}.sh"), "{}", &run);
 }
 
 fn read_lines(env: &Env, file: &str) -> Vec<String> {
@@ -83,14 +82,7 @@ fn submit_prints_the_id_and_a_worker_runs_it() {
 #[test]
 fn submit_wait_exits_like_execute() {
     let env = Env::new("db");
-    let script = env.script(
-        "st.sh",
-        &task_script(
-            r#"{"type":"object","properties":{"mode":{"type":"string"}}}"#,
-            "read -r e\ncase \"$e\" in *ok*) echo '{\"status\":1,\"reason\":\"fine\"}';; *two*) echo '{\"status\":2,\"reason\":\"nope\"}';; *) exit 7;; esac",
-        ),
-    );
-    env.register("st", &script);
+    env.task("st", "st.sh", r#"{"type":"object","properties":{"mode":{"type":"string"}}}"#, "read -r e\ncase \"$e\" in *ok*) echo '{\"status\":1,\"reason\":\"fine\"}';; *two*) echo '{\"status\":2,\"reason\":\"nope\"}';; *) exit 7;; esac");
     let mut worker = env.spawn(&["-q", "worker", "--concurrency", "2", "--poll", "20ms"]);
     for (mode, code) in [("ok", 0), ("two", 1), ("crash", 3)] {
         let out = env
@@ -223,8 +215,7 @@ fn a_worker_that_lost_its_lease_cannot_overwrite_and_kills_its_task() {
         "read -r e\necho \"$$ $PPID\" >> {}\nsleep 3\necho \"{{\\\"status\\\":1,\\\"payload\\\":$PPID}}\"",
         pids.display()
     );
-    let script = env.script("slow.sh", &task_script("{}", &run_script));
-    env.register("slow", &script);
+    env.task("slow", "slow.sh", "{}", &run_script);
     let id = env.submit_many("slow", 1, "{}").remove(0);
     let mut a = env.spawn(&[
         "-q", "worker", "--poll", "20ms", "--lease", "1s", "--id", "A",

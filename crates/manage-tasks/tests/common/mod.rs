@@ -53,6 +53,14 @@ impl Env {
             .success();
     }
 
+    /// Writes a bash task (schema `inputs`, run `run`, see [`task_script`])
+    /// as `file`, registers it as `name`, and returns its path.
+    pub fn task(&self, name: &str, file: &str, inputs: &str, run: &str) -> PathBuf {
+        let script = self.script(file, &task_script(inputs, run));
+        self.register(name, &script);
+        script
+    }
+
     /// The raw bytes of the store file.
     pub fn store_bytes(&self) -> Vec<u8> {
         std::fs::read(&self.store).unwrap_or_default()
