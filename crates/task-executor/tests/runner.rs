@@ -227,23 +227,71 @@ print()"#,
 
 #[tokio::test]
 async fn result_file_is_preferred_over_stdout() {
-    let (report, logs, _d) = run_script(
-        r#"echo "$TASK_RESULT_FILE" >&2
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            r#"echo "$TASK_RESULT_FILE" >&2
 dir_mode=$(stat -c %a "$(dirname "$TASK_RESULT_FILE")")
 if [ -e "$TASK_RESULT_FILE" ]; then exists=true; else exists=false; fi
 echo '{"status":2,"reason":"stdout junk"}'
 printf '{"status":1,"reason":"from file","payload":{"dir_mode":"%s","existed":%s}}' "$dir_mode" "$exists" > "$TASK_RESULT_FILE""#,
-        json!({}),
+        ),
+        None,
+    );
+    let config = RunnerConfig {
+        results_dir: Some(results.clone()),
+        ..RunnerConfig::default()
+    };
+    let (report, logs) = run_with(
+        config,
+        &task,
+        RunRequest::new(json!({})),
+        &CancellationToken::new(),
     )
     .await;
     let result = completed(&report);
     assert_eq!(result.reason, "from file");
     // A path nobody else can reach, not yet created: the task makes it.
     assert_eq!(result.payload, json!({"dir_mode": "700", "existed": false}));
-    let path = &logs.texts(Stream::Stderr)[0];
-    assert!(!Path::new(path).exists(), "{path} was not removed");
-    let dir = Path::new(path).parent().unwrap();
-    assert!(!dir.exists(), "{} outlived its runner", dir.display());
+    let path = PathBuf::from(&logs.texts(Stream::Stderr)[0]);
+    assert_eq!(path.parent(), Some(results.as_path()));
+    assert!(!path.exists(), "{} was not removed", path.display());
+    // The directory stays for the next runs, and holds nothing.
+    assert_eq!(std::fs::read_dir(&results).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_result_directory_others_can_enter_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    std::fs::create_dir(&results).unwrap();
+    std::fs::set_permissions(&results, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let task = task_at(script(dir.path(), "t.sh", r#"echo '{"status":1}'"#), None);
+    let config = RunnerConfig {
+        results_dir: Some(results.clone()),
+        ..RunnerConfig::default()
+    };
+    let (report, _) = run_with(
+        config,
+        &task,
+        RunRequest::new(json!({})),
+        &CancellationToken::new(),
+    )
+    .await;
+    match &report.outcome {
+        Outcome::SpawnFailed { message } => {
+            assert!(
+                message.contains(&results.display().to_string()),
+                "{message}"
+            );
+            assert!(message.contains("mode 777"), "{message}");
+        }
+        other => panic!("expected a spawn failure, got {other:?}"),
+    }
+    assert!(report.exit.is_none(), "the task must not have run");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 mod discover;
 mod output;
 mod process;
+mod result_dir;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +43,11 @@ pub struct RunnerConfig {
     pub grace: Duration,
     /// Largest result document accepted, in bytes.
     pub result_limit: usize,
+    /// The private directory for runs' `TASK_RESULT_FILE` paths; `None` for
+    /// the per-user default (`$XDG_RUNTIME_DIR/task-executor`, else
+    /// `<temp dir>/task-executor-<uid>`). Made with mode 0700 if missing; a
+    /// run fails rather than use one that others can enter.
+    pub results_dir: Option<PathBuf>,
 }
 
 impl Default for RunnerConfig {
@@ -50,6 +56,7 @@ impl Default for RunnerConfig {
             default_timeout: DEFAULT_RUN_TIMEOUT,
             grace: DEFAULT_GRACE,
             result_limit: DEFAULT_RESULT_LIMIT,
+            results_dir: None,
         }
     }
 }
@@ -342,7 +349,7 @@ pub struct RunReport {
 #[derive(Debug, Clone, Default)]
 pub struct Runner {
     config: Arc<RunnerConfig>,
-    results: Arc<ResultDir>,
+    results: Arc<result_dir::ResultDir>,
     env: Arc<BaseEnv>,
 }
 
@@ -358,51 +365,12 @@ impl Default for BaseEnv {
     }
 }
 
-/// The private directory (mode 0700, in the temp dir) holding the
-/// `TASK_RESULT_FILE` paths of this runner's runs, made on first use and
-/// removed with the last clone of the runner. Each run gets a fresh path
-/// there that the task creates if it reports through it: no file is made or
-/// removed for runs that don't, which saved ~6 % of a batch's time.
-#[derive(Debug, Default)]
-struct ResultDir {
-    dir: std::sync::Mutex<Option<Arc<tempfile::TempDir>>>,
-    next: std::sync::atomic::AtomicU64,
-}
-
-impl ResultDir {
-    /// The directory, and a file name in it that no other run of this runner gets.
-    fn next_path(&self) -> std::io::Result<(Arc<tempfile::TempDir>, PathBuf)> {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut dir = self
-            .dir
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let dir = match dir.as_ref() {
-            Some(dir) => dir.clone(),
-            None => {
-                use std::os::unix::fs::PermissionsExt;
-                // 0700: no other user can see or plant a result file.
-                let made = Arc::new(
-                    tempfile::Builder::new()
-                        .prefix("task-results-")
-                        .permissions(std::fs::Permissions::from_mode(0o700))
-                        .tempdir()?,
-                );
-                *dir = Some(made.clone());
-                made
-            }
-        };
-        let path = dir.path().join(format!("result-{n}.json"));
-        Ok((dir, path))
-    }
-}
-
 impl Runner {
     /// A runner with `config`.
     pub fn new(config: RunnerConfig) -> Self {
         Self {
+            results: Arc::new(result_dir::ResultDir::new(config.results_dir.clone())),
             config: Arc::new(config),
-            results: Arc::default(),
             env: Arc::default(),
         }
     }

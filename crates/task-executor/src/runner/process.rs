@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::{Extracted, Line, LineReader, ResultScanner, STDERR_LINE_CAP};
 use super::{
-    ExitInfo, LogLine, LogSink, Outcome, PreparedTask, ResultDir, RunReport, RunRequest,
-    RunnerConfig, Stream, new_run_id,
+    ExitInfo, LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest, RunnerConfig, Stream,
+    new_run_id,
 };
 use crate::protocol::{
     ENV_TASK_NAME, ENV_TASK_PROTOCOL, ENV_TASK_RESULT_FILE, ENV_TASK_RUN_ID, Envelope, PROTOCOL_V1,
@@ -57,7 +57,7 @@ enum Ending {
 /// Runs `task` once; see [`super::Runner::run`].
 pub(super) async fn run(
     config: &RunnerConfig,
-    results: &ResultDir,
+    results: &super::result_dir::ResultDir,
     base_env: &[(std::ffi::OsString, std::ffi::OsString)],
     task: &PreparedTask,
     request: RunRequest,
@@ -87,17 +87,16 @@ pub(super) async fn run(
 
     // A fresh path in the runner's private directory; the task creates the
     // file if it reports through it. Removed when `result_path` drops.
-    let mut result_path = match results.next_path() {
-        Ok((dir, path)) => ResultPath {
+    let mut result_path = match results.next_path(&run_id) {
+        Ok(path) => ResultPath {
             path,
             maybe_written: true,
-            _dir: dir,
         },
         Err(e) => {
             let message = format!(
-                "cannot create the directory for `{}`'s result file in `{}`: {e}",
+                "cannot use `{}` for `{}`'s result file: {e}",
+                results.path().display(),
                 def.location.display(),
-                std::env::temp_dir().display()
             );
             return report(Outcome::SpawnFailed { message }, None);
         }
@@ -299,8 +298,6 @@ struct ResultPath {
     path: std::path::PathBuf,
     /// Cleared once the file is known not to exist: saves an `unlink` per run.
     maybe_written: bool,
-    /// Keeps the directory alive while the run uses it.
-    _dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl Drop for ResultPath {
