@@ -18,11 +18,19 @@ MUSL := $(ARCH)-unknown-linux-musl
 STATIC ?= $(if $(filter %-linux-gnu,$(HOST)),1,0)
 HAVE_MUSL := $(shell rustup target list --installed 2>/dev/null | grep -qx '$(MUSL)' && command -v musl-gcc >/dev/null && echo 1)
 STATIC_RUSTFLAGS := $(RUSTFLAGS) -C target-feature=+crt-static -C relocation-model=static
+# mimalloc (the musl build's allocator, see crates/manage-tasks/src/main.rs),
+# tuned for a process that often lives a few milliseconds. Its defaults cost
+# every command ~0.5 ms here: reserving a 1 GiB arena whose bitmaps alone are
+# 42 pages to fault in, scanning the environment for MIMALLOC_* options
+# (which this build therefore ignores), and returning all memory to the OS
+# with madvise at exit, just before the exit does it anyway.
+MIMALLOC_CFLAGS := -DMI_DEFAULT_ARENA_RESERVE=65536L -DMI_SKIP_COLLECT_ON_EXIT=1 -DMI_NO_GETENV=1
 
 build:
 ifeq ($(STATIC),1)
 ifeq ($(HAVE_MUSL),1)
 	RUSTFLAGS="$(STATIC_RUSTFLAGS)" CC_$(subst -,_,$(MUSL))=musl-gcc \
+	  CFLAGS_$(subst -,_,$(MUSL))="$(MIMALLOC_CFLAGS)" \
 	  $(CARGO) build --release --locked --bin manage_tasks --target $(MUSL)
 	mkdir -p bin
 	cp target/$(MUSL)/release/manage_tasks bin/manage_tasks

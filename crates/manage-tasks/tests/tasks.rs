@@ -403,3 +403,34 @@ fn completions_are_generated() {
             );
     }
 }
+
+/// Each subcommand's `--help` opens with its own description, the one the
+/// top-level help lists (subcommands are built lazily, and a flattened
+/// argument group's doc comment once replaced theirs).
+#[test]
+fn every_subcommand_help_opens_with_its_own_description() {
+    let env = Env::new("yaml");
+    let top = stdout(&env.cmd().arg("--help").output().unwrap());
+    let listed: Vec<(String, String)> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| {
+            let (name, about) = l.trim().split_once(char::is_whitespace)?;
+            Some((name.to_owned(), about.trim().to_owned()))
+        })
+        .filter(|(name, _)| name != "help")
+        .collect();
+    assert!(listed.len() >= 10, "subcommands listed: {listed:?}\n{top}");
+    for (name, about) in listed {
+        let help = stdout(&env.cmd().args([&name, "--help"]).output().unwrap());
+        let first = help.lines().next().unwrap_or_default();
+        // The listing wraps long descriptions; compare their first words.
+        let start: String = about.chars().take(30).collect();
+        assert!(
+            first.starts_with(&start),
+            "`{name} --help` opens with {first:?}, not its description {about:?}"
+        );
+    }
+}
