@@ -115,6 +115,14 @@ async fn run_script(body: &str, args: Value) -> (RunReport, Collect, TempDir) {
     (report, logs, dir)
 }
 
+/// The message of a run that could not be started.
+fn spawn_failure(report: &RunReport) -> &str {
+    match &report.outcome {
+        Outcome::SpawnFailed { message } => message,
+        other => panic!("expected a spawn failure, got {other:?}"),
+    }
+}
+
 fn completed(report: &RunReport) -> &task_executor::TaskResult {
     match &report.outcome {
         Outcome::Completed { result } => result,
@@ -281,16 +289,12 @@ async fn a_result_directory_others_can_enter_is_refused() {
         &CancellationToken::new(),
     )
     .await;
-    match &report.outcome {
-        Outcome::SpawnFailed { message } => {
-            assert!(
-                message.contains(&results.display().to_string()),
-                "{message}"
-            );
-            assert!(message.contains("mode 777"), "{message}");
-        }
-        other => panic!("expected a spawn failure, got {other:?}"),
-    }
+    let message = spawn_failure(&report);
+    assert!(
+        message.contains(&results.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("mode 777"), "{message}");
     assert!(report.exit.is_none(), "the task must not have run");
 }
 
@@ -935,16 +939,12 @@ async fn spawn_failures_are_outcomes() {
         &CancellationToken::new(),
     )
     .await;
-    match &report.outcome {
-        Outcome::SpawnFailed { message } => {
-            assert!(
-                message.contains(&missing.display().to_string()),
-                "{message}"
-            );
-            assert!(message.contains("No such file"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let message = spawn_failure(&report);
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("No such file"), "{message}");
     assert_eq!(report.exit, None);
 }
 
