@@ -77,12 +77,23 @@ impl ResultDir {
 
 /// `$XDG_RUNTIME_DIR/task-executor`, else `<temp dir>/task-executor-<uid>`.
 pub(super) fn default_location() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(runtime) if runtime.is_absolute() && runtime.is_dir() => runtime.join("task-executor"),
-        _ => std::env::temp_dir().join(format!(
-            "task-executor-{}",
-            rustix::process::geteuid().as_raw()
-        )),
+    location_from(
+        std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+        std::env::temp_dir(),
+        rustix::process::geteuid().as_raw(),
+    )
+}
+
+/// [`default_location`] for user `me`: the runtime dir counts only if it is
+/// an absolute path to a directory of `me` (after `su` or `sudo -E` it often
+/// still names another user's).
+fn location_from(runtime: Option<PathBuf>, temp: PathBuf, me: u32) -> PathBuf {
+    let runtime = runtime
+        .filter(|dir| dir.is_absolute())
+        .filter(|dir| std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == me));
+    match runtime {
+        Some(runtime) => runtime.join("task-executor"),
+        None => temp.join(format!("task-executor-{me}")),
     }
 }
 
@@ -172,6 +183,32 @@ mod tests {
         // Left as it was: not ours to change.
         let mode = std::fs::metadata(&dir).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o755);
+    }
+
+    #[test]
+    fn the_runtime_dir_counts_only_if_it_is_ours() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        let at = |runtime: Option<&Path>, uid: u32| {
+            location_from(
+                runtime.map(Path::to_path_buf),
+                tmp.path().to_path_buf(),
+                uid,
+            )
+        };
+        let ours = tmp.path().join("run");
+        std::fs::create_dir(&ours).unwrap();
+        assert_eq!(at(Some(&ours), me), ours.join("task-executor"));
+        let fallback = tmp.path().join(format!("task-executor-{me}"));
+        assert_eq!(at(None, me), fallback);
+        assert_eq!(at(Some(Path::new("relative/run")), me), fallback);
+        assert_eq!(at(Some(&tmp.path().join("missing")), me), fallback);
+        // The same directory, seen by another user (as after `su`).
+        let other = me + 1;
+        assert_eq!(
+            at(Some(&ours), other),
+            tmp.path().join(format!("task-executor-{other}"))
+        );
     }
 
     #[test]
