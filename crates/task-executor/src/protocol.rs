@@ -26,6 +26,13 @@ pub const ENV_TASK_RUN_ID: &str = "TASK_RUN_ID";
 pub const ENV_TASK_RESULT_FILE: &str = "TASK_RESULT_FILE";
 /// Environment variable holding the protocol version (`v1`).
 pub const ENV_TASK_PROTOCOL: &str = "TASK_PROTOCOL";
+/// Every variable the executor sets for each run (over the inherited environment).
+pub const RUN_VARIABLES: [&str; 4] = [
+    ENV_TASK_NAME,
+    ENV_TASK_RUN_ID,
+    ENV_TASK_RESULT_FILE,
+    ENV_TASK_PROTOCOL,
+];
 
 /// What a task prints when called with `schema`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

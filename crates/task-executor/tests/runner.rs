@@ -153,6 +153,18 @@ async fn gone(pid: i32) -> bool {
     false
 }
 
+/// Waits up to 3 s for `pid` to be reaped: not even a zombie is left.
+async fn reaped(pid: i32) -> bool {
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 fn read_pid(path: &Path) -> i32 {
     std::fs::read_to_string(path)
         .unwrap()
@@ -701,8 +713,11 @@ async fn sigterm_ignored_means_sigkill_after_grace() {
         "{:?}",
         report.duration
     );
-    assert!(gone(read_pid(&dir.path().join("main.pid"))).await);
+    let main = read_pid(&dir.path().join("main.pid"));
+    assert!(gone(main).await);
     assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
+    // The executor's own child is reaped too, not left a zombie.
+    assert!(reaped(main).await, "process {main} was left a zombie");
 }
 
 #[tokio::test]
@@ -750,8 +765,11 @@ async fn dropping_the_run_future_kills_the_group() {
             .await
             .is_err()
     );
-    assert!(gone(read_pid(&dir.path().join("main.pid"))).await);
+    let main = read_pid(&dir.path().join("main.pid"));
+    assert!(gone(main).await);
     assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
+    // Killed and reaped when the run was dropped: no zombie either.
+    assert!(reaped(main).await, "process {main} was left a zombie");
 }
 
 #[tokio::test]
@@ -1225,4 +1243,47 @@ async fn dropping_a_pool_kills_its_running_tasks() {
     for pid in read() {
         assert!(gone(pid).await, "process {pid} outlived the pool");
     }
+}
+
+/// The task starts with SIGPIPE at its default (Rust ignores it in the
+/// executor, and an ignored signal would survive exec) and nothing blocked,
+/// so `producer | head -1` in a task ends the way it does in a shell.
+#[tokio::test]
+async fn signals_start_clean() {
+    // What the shell ignores, and what a command it starts has blocked (the
+    // shell itself may block signals while it waits for a command).
+    let (report, logs, _d) = run_script(
+        r#"sed -n 's/^SigIgn:[[:space:]]*/ignored /p' /proc/$$/status >&2
+sed -n 's/^SigBlk:[[:space:]]*/blocked /p' /proc/self/status >&2
+echo '{"status":1}'"#,
+        json!({}),
+    )
+    .await;
+    completed(&report);
+    let lines = logs.texts(Stream::Stderr);
+    let mask = |kind: &str| {
+        let line = lines.iter().find_map(|l| l.strip_prefix(kind)).unwrap();
+        u64::from_str_radix(line.trim(), 16).unwrap()
+    };
+    let sigpipe = 1u64 << (13 - 1);
+    assert_eq!(mask("ignored ") & sigpipe, 0, "SIGPIPE ignored: {lines:?}");
+    assert_eq!(mask("blocked "), 0, "signals blocked: {lines:?}");
+}
+
+#[tokio::test]
+async fn a_task_file_that_is_not_executable_is_a_spawn_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = script(dir.path(), "t.sh", r#"echo '{"status":1}'"#);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task_at(path.clone(), None),
+        RunRequest::new(json!({})),
+        &CancellationToken::new(),
+    )
+    .await;
+    let message = spawn_failure(&report);
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("Permission denied"), "{message}");
+    assert_eq!(report.exit, None);
 }

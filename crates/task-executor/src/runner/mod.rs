@@ -10,6 +10,7 @@ mod discover;
 mod output;
 mod process;
 mod result_dir;
+mod spawn;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -350,18 +351,14 @@ pub struct RunReport {
 pub struct Runner {
     config: Arc<RunnerConfig>,
     results: Arc<result_dir::ResultDir>,
-    env: Arc<BaseEnv>,
+    env: Arc<spawn::BaseEnv>,
 }
 
 /// The environment tasks inherit: this process's, as it was when the runner
-/// was made (each run then sets its `TASK_*` variables over it). Captured
-/// once because std otherwise re-reads and copies it on every spawn.
-#[derive(Debug)]
-struct BaseEnv(Vec<(std::ffi::OsString, std::ffi::OsString)>);
-
-impl Default for BaseEnv {
+/// was made, without the variables each run sets itself.
+impl Default for spawn::BaseEnv {
     fn default() -> Self {
-        Self(std::env::vars_os().collect())
+        Self::capture(&crate::protocol::RUN_VARIABLES)
     }
 }
 
@@ -392,7 +389,7 @@ impl Runner {
         process::run(
             &self.config,
             &self.results,
-            &self.env.0,
+            &self.env,
             task,
             request,
             logs,

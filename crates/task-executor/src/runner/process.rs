@@ -1,10 +1,9 @@
 //! One run of a task: spawning it, supervising it, and judging how it ended.
 //!
 //! Owns process control, because that is where runners go wrong: the task
-//! gets its own process group (`process_group(0)`, no `pre_exec` hook, so std
-//! can still use `posix_spawn`), the envelope is written from a separate tokio
-//! task while stdout and stderr are read concurrently (megabyte arguments
-//! cannot deadlock), a timeout or cancellation sends SIGTERM to the group,
+//! is started by [`super::spawn`] (`posix_spawn`, its own process group), the
+//! envelope is written while stdout and stderr are read concurrently
+//! (megabyte arguments cannot deadlock), a timeout or cancellation sends SIGTERM to the group,
 //! waits `grace`, then SIGKILL. Whatever the ending, once the task itself has
 //! exited the rest of its group is SIGKILLed, so no grandchild outlives the run
 //! or holds its pipes open, and reading the remaining output is bounded by
@@ -16,13 +15,13 @@ use std::future::{Future, pending};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, SystemTime};
 
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal};
-use tokio::io::{AsyncRead, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, sleep_until, timeout as within};
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +57,7 @@ enum Ending {
 pub(super) async fn run(
     config: &RunnerConfig,
     results: &super::result_dir::ResultDir,
-    base_env: &[(std::ffi::OsString, std::ffi::OsString)],
+    base_env: &super::spawn::BaseEnv,
     task: &PreparedTask,
     request: RunRequest,
     logs: &dyn LogSink,
@@ -102,22 +101,24 @@ pub(super) async fn run(
         }
     };
 
-    let mut cmd = Command::new(&def.location);
-    // The environment captured when the runner was made: std would otherwise
-    // read and copy the whole environment again on every spawn.
-    cmd.env_clear()
-        .envs(base_env.iter().map(|(k, v)| (k, v)))
-        .env(ENV_TASK_NAME, def.name.as_str())
-        .env(ENV_TASK_RUN_ID, &run_id)
-        .env(ENV_TASK_PROTOCOL, PROTOCOL_V1)
-        .env(ENV_TASK_RESULT_FILE, &result_path.path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let (mut child, mut group) = match spawn_in_group(&mut cmd) {
-        Ok(spawned) => spawned,
+    let spawned = super::spawn::spawn(
+        &def.location,
+        base_env,
+        &[
+            (ENV_TASK_NAME, def.name.as_str().as_ref()),
+            (ENV_TASK_RUN_ID, run_id.as_ref()),
+            (ENV_TASK_PROTOCOL, PROTOCOL_V1.as_ref()),
+            (ENV_TASK_RESULT_FILE, result_path.path.as_os_str()),
+        ],
+    );
+    let (mut child, mut group) = match spawned {
+        Ok(child) => {
+            let group = Group {
+                pgid: child.pid,
+                armed: true,
+            };
+            (child, group)
+        }
         Err(e) => {
             let message = format!("cannot start `{}`: {e}", def.location.display());
             return report(Outcome::SpawnFailed { message }, None);
@@ -195,7 +196,7 @@ pub(super) async fn run(
     let status = match status {
         Ok(status) => status,
         Err(e) => {
-            // Cannot really happen; kill_on_drop and the group kill cleaned up.
+            // Cannot really happen; the child's drop and the group kill clean up.
             let message = format!(
                 "lost track of `{}` (pid {}): {e}",
                 def.location.display(),
@@ -310,7 +311,7 @@ impl Drop for ResultPath {
 
 /// Writes the envelope and closes stdin. A task that never reads stdin, or
 /// exits before reading all of it, is fine: EPIPE is not an error.
-async fn write_envelope(mut stdin: ChildStdin, envelope: Vec<u8>) {
+async fn write_envelope(mut stdin: impl AsyncWrite + Unpin, envelope: Vec<u8>) {
     match stdin.write_all(&envelope).await {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
@@ -369,7 +370,8 @@ pub(super) async fn bounded_by(drained: &CancellationToken, fut: impl Future<Out
 
 /// A spawned child's process group, SIGKILLed when dropped unless already
 /// cleaned up, so a dropped run future leaves nothing behind (the child itself
-/// is then reaped by tokio thanks to `kill_on_drop`).
+/// is then killed and reaped by its own drop; `<task> schema`'s by tokio's
+/// `kill_on_drop`).
 pub(super) struct Group {
     /// The group id, which is the child's pid.
     pub pgid: Pid,
@@ -418,9 +420,27 @@ pub(super) fn kill_group(pgid: Pid, signal: Signal) {
     }
 }
 
+/// A child process that can be waited for and reaped.
+pub(super) trait Reap {
+    /// Waits for the process to exit and reaps it.
+    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>>;
+}
+
+impl Reap for Child {
+    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>> {
+        Child::wait(self)
+    }
+}
+
+impl Reap for super::spawn::Child {
+    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>> {
+        super::spawn::Child::wait(self)
+    }
+}
+
 /// SIGTERM to the group, up to `grace` for the child to exit, then SIGKILL; reaps the child.
 pub(super) async fn terminate(
-    child: &mut Child,
+    child: &mut impl Reap,
     pgid: Pid,
     grace: Duration,
 ) -> io::Result<ExitStatus> {
