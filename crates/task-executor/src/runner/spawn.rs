@@ -28,7 +28,7 @@ use std::process::ExitStatus;
 
 use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
 use nix::sys::signal::{SigSet, Signal as NixSignal};
-use rustix::process::{Pid, WaitOptions};
+use rustix::process::{Pid, WaitOptions, WaitStatus};
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
@@ -57,6 +57,9 @@ impl BaseEnv {
     }
 }
 
+/// What `waitpid` without `WNOHANG` returns.
+type Waited = Option<(Pid, WaitStatus)>;
+
 /// A running (or exited, not yet reaped) task process.
 pub(super) struct Child {
     pub pid: Pid,
@@ -65,6 +68,9 @@ pub(super) struct Child {
     pub stderr: Option<pipe::Receiver>,
     /// `None` without pidfd support.
     pidfd: Option<AsyncFd<OwnedFd>>,
+    /// Without a pidfd: the blocking `waitpid` in flight, kept across
+    /// cancelled [`Child::wait`] calls so the status is never lost.
+    blocking_wait: Option<tokio::task::JoinHandle<io::Result<Waited>>>,
     reaped: bool,
 }
 
@@ -126,6 +132,7 @@ pub(super) fn spawn(program: &Path, base: &BaseEnv, extra: &[(&str, &OsStr)]) ->
         stdout: None,
         stderr: None,
         pidfd: None,
+        blocking_wait: None,
         reaped: false,
     };
     child.pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK) {
@@ -165,13 +172,17 @@ impl Child {
             }
         }
         let pid = self.pid;
-        let waited = tokio::task::spawn_blocking(move || {
-            rustix::process::waitpid(Some(pid), WaitOptions::empty())
-        })
-        .await
-        .map_err(io::Error::other)??;
+        let handle = self.blocking_wait.get_or_insert_with(|| {
+            tokio::task::spawn_blocking(move || {
+                rustix::process::waitpid(Some(pid), WaitOptions::empty()).map_err(io::Error::from)
+            })
+        });
+        let waited = handle.await;
+        self.blocking_wait = None;
         self.reaped = true;
-        let (_, status) = waited.ok_or_else(|| io::Error::other("waitpid returned no status"))?;
+        let (_, status) = waited
+            .map_err(io::Error::other)??
+            .ok_or_else(|| io::Error::other("waitpid returned no status"))?;
         Ok(ExitStatus::from_raw(status.as_raw()))
     }
 }
@@ -181,7 +192,15 @@ impl Drop for Child {
         if self.reaped {
             return;
         }
-        let _ = rustix::process::kill_process(self.pid, rustix::process::Signal::KILL);
+        let kill = rustix::process::Signal::KILL;
+        match &self.pidfd {
+            // Through the pidfd: cannot hit a recycled pid.
+            Some(pidfd) => drop(rustix::process::pidfd_send_signal(pidfd.get_ref(), kill)),
+            None => drop(rustix::process::kill_process(self.pid, kill)),
+        }
+        if self.blocking_wait.is_some() {
+            return; // that waitpid reaps it
+        }
         if let Ok(Some(_)) = rustix::process::waitpid(Some(self.pid), WaitOptions::NOHANG) {
             return;
         }
@@ -263,6 +282,19 @@ mod tests {
         stdin.write_all(b"7\n").await.unwrap();
         drop(stdin);
         assert_eq!(child.wait().await.unwrap().code(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_loses_nothing_without_a_pidfd() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = script(dir.path(), "read line; exit 5");
+        let mut child = spawn(&path, &BaseEnv::capture(&[]), &[]).unwrap();
+        child.pidfd = None;
+        // Gives up while the task still waits for its input.
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), child.wait()).await;
+        assert!(waited.is_err(), "the task cannot have exited yet");
+        drop(child.stdin.take()); // EOF: `read` fails, the script exits 5
+        assert_eq!(child.wait().await.unwrap().code(), Some(5));
     }
 
     #[tokio::test]
