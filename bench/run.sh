@@ -67,6 +67,23 @@ hyperfine -N --warmup 1 --runs "$batch_runs" --export-json "$work/batch.json" --
   --command-name xargs "sh -c 'seq 1000 | xargs -P2 -I{} sh -c \"$noop < $work/envelope.json\" >/dev/null'" >/dev/null
 b=$(median "$work/batch.json" 0); o=$(median "$work/batch.json" 1); x=$(median "$work/batch.json" 2)
 awk -v b="$b" -v o="$o" -v x="$x" 'BEGIN { printf "spawn loop (C):    %.0f runs/s\nmanage_tasks:      %.0f runs/s\nxargs -P2:         %.0f runs/s\nratio to loop:     %.2f (target >= 0.90)\n", 1000/b, 1000/o, 1000/x, b/o }'
+# The same two alternated run by run: a busy neighbour on the host then
+# slows both alike, where hyperfine's back-to-back blocks can catch one alone.
+ns() {
+  local t0 t1
+  t0=$(date +%s%N)
+  "$@" >/dev/null 2>"$work/ns.err" || { cat "$work/ns.err" >&2; return 1; }
+  t1=$(date +%s%N)
+  echo $(( t1 - t0 ))
+}
+: > "$work/loop.ns"; : > "$work/ours.ns"
+for _ in $(seq "$((batch_runs + 5))"); do
+  ns "$work/spawn_baseline" 1000 2 "$work/envelope.json" "$noop" >> "$work/loop.ns"
+  ns "$bin" -q execute --name noop --batch "$work/batch.jsonl" --parallel 2 --json >> "$work/ours.ns"
+done
+med() { sort -n "$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+awk -v l="$(med "$work/loop.ns")" -v o="$(med "$work/ours.ns")" -v n="$((batch_runs + 5))" \
+  'BEGIN { printf "interleaved, %d rounds: loop %.0f runs/s, manage_tasks %.0f runs/s, ratio %.2f\n", n, 1e12/l, 1e12/o, l/o }'
 
 echo
 echo "## 3. executor peak RSS"
