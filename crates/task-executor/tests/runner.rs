@@ -123,6 +123,17 @@ fn spawn_failure(report: &RunReport) -> &str {
     }
 }
 
+/// One run of `task` with no arguments, never cancelled.
+async fn run_once(config: RunnerConfig, task: &PreparedTask) -> (RunReport, Collect) {
+    run_with(
+        config,
+        task,
+        RunRequest::new(json!({})),
+        &CancellationToken::new(),
+    )
+    .await
+}
+
 fn completed(report: &RunReport) -> &task_executor::TaskResult {
     match &report.outcome {
         Outcome::Completed { result } => result,
@@ -232,13 +243,7 @@ print()"#,
         ),
         None,
     );
-    let (report, _) = run_with(
-        RunnerConfig::default(),
-        &task,
-        RunRequest::new(json!({})),
-        &CancellationToken::new(),
-    )
-    .await;
+    let (report, _) = run_once(RunnerConfig::default(), &task).await;
     assert_eq!(
         completed(&report).payload,
         json!({"items": [1, 2], "n": {"a": 1}})
@@ -265,13 +270,7 @@ printf '{"status":1,"reason":"from file","payload":{"dir_mode":"%s","existed":%s
         results_dir: Some(results.clone()),
         ..RunnerConfig::default()
     };
-    let (report, logs) = run_with(
-        config,
-        &task,
-        RunRequest::new(json!({})),
-        &CancellationToken::new(),
-    )
-    .await;
+    let (report, logs) = run_once(config, &task).await;
     let result = completed(&report);
     assert_eq!(result.reason, "from file");
     // A path nobody else can reach, not yet created: the task makes it.
@@ -294,13 +293,7 @@ async fn a_result_directory_others_can_enter_is_refused() {
         results_dir: Some(results.clone()),
         ..RunnerConfig::default()
     };
-    let (report, _) = run_with(
-        config,
-        &task,
-        RunRequest::new(json!({})),
-        &CancellationToken::new(),
-    )
-    .await;
+    let (report, _) = run_once(config, &task).await;
     let message = spawn_failure(&report);
     assert!(
         message.contains(&results.display().to_string()),
@@ -495,13 +488,7 @@ async fn result_over_the_limit() {
     ];
     for (i, body) in cases.iter().enumerate() {
         let task = task_at(script(dir.path(), &format!("t{i}.sh"), body), None);
-        let (report, logs) = run_with(
-            config.clone(),
-            &task,
-            RunRequest::new(json!({})),
-            &CancellationToken::new(),
-        )
-        .await;
+        let (report, logs) = run_once(config.clone(), &task).await;
         assert_eq!(
             report.outcome,
             Outcome::ResultTooLarge { limit: 1000 },
@@ -538,13 +525,7 @@ async fn output_schema_violation_lists_pointers() {
         ),
         Some(outputs.clone()),
     );
-    let (report, _) = run_with(
-        RunnerConfig::default(),
-        &task,
-        RunRequest::new(json!({})),
-        &CancellationToken::new(),
-    )
-    .await;
+    let (report, _) = run_once(RunnerConfig::default(), &task).await;
     match &report.outcome {
         Outcome::OutputViolation { result, violations } => {
             assert_eq!(result.status, 1);
@@ -562,13 +543,7 @@ async fn output_schema_violation_lists_pointers() {
         ),
         Some(outputs),
     );
-    let (report, _) = run_with(
-        RunnerConfig::default(),
-        &ok,
-        RunRequest::new(json!({})),
-        &CancellationToken::new(),
-    )
-    .await;
+    let (report, _) = run_once(RunnerConfig::default(), &ok).await;
     assert!(report.outcome.is_success());
 }
 
@@ -630,13 +605,7 @@ async fn task_timeout_and_default_timeout_apply() {
         policy: Default::default(),
     };
     let prepared = PreparedTask::new(task.clone()).unwrap();
-    let (report, _) = run_with(
-        RunnerConfig::default(),
-        &prepared,
-        RunRequest::new(json!({})),
-        &CancellationToken::new(),
-    )
-    .await;
+    let (report, _) = run_once(RunnerConfig::default(), &prepared).await;
     assert_eq!(
         report.outcome,
         Outcome::TimedOut {
@@ -649,13 +618,7 @@ async fn task_timeout_and_default_timeout_apply() {
         default_timeout: Duration::from_millis(300),
         ..RunnerConfig::default()
     };
-    let (report, _) = run_with(
-        config,
-        &prepared,
-        RunRequest::new(json!({})),
-        &CancellationToken::new(),
-    )
-    .await;
+    let (report, _) = run_once(config, &prepared).await;
     assert_eq!(
         report.outcome,
         Outcome::TimedOut {
@@ -784,13 +747,7 @@ async fn grandchild_holding_stdout_does_not_hang_a_normal_exit() {
         ),
         None,
     );
-    let (report, _) = run_with(
-        RunnerConfig::default(),
-        &task,
-        RunRequest::new(json!({})),
-        &CancellationToken::new(),
-    )
-    .await;
+    let (report, _) = run_once(RunnerConfig::default(), &task).await;
     assert!(report.outcome.is_success(), "{:?}", report.outcome);
     assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
 }
@@ -812,13 +769,7 @@ async fn process_escaping_the_group_only_delays_by_the_drain_bound() {
         None,
     );
     let start = Instant::now();
-    let (report, _) = run_with(
-        RunnerConfig::default(),
-        &task,
-        RunRequest::new(json!({})),
-        &CancellationToken::new(),
-    )
-    .await;
+    let (report, _) = run_once(RunnerConfig::default(), &task).await;
     let escaped = read_pid(&dir.path().join("escaped.pid"));
     // Not ours to keep around.
     let _ = rustix::process::kill_process(
@@ -950,13 +901,7 @@ async fn memory_stays_bounded() {
 async fn spawn_failures_are_outcomes() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.sh");
-    let (report, _) = run_with(
-        RunnerConfig::default(),
-        &task_at(missing.clone(), None),
-        RunRequest::new(json!({})),
-        &CancellationToken::new(),
-    )
-    .await;
+    let (report, _) = run_once(RunnerConfig::default(), &task_at(missing.clone(), None)).await;
     let message = spawn_failure(&report);
     assert!(
         message.contains(&missing.display().to_string()),
@@ -1275,13 +1220,7 @@ async fn a_task_file_that_is_not_executable_is_a_spawn_failure() {
     let dir = tempfile::tempdir().unwrap();
     let path = script(dir.path(), "t.sh", r#"echo '{"status":1}'"#);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (report, _) = run_with(
-        RunnerConfig::default(),
-        &task_at(path.clone(), None),
-        RunRequest::new(json!({})),
-        &CancellationToken::new(),
-    )
-    .await;
+    let (report, _) = run_once(RunnerConfig::default(), &task_at(path.clone(), None)).await;
     let message = spawn_failure(&report);
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(message.contains("Permission denied"), "{message}");

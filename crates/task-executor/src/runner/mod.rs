@@ -354,14 +354,6 @@ pub struct Runner {
     env: Arc<spawn::BaseEnv>,
 }
 
-/// The environment tasks inherit: this process's, as it was when the runner
-/// was made, without the variables each run sets itself.
-impl Default for spawn::BaseEnv {
-    fn default() -> Self {
-        Self::capture(&crate::protocol::RUN_VARIABLES)
-    }
-}
-
 impl Runner {
     /// A runner with `config`.
     pub fn new(config: RunnerConfig) -> Self {

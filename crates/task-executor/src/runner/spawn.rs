@@ -21,7 +21,7 @@
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
@@ -36,6 +36,14 @@ use tokio::net::unix::pipe;
 #[derive(Debug)]
 pub(super) struct BaseEnv(Vec<CString>);
 
+/// The environment tasks inherit: this process's, as it was when the runner
+/// was made, without the variables each run sets itself.
+impl Default for BaseEnv {
+    fn default() -> Self {
+        Self::capture(&crate::protocol::RUN_VARIABLES)
+    }
+}
+
 impl BaseEnv {
     /// This process's environment without `skip` (variables each run sets itself).
     pub(super) fn capture(skip: &[&str]) -> Self {
@@ -45,16 +53,20 @@ impl BaseEnv {
     fn from_vars(vars: impl Iterator<Item = (OsString, OsString)>, skip: &[&str]) -> Self {
         let entries = vars
             .filter(|(k, _)| !skip.iter().any(|s| OsStr::new(s) == k))
-            .filter_map(|(k, v)| {
-                let mut entry = k.into_vec();
-                entry.push(b'=');
-                entry.extend_from_slice(v.as_bytes());
-                // Cannot hold a NUL: it came from a C environment.
-                CString::new(entry).ok()
-            })
+            // Cannot hold a NUL: it came from a C environment.
+            .filter_map(|(k, v)| env_entry(k.as_bytes(), v.as_bytes()))
             .collect();
         Self(entries)
     }
+}
+
+/// `KEY=value` as a C string; `None` if either holds a NUL byte.
+fn env_entry(key: &[u8], value: &[u8]) -> Option<CString> {
+    let mut entry = Vec::with_capacity(key.len() + 1 + value.len());
+    entry.extend_from_slice(key);
+    entry.push(b'=');
+    entry.extend_from_slice(value);
+    CString::new(entry).ok()
 }
 
 /// What `waitpid` without `WNOHANG` returns.
@@ -79,19 +91,17 @@ pub(super) struct Child {
 pub(super) fn spawn(program: &Path, base: &BaseEnv, extra: &[(&str, &OsStr)]) -> io::Result<Child> {
     let path = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path contains a NUL byte"))?;
-    let mut own = Vec::with_capacity(extra.len());
-    for (k, v) in extra {
-        let mut entry = Vec::with_capacity(k.len() + 1 + v.len());
-        entry.extend_from_slice(k.as_bytes());
-        entry.push(b'=');
-        entry.extend_from_slice(v.as_bytes());
-        own.push(CString::new(entry).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("`{k}` contains a NUL byte"),
-            )
-        })?);
-    }
+    let own = extra
+        .iter()
+        .map(|(k, v)| {
+            env_entry(k.as_bytes(), v.as_bytes()).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("`{k}` contains a NUL byte"),
+                )
+            })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     let envp: Vec<&CStr> = base
         .0
         .iter()
@@ -126,6 +136,8 @@ pub(super) fn spawn(program: &Path, base: &BaseEnv, extra: &[(&str, &OsStr)]) ->
     // whatever it gave the pipe to) is done with it.
     drop((stdin_r, stdout_w, stderr_w));
 
+    // From here on the child exists: built first, so that its drop kills
+    // and reaps it if any of the steps below fails.
     let mut child = Child {
         pid,
         stdin: None,
@@ -271,12 +283,17 @@ mod tests {
         assert_eq!(child.wait().await.unwrap().signal(), Some(9));
     }
 
+    /// `body` started as on a kernel without `pidfd_open`.
+    fn spawn_without_pidfd(dir: &Path, body: &str) -> Child {
+        let mut child = spawn(&script(dir, body), &BaseEnv::capture(&[]), &[]).unwrap();
+        child.pidfd = None;
+        child
+    }
+
     #[tokio::test]
     async fn without_a_pidfd_the_blocking_pool_waits() {
         let dir = tempfile::tempdir().unwrap();
-        let path = script(dir.path(), "read line; exit \"$line\"");
-        let mut child = spawn(&path, &BaseEnv::capture(&[]), &[]).unwrap();
-        child.pidfd = None; // as on a kernel without pidfd_open
+        let mut child = spawn_without_pidfd(dir.path(), "read line; exit \"$line\"");
         use tokio::io::AsyncWriteExt;
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(b"7\n").await.unwrap();
@@ -287,9 +304,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_wait_loses_nothing_without_a_pidfd() {
         let dir = tempfile::tempdir().unwrap();
-        let path = script(dir.path(), "read line; exit 5");
-        let mut child = spawn(&path, &BaseEnv::capture(&[]), &[]).unwrap();
-        child.pidfd = None;
+        let mut child = spawn_without_pidfd(dir.path(), "read line; exit 5");
         // Gives up while the task still waits for its input.
         let waited = tokio::time::timeout(std::time::Duration::from_millis(50), child.wait()).await;
         assert!(waited.is_err(), "the task cannot have exited yet");
