@@ -25,11 +25,15 @@ STATIC_RUSTFLAGS := $(RUSTFLAGS) -C target-feature=+crt-static -C relocation-mod
 # (which this build therefore ignores), and returning all memory to the OS
 # with madvise at exit, just before the exit does it anyway.
 MIMALLOC_CFLAGS := -DMI_DEFAULT_ARENA_RESERVE=65536L -DMI_SKIP_COLLECT_ON_EXIT=1 -DMI_NO_GETENV=1
+# The release binary is linked by tools/link-ordered.sh, which lays the code a
+# typical command runs out in one piece (it needs valgrind: `apt-get install
+# valgrind`; without it the binary is linked as usual, a warning says so).
+LINKER_VAR = CARGO_TARGET_$(shell echo $(1) | tr 'a-z-' 'A-Z_')_LINKER=$(CURDIR)/tools/link-ordered.sh
 
 build:
 ifeq ($(STATIC),1)
 ifeq ($(HAVE_MUSL),1)
-	RUSTFLAGS="$(STATIC_RUSTFLAGS)" CC_$(subst -,_,$(MUSL))=musl-gcc \
+	RUSTFLAGS="$(STATIC_RUSTFLAGS)" CC_$(subst -,_,$(MUSL))=musl-gcc $(call LINKER_VAR,$(MUSL)) \
 	  CFLAGS_$(subst -,_,$(MUSL))="$(MIMALLOC_CFLAGS)" \
 	  $(CARGO) build --release --locked --bin manage_tasks --target $(MUSL)
 	mkdir -p bin
@@ -37,7 +41,7 @@ ifeq ($(HAVE_MUSL),1)
 else
 	@echo "warning: building against static glibc; for a faster-starting musl build:" >&2
 	@echo "  rustup target add $(MUSL) && apt-get install musl-tools" >&2
-	RUSTFLAGS="$(STATIC_RUSTFLAGS)" \
+	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(call LINKER_VAR,$(HOST)) \
 	  $(CARGO) build --release --locked --bin manage_tasks --target $(HOST)
 	mkdir -p bin
 	cp target/$(HOST)/release/manage_tasks bin/manage_tasks
