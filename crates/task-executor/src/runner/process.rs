@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, sleep_until, timeout as within};
 use tokio_util::sync::CancellationToken;
@@ -131,6 +132,18 @@ pub(super) async fn run(
     let stderr = child.stderr.take().expect("stderr is piped");
 
     let envelope = Envelope::new(request.caller, def.name.as_str(), request.args).to_line();
+    // Usually the whole envelope fits in the pipe: written here, stdin closed,
+    // nothing to register with the event loop. Otherwise tokio writes the rest.
+    let unwritten = match super::spawn::write_now(stdin, &envelope) {
+        Some((fd, written)) => match pipe::Sender::from_owned_fd_unchecked(fd) {
+            Ok(stdin) => Some((stdin, written)),
+            Err(e) => {
+                tracing::debug!("cannot register the task's stdin: {e}");
+                None
+            }
+        },
+        None => None,
+    };
 
     let drained = CancellationToken::new();
     let mut scanner = ResultScanner::new(config.result_limit);
@@ -177,9 +190,11 @@ pub(super) async fn run(
     // Stops writing once the task is gone: one that never reads stdin must
     // not keep a large envelope's write pending.
     let write_input = async {
-        tokio::select! {
-            () = write_envelope(stdin, envelope) => {}
-            () = drained.cancelled() => {}
+        if let Some((stdin, written)) = unwritten {
+            tokio::select! {
+                () = write_envelope(stdin, &envelope[written..]) => {}
+                () = drained.cancelled() => {}
+            }
         }
     };
 
@@ -309,10 +324,11 @@ impl Drop for ResultPath {
     }
 }
 
-/// Writes the envelope and closes stdin. A task that never reads stdin, or
-/// exits before reading all of it, is fine: EPIPE is not an error.
-async fn write_envelope(mut stdin: impl AsyncWrite + Unpin, envelope: Vec<u8>) {
-    match stdin.write_all(&envelope).await {
+/// Writes what [`super::spawn::write_now`] could not and closes stdin. A
+/// task that never reads stdin, or exits before reading all of it, is fine:
+/// EPIPE is not an error.
+async fn write_envelope(mut stdin: impl AsyncWrite + Unpin, envelope: &[u8]) {
+    match stdin.write_all(envelope).await {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
         Err(e) => tracing::debug!("writing the envelope to the task's stdin failed: {e}"),

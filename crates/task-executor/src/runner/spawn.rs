@@ -75,7 +75,10 @@ type Waited = Option<(Pid, WaitStatus)>;
 /// A running (or exited, not yet reaped) task process.
 pub(super) struct Child {
     pub pid: Pid,
-    pub stdin: Option<pipe::Sender>,
+    /// Our end of the task's stdin, non-blocking and not yet registered
+    /// with tokio: most envelopes fit in the pipe and are written at once
+    /// ([`write_now`]), with no event-loop registration for it at all.
+    pub stdin: Option<OwnedFd>,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
     /// `None` without pidfd support.
@@ -156,9 +159,7 @@ pub(super) fn spawn(program: &Path, base: &BaseEnv, extra: &[(&str, &OsStr)]) ->
         ),
         Err(_) => None, // an old kernel: waited for on the blocking pool
     };
-    child.stdin = Some(pipe::Sender::from_owned_fd_unchecked(nonblocking(
-        stdin_w,
-    )?)?);
+    child.stdin = Some(nonblocking(stdin_w)?);
     child.stdout = Some(pipe::Receiver::from_owned_fd_unchecked(nonblocking(
         stdout_r,
     )?)?);
@@ -244,6 +245,28 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(fd.as_fd(), 3)?)
 }
 
+/// Writes as much of `bytes` to the non-blocking `fd` as it takes without
+/// waiting. Returns the descriptor and how much was written if the pipe
+/// filled up first; `None` once everything is written (dropping `fd`
+/// closes the task's stdin) or the task stopped reading (`EPIPE`: not an
+/// error, a task need not read its input).
+pub(super) fn write_now(fd: OwnedFd, bytes: &[u8]) -> Option<(OwnedFd, usize)> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match rustix::io::write(&fd, &bytes[written..]) {
+            Ok(n) => written += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => return Some((fd, written)),
+            Err(rustix::io::Errno::PIPE) => return None,
+            Err(e) => {
+                tracing::debug!("writing the envelope to the task's stdin failed: {e}");
+                return None;
+            }
+        }
+    }
+    None
+}
+
 /// Our end only: the child's end of the same pipe must stay blocking.
 fn nonblocking(fd: OwnedFd) -> io::Result<OwnedFd> {
     rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK)?;
@@ -294,10 +317,7 @@ mod tests {
     async fn without_a_pidfd_the_blocking_pool_waits() {
         let dir = tempfile::tempdir().unwrap();
         let mut child = spawn_without_pidfd(dir.path(), "read line; exit \"$line\"");
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"7\n").await.unwrap();
-        drop(stdin);
+        assert!(write_now(child.stdin.take().unwrap(), b"7\n").is_none());
         assert_eq!(child.wait().await.unwrap().code(), Some(7));
     }
 
@@ -337,6 +357,41 @@ mod tests {
             .unwrap();
         assert_eq!(out, "base|run|x y\n");
         assert!(child.wait().await.unwrap().success());
+    }
+
+    #[tokio::test]
+    async fn write_now_stops_when_the_pipe_is_full_and_tokio_writes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        // Reads nothing until told to: a 1 MiB envelope cannot fit the pipe.
+        let path = script(dir.path(), "sleep 0.2; wc -c");
+        let mut child = spawn(&path, &BaseEnv::capture(&[]), &[]).unwrap();
+        let big = vec![b'x'; 1 << 20];
+        let (fd, written) =
+            write_now(child.stdin.take().unwrap(), &big).expect("the pipe filled up");
+        assert!(written > 0 && written < big.len(), "wrote {written} bytes");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut rest = pipe::Sender::from_owned_fd_unchecked(fd).unwrap();
+        rest.write_all(&big[written..]).await.unwrap();
+        drop(rest);
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
+        assert_eq!(out.trim(), (1 << 20).to_string());
+        assert!(child.wait().await.unwrap().success());
+    }
+
+    #[tokio::test]
+    async fn write_now_to_a_task_that_exited_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = spawn(&script(dir.path(), "exit 0"), &BaseEnv::capture(&[]), &[]).unwrap();
+        assert!(child.wait().await.unwrap().success());
+        // The read end is gone: EPIPE (SIGPIPE is ignored in Rust programs).
+        assert!(write_now(child.stdin.take().unwrap(), b"{}\n").is_none());
     }
 
     #[test]
