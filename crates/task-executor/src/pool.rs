@@ -268,10 +268,11 @@ impl Slot {
                         let runner = self.runner.clone();
                         let logs = self.logs.clone();
                         let cancel = self.cancel.child_token();
+                        // The run's future (kilobytes) is boxed: it is then
+                        // written once, not copied at each move into the task.
                         running.spawn(async move {
-                            let report = runner
-                                .run(&job.task, job.request, logs.as_ref(), &cancel)
-                                .await;
+                            let run = runner.run(&job.task, job.request, logs.as_ref(), &cancel);
+                            let report = Box::pin(run).await;
                             Finished { id: job.id, report }
                         });
                     }
