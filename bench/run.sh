@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Whole-command benchmarks, each reported as a ratio to a baseline measured in
 # the same run on the same machine. Needs: cargo, cc, hyperfine, /usr/bin/time,
-# jq. Usage: bench/run.sh [--quick]
+# jq (and valgrind, for make build's code layout). Usage: bench/run.sh [--quick]
 #
 #   1. per-call overhead: `manage_tasks execute` vs the task run directly with the same stdin
 #   2. batch throughput: 1000 no-op runs at --parallel 2 vs a C posix_spawn loop (and xargs -P2)
@@ -24,6 +24,7 @@ cargo build --release --locked --bin manage_tasks >&2   # dynamic glibc, for com
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cc -O2 -pthread -o "$work/spawn_baseline" bench/spawn_baseline.c
+cc -O2 -o "$work/alternate" bench/alternate.c
 # The cheapest process this machine can start: a static C program that does nothing.
 printf 'int main(void) { return 0; }\n' > "$work/empty.c"
 if command -v musl-gcc >/dev/null; then musl-gcc -O2 -static -o "$work/empty" "$work/empty.c"
@@ -57,6 +58,14 @@ awk -v d="$d" -v e="$e" -v y="$y" -v v="$v" -v m="$m" -v z="$z" 'BEGIN {
   printf "execute, SQLite store (history):     %.3f ms  ratio %.2f  overhead %.3f ms\n", e*1000, e/d, (e-d)*1000
   printf "execute, SQLite, dynamic glibc:      %.3f ms  ratio %.2f\n", y*1000, y/d
   printf "(target: ratio <= 1.6)\n" }'
+# The same commands alternated run by run, without a shell (hyperfine's
+# blocks of runs drift with the host's load: whole sessions differed by 20 %).
+"$work/alternate" "$((runs * 2))" "$work/envelope.json" "$noop" "$work/empty" \
+  "TASK_STORE=$work/tasks.yaml $bin -q execute --name noop --taskArgs $args" \
+  "$bin -q execute --name noop --taskArgs $args" > "$work/alt.txt"
+awk 'NR == 1 { d = $1 } { m[NR] = $1 } END {
+  printf "interleaved, %d rounds: direct %.3f ms, empty %.3f ms (floor %.2f), YAML %.3f ms (ratio %.2f), SQLite %.3f ms (ratio %.2f)\n",
+    n, d / 1000, m[2] / 1000, (d + m[2]) / d, m[3] / 1000, m[3] / d, m[4] / 1000, m[4] / d }' n="$((runs * 2))" "$work/alt.txt"
 
 echo
 echo "## 2. batch throughput: 1000 no-op runs, 2 at a time (median of $batch_runs)"
