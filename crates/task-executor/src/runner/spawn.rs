@@ -341,6 +341,15 @@ mod tests {
         assert_eq!(child.wait().await.unwrap().signal(), Some(9));
     }
 
+    /// Everything the child prints on stdout, to EOF.
+    async fn read_stdout(child: &mut Child) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut out = String::new();
+        let mut stdout = child.stdout.take().unwrap();
+        stdout.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
     /// `body` started as on a kernel without `pidfd_open`.
     fn spawn_without_pidfd(dir: &Path, body: &str) -> Child {
         let mut child = spawn(&script(dir, body), &BaseEnv::capture(&[]), &[]).unwrap();
@@ -381,42 +390,25 @@ mod tests {
             &[("B", OsStr::new("run")), ("C", OsStr::new("x y"))],
         )
         .unwrap();
-        use tokio::io::AsyncReadExt;
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .await
-            .unwrap();
-        assert_eq!(out, "base|run|x y\n");
+        assert_eq!(read_stdout(&mut child).await, "base|run|x y\n");
         assert!(child.wait().await.unwrap().success());
     }
 
     #[tokio::test]
     async fn write_now_stops_when_the_pipe_is_full_and_tokio_writes_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        // Reads nothing until told to: a 1 MiB envelope cannot fit the pipe.
+        // Reads nothing for a while: a 1 MiB envelope cannot fit the pipe.
         let path = script(dir.path(), "sleep 0.2; wc -c");
         let mut child = spawn(&path, &BaseEnv::capture(&[]), &[]).unwrap();
         let big = vec![b'x'; 1 << 20];
         let (fd, written) =
             write_now(child.stdin.take().unwrap(), &big).expect("the pipe filled up");
         assert!(written > 0 && written < big.len(), "wrote {written} bytes");
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let mut rest = pipe::Sender::from_owned_fd_unchecked(fd).unwrap();
         rest.write_all(&big[written..]).await.unwrap();
         drop(rest);
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .await
-            .unwrap();
-        assert_eq!(out.trim(), (1 << 20).to_string());
+        assert_eq!(read_stdout(&mut child).await.trim(), (1 << 20).to_string());
         assert!(child.wait().await.unwrap().success());
     }
 
