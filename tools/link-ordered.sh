@@ -62,8 +62,13 @@ done
 cg runs list
 cg --version
 # Every function that ran in any of the runs, each once.
-cat "$work"/cg.* | sed -n 's/^fn=//p' | awk '!seen[$0]++' > "$out.order"
+cat "$work"/cg.* 2>/dev/null | sed -n 's/^fn=//p' | awk '!seen[$0]++' > "$out.order" || true
+if [ ! -s "$out.order" ]; then
+  # The first link stands: a working binary, just not laid out.
+  echo "link-ordered: callgrind recorded nothing; manage_tasks linked without a code layout" >&2
+  exit 0
+fi
 echo "link-ordered: $(wc -l < "$out.order") functions laid out first" >&2
-
+rm -rf "$work"
 exec cc -fuse-ld=lld -B"$gcc_ld" "$@" \
   -Wl,--symbol-ordering-file="$out.order" -Wl,--no-warn-symbol-ordering
