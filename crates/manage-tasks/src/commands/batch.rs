@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use super::execute::{cancel_on_signal, report_json, runner_for};
+use super::execute::{ReportDoc, cancel_on_signal, runner_for};
 use crate::cli::ExecuteArgs;
 use crate::exit::{self, Failure};
 use crate::output::{StderrLogs, Style};
@@ -300,8 +300,8 @@ fn emit(
             *summary.by_kind.entry(kind).or_default() += 1;
             summary.worst = summary.worst.max(exit::for_outcome(&report.outcome));
             if json {
-                let mut doc = report_json(report);
-                doc["line"] = json!(line);
+                let mut doc = ReportDoc::new(report);
+                doc.line = Some(line);
                 serde_json::to_writer(&mut *out, &doc)?;
                 out.write_all(b"\n")?;
             } else if !report.outcome.is_success() {

@@ -65,7 +65,7 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
     signals.abort();
 
     if args.json {
-        print_json(&report_json(&report))?;
+        print_json(&ReportDoc::new(&report))?;
     } else {
         let text = render_report(&report, Style::stdout());
         std::io::stdout().lock().write_all(text.as_bytes())?;
@@ -205,33 +205,127 @@ pub fn read_args(source: &ArgsSource) -> Result<Value, Failure> {
     Ok(value)
 }
 
-/// The `--json` document for a finished run.
+/// The `--json` document for a finished run, borrowed from its report.
+///
+/// Written straight out rather than built as a `Value`: `execute --batch`
+/// writes one per run. The fields are declared in alphabetical order, the
+/// order `serde_json` gives a `Value`'s (sorted) keys, so both forms print the
+/// same bytes.
+#[derive(Debug, serde::Serialize)]
+pub struct ReportDoc<'a> {
+    duration_ms: f64,
+    error: Option<String>,
+    exit_code: Option<i32>,
+    /// The input line, for `execute --batch`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    outcome: &'static str,
+    payload: Option<&'a Value>,
+    reason: Option<&'a str>,
+    run_id: &'a str,
+    signal: Option<&'a str>,
+    started_at: String,
+    status: Option<i64>,
+    success: bool,
+    task: &'a TaskName,
+    violations: Value,
+}
+
+impl<'a> ReportDoc<'a> {
+    /// The document for `report`, without a line number.
+    pub fn new(report: &'a RunReport) -> Self {
+        let result = report.outcome.result();
+        let (exit_code, signal) = match &report.exit {
+            Some(ExitInfo::Code { code }) => (Some(*code), None),
+            Some(ExitInfo::Signal { name, .. }) => (None, Some(name.as_str())),
+            None => (None, None),
+        };
+        let violations = match &report.outcome {
+            Outcome::OutputViolation { violations, .. } => json!(violations),
+            _ => json!([]),
+        };
+        Self {
+            duration_ms: report.duration.as_secs_f64() * 1000.0,
+            error: (!matches!(report.outcome, Outcome::Completed { .. }))
+                .then(|| report.outcome.describe()),
+            exit_code,
+            line: None,
+            outcome: report.outcome.kind(),
+            payload: result.map(|r| &r.payload),
+            reason: result.map(|r| r.reason.as_str()),
+            run_id: &report.run_id,
+            signal,
+            started_at: humantime::format_rfc3339_millis(report.started_at).to_string(),
+            status: result.map(|r| r.status),
+            success: report.outcome.is_success(),
+            task: &report.task,
+            violations,
+        }
+    }
+}
+
+/// The `--json` document for a finished run, as a `Value` to add fields to.
 pub fn report_json(report: &RunReport) -> Value {
-    let result = report.outcome.result();
-    let (exit_code, signal) = match &report.exit {
-        Some(ExitInfo::Code { code }) => (Some(*code), None),
-        Some(ExitInfo::Signal { name, .. }) => (None, Some(name.clone())),
-        None => (None, None),
-    };
-    let violations = match &report.outcome {
-        Outcome::OutputViolation { violations, .. } => json!(violations),
-        _ => json!([]),
-    };
-    let error =
-        (!matches!(report.outcome, Outcome::Completed { .. })).then(|| report.outcome.describe());
-    json!({
-        "task": report.task,
-        "run_id": report.run_id,
-        "success": report.outcome.is_success(),
-        "outcome": report.outcome.kind(),
-        "status": result.map(|r| r.status),
-        "reason": result.map(|r| r.reason.clone()),
-        "payload": result.map(|r| r.payload.clone()),
-        "error": error,
-        "violations": violations,
-        "exit_code": exit_code,
-        "signal": signal,
-        "started_at": humantime::format_rfc3339_millis(report.started_at).to_string(),
-        "duration_ms": report.duration.as_secs_f64() * 1000.0,
-    })
+    serde_json::to_value(ReportDoc::new(report)).expect("a report serializes to JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use task_executor::protocol::TaskResult;
+
+    fn report(outcome: Outcome, exit: Option<ExitInfo>) -> RunReport {
+        RunReport {
+            run_id: "01a2-run".into(),
+            task: TaskName::new("t").unwrap(),
+            outcome,
+            exit,
+            started_at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+            duration: std::time::Duration::from_micros(2500),
+        }
+    }
+
+    /// Its fields must stay in alphabetical order: that is the order the
+    /// `Value` form (sorted keys) prints, and what scripts have been reading.
+    #[test]
+    fn the_document_prints_the_same_bytes_as_its_value_form() {
+        let completed = Outcome::Completed {
+            result: TaskResult {
+                status: 1,
+                reason: "ok".into(),
+                payload: json!({"z": 1, "a": [true]}),
+            },
+        };
+        let reports = [
+            report(completed, Some(ExitInfo::Code { code: 0 })),
+            report(
+                Outcome::Signalled {
+                    signal: "SIGKILL".into(),
+                },
+                Some(ExitInfo::Signal {
+                    number: 9,
+                    name: "SIGKILL".into(),
+                }),
+            ),
+            report(Outcome::Cancelled, None),
+        ];
+        for r in &reports {
+            let direct = serde_json::to_string(&ReportDoc::new(r)).unwrap();
+            let via_value = serde_json::to_string(&report_json(r)).unwrap();
+            assert_eq!(direct, via_value);
+            let mut with_line = ReportDoc::new(r);
+            with_line.line = Some(7);
+            let mut value = report_json(r);
+            value["line"] = json!(7);
+            assert_eq!(
+                serde_json::to_string(&with_line).unwrap(),
+                value.to_string()
+            );
+        }
+        assert!(
+            serde_json::to_string(&ReportDoc::new(&reports[0]))
+                .unwrap()
+                .starts_with(r#"{"duration_ms":2.5,"error":null,"exit_code":0,"outcome":"completed","payload":{"a":[true],"z":1}"#)
+        );
+    }
 }
