@@ -114,10 +114,7 @@ pub(super) async fn run(
     );
     let (mut child, mut group) = match spawned {
         Ok(child) => {
-            let group = Group {
-                pgid: child.pid,
-                armed: true,
-            };
+            let group = Group::led_by(child.pid);
             (child, group)
         }
         Err(e) => {
@@ -134,16 +131,12 @@ pub(super) async fn run(
     let envelope = Envelope::new(request.caller, def.name.as_str(), request.args).to_line();
     // Usually the whole envelope fits in the pipe: written here, stdin closed,
     // nothing to register with the event loop. Otherwise tokio writes the rest.
-    let unwritten = match super::spawn::write_now(stdin, &envelope) {
-        Some((fd, written)) => match pipe::Sender::from_owned_fd_unchecked(fd) {
-            Ok(stdin) => Some((stdin, written)),
-            Err(e) => {
-                tracing::debug!("cannot register the task's stdin: {e}");
-                None
-            }
-        },
-        None => None,
-    };
+    let unwritten = super::spawn::write_now(stdin, &envelope).and_then(|(fd, written)| {
+        pipe::Sender::from_owned_fd_unchecked(fd)
+            .inspect_err(|e| tracing::debug!("cannot register the task's stdin: {e}"))
+            .ok()
+            .map(|stdin| (stdin, written))
+    });
 
     let drained = CancellationToken::new();
     let mut scanner = ResultScanner::new(config.result_limit);
@@ -395,6 +388,11 @@ pub(super) struct Group {
 }
 
 impl Group {
+    /// The group of a freshly spawned child started with its own group.
+    pub fn led_by(pgid: Pid) -> Self {
+        Self { pgid, armed: true }
+    }
+
     /// SIGKILLs whatever is left of the group once its leader has exited.
     pub fn kill_rest(&mut self) {
         if self.armed {
@@ -421,7 +419,7 @@ pub(super) fn spawn_in_group(cmd: &mut Command) -> io::Result<(Child, Group)> {
         let _ = child.start_kill();
         return Err(io::Error::other("the spawned process has no pid"));
     };
-    Ok((child, Group { pgid, armed: true }))
+    Ok((child, Group::led_by(pgid)))
 }
 
 /// Sends `signal` to every process of group `pgid`; a group already gone is fine.

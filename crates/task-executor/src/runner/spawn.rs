@@ -65,17 +65,11 @@ impl BaseEnv {
             if skip.iter().any(|s| OsStr::new(s) == key) {
                 continue;
             }
-            let (key, value) = (key.as_bytes(), value.as_bytes());
-            // Cannot happen for a variable that came from a C environment.
-            if key.contains(&0) || value.contains(&0) {
-                continue;
-            }
             let start = env.entries.len();
-            env.entries.extend_from_slice(key);
-            env.entries.push(b'=');
-            env.entries.extend_from_slice(value);
-            env.entries.push(0);
-            env.ranges.push(start..env.entries.len());
+            // A NUL cannot come from a C environment; such a pair is skipped.
+            if push_entry(&mut env.entries, key.as_bytes(), value.as_bytes()) {
+                env.ranges.push(start..env.entries.len());
+            }
         }
         env
     }
@@ -92,13 +86,24 @@ impl BaseEnv {
     }
 }
 
+/// Appends `KEY=value` and its NUL to `buf`; appends nothing and returns
+/// false if either holds a NUL byte.
+fn push_entry(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) -> bool {
+    if key.contains(&0) || value.contains(&0) {
+        return false;
+    }
+    buf.extend_from_slice(key);
+    buf.push(b'=');
+    buf.extend_from_slice(value);
+    buf.push(0);
+    true
+}
+
 /// `KEY=value` as a C string; `None` if either holds a NUL byte.
 fn env_entry(key: &[u8], value: &[u8]) -> Option<CString> {
-    let mut entry = Vec::with_capacity(key.len() + 1 + value.len() + 1);
-    entry.extend_from_slice(key);
-    entry.push(b'=');
-    entry.extend_from_slice(value);
-    CString::new(entry).ok()
+    let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
+    push_entry(&mut entry, key, value)
+        .then(|| CString::from_vec_with_nul(entry).expect("one NUL, at the end"))
 }
 
 /// What `waitpid` without `WNOHANG` returns.
