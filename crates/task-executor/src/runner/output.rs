@@ -9,6 +9,7 @@
 //! without spawning anything.
 
 use std::io;
+use std::os::fd::AsFd;
 
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -68,6 +69,16 @@ impl<'a> Line<'a> {
     }
 }
 
+/// What [`LineReader`] found in what it has read so far.
+enum Scan {
+    /// A line.
+    Found(Found),
+    /// Nothing more: EOF and no partial line.
+    Eof,
+    /// No complete line yet: time to read.
+    Empty,
+}
+
 /// Where the line [`LineReader::next_line`] found lives.
 enum Found {
     /// Entirely inside the read buffer: handed out without copying.
@@ -98,6 +109,60 @@ pub(crate) struct LineReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
+    /// The next line, or `None` at EOF. A final line without a newline is
+    /// still a line. Cancel-safe between calls only: dropping the future
+    /// mid-line loses that partial line, which is what a bounded drain wants.
+    pub async fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        let found = loop {
+            match self.scan() {
+                Scan::Found(found) => break found,
+                Scan::Eof => return Ok(None),
+                Scan::Empty => {}
+            }
+            let n = loop {
+                match self.reader.read(&mut self.buf).await {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            self.filled(n);
+        };
+        Ok(Some(self.line_at(found)))
+    }
+}
+
+impl<R: AsFd> LineReader<R> {
+    /// [`LineReader::next_line`] for a non-blocking descriptor, read
+    /// without an event loop: `Err` of kind `WouldBlock` when no whole line
+    /// can be had without waiting (poll the descriptor, then call again;
+    /// nothing read so far is lost).
+    pub fn next_line_now(&mut self) -> io::Result<Option<Line<'_>>> {
+        let found = loop {
+            match self.scan() {
+                Scan::Found(found) => break found,
+                Scan::Eof => return Ok(None),
+                Scan::Empty => {}
+            }
+            let n = loop {
+                match rustix::io::read(self.reader.as_fd(), &mut self.buf[..]) {
+                    Ok(n) => break n,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            self.filled(n);
+        };
+        Ok(Some(self.line_at(found)))
+    }
+}
+
+impl<R> LineReader<R> {
+    /// What it reads from.
+    pub fn get_ref(&self) -> &R {
+        &self.reader
+    }
+
     /// A reader keeping at most `cap` bytes of each line.
     pub fn new(reader: R, cap: usize) -> Self {
         Self {
@@ -115,51 +180,52 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         }
     }
 
-    /// The next line, or `None` at EOF. A final line without a newline is
-    /// still a line. Cancel-safe between calls only: dropping the future
-    /// mid-line loses that partial line, which is what a bounded drain wants.
-    pub async fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
-        let found = loop {
-            if self.pos < self.filled {
-                let avail = &self.buf[self.pos..self.filled];
-                if let Some(i) = find_newline(avail) {
-                    let (start, end) = (self.pos, self.pos + i);
-                    self.pos = end + 1;
-                    if self.line_len == 0 {
-                        break Found::InBuffer { start, end };
-                    }
-                    self.append(start, end);
-                    break Found::Assembled;
-                }
-                let (start, end) = (self.pos, self.filled);
-                self.append(start, end);
-                self.pos = 0;
-                self.filled = 0;
-            }
-            if self.eof {
+    /// Looks for the next line in what was read; [`Scan::Empty`] when
+    /// everything buffered is consumed (kept in the current line) and the
+    /// next read may go into the whole buffer.
+    fn scan(&mut self) -> Scan {
+        if self.pos < self.filled {
+            let avail = &self.buf[self.pos..self.filled];
+            if let Some(i) = find_newline(avail) {
+                let (start, end) = (self.pos, self.pos + i);
+                self.pos = end + 1;
                 if self.line_len == 0 {
-                    return Ok(None);
+                    return Scan::Found(Found::InBuffer { start, end });
                 }
-                break Found::Assembled;
+                self.append(start, end);
+                return Scan::Found(Found::Assembled);
             }
-            // Everything buffered was consumed: if the last read filled the
-            // buffer, the task is chatty, so read in bigger chunks from now on.
-            if self.last_read_full && self.buf.len() < READ_BUFFER {
-                self.buf = vec![0; READ_BUFFER].into_boxed_slice();
-            }
-            let n = loop {
-                match self.reader.read(&mut self.buf).await {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            };
+            let (start, end) = (self.pos, self.filled);
+            self.append(start, end);
             self.pos = 0;
-            self.filled = n;
-            self.eof = n == 0;
-            self.last_read_full = n == self.buf.len();
-        };
-        Ok(Some(match found {
+            self.filled = 0;
+        }
+        if self.eof {
+            return if self.line_len == 0 {
+                Scan::Eof
+            } else {
+                Scan::Found(Found::Assembled)
+            };
+        }
+        // Everything buffered was consumed: if the last read filled the
+        // buffer, the task is chatty, so read in bigger chunks from now on.
+        if self.last_read_full && self.buf.len() < READ_BUFFER {
+            self.buf = vec![0; READ_BUFFER].into_boxed_slice();
+        }
+        Scan::Empty
+    }
+
+    /// Records a read of `n` bytes into the whole buffer (0: EOF).
+    fn filled(&mut self, n: usize) {
+        self.pos = 0;
+        self.filled = n;
+        self.eof = n == 0;
+        self.last_read_full = n == self.buf.len();
+    }
+
+    /// The line `found` points at.
+    fn line_at(&mut self, found: Found) -> Line<'_> {
+        match found {
             Found::InBuffer { start, end } => {
                 let raw = &self.buf[start..end];
                 let last_nonspace = raw.iter().rev().copied().find(|b| !b.is_ascii_whitespace());
@@ -191,7 +257,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                     last_nonspace,
                 }
             }
-        }))
+        }
     }
 
     /// Adds `buf[start..end]` to the current line, keeping at most `cap` bytes.

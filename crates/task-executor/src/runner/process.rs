@@ -45,7 +45,7 @@ use crate::task::TaskName;
 pub(crate) const DRAIN_BOUND: Duration = Duration::from_secs(2);
 
 /// Why supervision stopped waiting.
-enum Ending {
+pub(super) enum Ending {
     /// The task exited by itself.
     Exited,
     /// The timeout expired.
@@ -85,32 +85,14 @@ pub(super) async fn run(
         return report(Outcome::Cancelled, None);
     }
 
-    // A fresh path in the runner's private directory; the task creates the
-    // file if it reports through it. Removed when `result_path` drops.
-    let mut result_path = match results.next_path(&run_id) {
-        Ok(path) => ResultPath {
-            path,
-            maybe_written: true,
-        },
-        Err(e) => {
-            let message = format!(
-                "cannot use `{}` for `{}`'s result file: {e}",
-                results.path().display(),
-                def.location.display(),
-            );
-            return report(Outcome::SpawnFailed { message }, None);
-        }
+    let result_path = match ResultPath::new(results, &run_id, def) {
+        Ok(path) => path,
+        Err(outcome) => return report(outcome, None),
     };
-
     let spawned = super::spawn::spawn(
         &def.location,
         base_env,
-        &[
-            (ENV_TASK_NAME, def.name.as_str().as_ref()),
-            (ENV_TASK_RUN_ID, run_id.as_ref()),
-            (ENV_TASK_PROTOCOL, PROTOCOL_V1.as_ref()),
-            (ENV_TASK_RESULT_FILE, result_path.path.as_os_str()),
-        ],
+        &run_variables(def, &run_id, &result_path),
     );
     let (mut child, mut group) = match spawned {
         Ok(child) => {
@@ -216,7 +198,36 @@ pub(super) async fn run(
     let exit = exit_info(status);
     tracing::debug!(task = %def.name, run_id, ?exit, "task ended");
 
-    let outcome = match ending {
+    let outcome = conclude(task, config, ending, status, timeout, result_path, scanner);
+    report(outcome, exit)
+}
+
+/// The variables a run sets for its task, besides the inherited environment.
+pub(super) fn run_variables<'a>(
+    def: &'a crate::Task,
+    run_id: &'a str,
+    result_path: &'a ResultPath,
+) -> [(&'static str, &'a std::ffi::OsStr); 4] {
+    [
+        (ENV_TASK_NAME, def.name.as_str().as_ref()),
+        (ENV_TASK_RUN_ID, run_id.as_ref()),
+        (ENV_TASK_PROTOCOL, PROTOCOL_V1.as_ref()),
+        (ENV_TASK_RESULT_FILE, result_path.path.as_os_str()),
+    ]
+}
+
+/// The outcome of a run whose task has exited: the ending, else what the
+/// result file or stdout reported, judged against the task's `outputs`.
+pub(super) fn conclude(
+    task: &PreparedTask,
+    config: &RunnerConfig,
+    ending: Ending,
+    status: ExitStatus,
+    timeout: Duration,
+    mut result_path: ResultPath,
+    scanner: ResultScanner,
+) -> Outcome {
+    match ending {
         Ending::TimedOut => Outcome::TimedOut { after: timeout },
         Ending::Cancelled => Outcome::Cancelled,
         Ending::Exited => {
@@ -229,9 +240,7 @@ pub(super) async fn run(
             };
             judge(task, status, extracted, config.result_limit)
         }
-    };
-    drop(result_path);
-    report(outcome, exit)
+    }
 }
 
 /// Turns how the task exited and what it reported into an [`Outcome`].
@@ -303,10 +312,35 @@ fn read_result_file(path: &Path, limit: usize) -> Option<Extracted> {
 }
 
 /// A run's `TASK_RESULT_FILE` path, removed on drop if the task may have made it.
-struct ResultPath {
+pub(super) struct ResultPath {
     path: std::path::PathBuf,
     /// Cleared once the file is known not to exist: saves an `unlink` per run.
     maybe_written: bool,
+}
+
+impl ResultPath {
+    /// A fresh path in the runner's private directory; the task creates the
+    /// file if it reports through it. `Err` is the run's outcome.
+    pub(super) fn new(
+        results: &super::result_dir::ResultDir,
+        run_id: &str,
+        def: &crate::Task,
+    ) -> Result<Self, Outcome> {
+        match results.next_path(run_id) {
+            Ok(path) => Ok(Self {
+                path,
+                maybe_written: true,
+            }),
+            Err(e) => {
+                let message = format!(
+                    "cannot use `{}` for `{}`'s result file: {e}",
+                    results.path().display(),
+                    def.location.display(),
+                );
+                Err(Outcome::SpawnFailed { message })
+            }
+        }
+    }
 }
 
 impl Drop for ResultPath {
@@ -469,7 +503,7 @@ pub(super) async fn terminate(
 }
 
 /// How a reaped process ended.
-fn exit_info(status: ExitStatus) -> Option<ExitInfo> {
+pub(super) fn exit_info(status: ExitStatus) -> Option<ExitInfo> {
     if let Some(code) = status.code() {
         return Some(ExitInfo::Code { code });
     }

@@ -109,9 +109,59 @@ fn env_entry(key: &[u8], value: &[u8]) -> Option<CString> {
 /// What `waitpid` without `WNOHANG` returns.
 type Waited = Option<(Pid, WaitStatus)>;
 
-/// A running (or exited, not yet reaped) task process.
+/// A started task's process and our ends of its pipes (non-blocking), tied
+/// to no event loop: what the blocking supervisor polls itself, and what
+/// [`spawn`] registers with tokio.
+pub(super) struct Spawned {
+    pub process: Process,
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// A child process, SIGKILLed and reaped if dropped before it was reaped:
+/// no zombies, whatever the path out. Until it is reaped its pid cannot be
+/// reused, so signalling the pid is safe.
+pub(super) struct Process {
+    pub pid: Pid,
+    /// Readable once the process has exited (Linux 5.3+); `None` on older kernels.
+    pub pidfd: Option<OwnedFd>,
+    /// Reaped, or being reaped by someone else: nothing left for the drop.
+    reaped: bool,
+}
+
+impl Process {
+    /// Its exit status if it has exited (reaping it), without waiting.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        let waited = rustix::process::waitpid(Some(self.pid), WaitOptions::NOHANG)?;
+        Ok(waited.map(|(_, status)| {
+            self.reaped = true;
+            ExitStatus::from_raw(status.as_raw())
+        }))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        let _ = rustix::process::kill_process(self.pid, rustix::process::Signal::KILL);
+        if let Ok(Some(_)) = self.try_wait() {
+            return;
+        }
+        // Dying, not yet dead: reap it off this thread.
+        let pid = self.pid;
+        let _ = std::thread::Builder::new()
+            .name("task-reaper".into())
+            .spawn(move || rustix::process::waitpid(Some(pid), WaitOptions::empty()));
+    }
+}
+
+/// A running (or exited, not yet reaped) task process, registered with tokio.
 pub(super) struct Child {
     pub pid: Pid,
+    process: Process,
     /// Our end of the task's stdin, non-blocking and not yet registered
     /// with tokio: most envelopes fit in the pipe and are written at once
     /// ([`write_now`]), with no event-loop registration for it at all.
@@ -123,12 +173,44 @@ pub(super) struct Child {
     /// Without a pidfd: the blocking `waitpid` in flight, kept across
     /// cancelled [`Child::wait`] calls so the status is never lost.
     blocking_wait: Option<tokio::task::JoinHandle<io::Result<Waited>>>,
-    reaped: bool,
+}
+
+/// [`spawn_fds`], with the pipes and the pidfd registered with tokio.
+pub(super) fn spawn(program: &Path, base: &BaseEnv, extra: &[(&str, &OsStr)]) -> io::Result<Child> {
+    let Spawned {
+        mut process,
+        stdin,
+        stdout,
+        stderr,
+    } = spawn_fds(program, base, extra)?;
+    // The process's drop kills and reaps it if a step below fails.
+    let pidfd = match process.pidfd.take() {
+        // SAFETY: the `OwnedFd` is open and owned by the `AsyncFd` for its
+        // whole life, so its descriptor cannot change or be closed under it.
+        Some(fd) => Some(
+            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?,
+        ),
+        None => None, // an old kernel: waited for on the blocking pool
+    };
+    Ok(Child {
+        pid: process.pid,
+        stdout: Some(pipe::Receiver::from_owned_fd_unchecked(stdout)?),
+        stderr: Some(pipe::Receiver::from_owned_fd_unchecked(stderr)?),
+        stdin: Some(stdin),
+        process,
+        pidfd,
+        blocking_wait: None,
+    })
 }
 
 /// Starts `program` (no arguments) with `base` plus `extra` as its
 /// environment, stdin/stdout/stderr piped, as the leader of a new process group.
-pub(super) fn spawn(program: &Path, base: &BaseEnv, extra: &[(&str, &OsStr)]) -> io::Result<Child> {
+pub(super) fn spawn_fds(
+    program: &Path,
+    base: &BaseEnv,
+    extra: &[(&str, &OsStr)],
+) -> io::Result<Spawned> {
     let path = CString::new(program.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path contains a NUL byte"))?;
     let own = extra
@@ -176,32 +258,19 @@ pub(super) fn spawn(program: &Path, base: &BaseEnv, extra: &[(&str, &OsStr)]) ->
 
     // From here on the child exists: built first, so that its drop kills
     // and reaps it if any of the steps below fails.
-    let mut child = Child {
+    let mut process = Process {
         pid,
-        stdin: None,
-        stdout: None,
-        stderr: None,
         pidfd: None,
-        blocking_wait: None,
         reaped: false,
     };
-    child.pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK) {
-        // SAFETY: the `OwnedFd` is open and owned by the `AsyncFd` for its
-        // whole life, so its descriptor cannot change or be closed under it.
-        Ok(fd) => Some(
-            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-                .map_err(|e| e.into_parts().1)?,
-        ),
-        Err(_) => None, // an old kernel: waited for on the blocking pool
-    };
-    child.stdin = Some(nonblocking(stdin_w)?);
-    child.stdout = Some(pipe::Receiver::from_owned_fd_unchecked(nonblocking(
-        stdout_r,
-    )?)?);
-    child.stderr = Some(pipe::Receiver::from_owned_fd_unchecked(nonblocking(
-        stderr_r,
-    )?)?);
-    Ok(child)
+    // Without pidfd support (an old kernel), waited for some other way.
+    process.pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok();
+    Ok(Spawned {
+        stdin: nonblocking(stdin_w)?,
+        stdout: nonblocking(stdout_r)?,
+        stderr: nonblocking(stderr_r)?,
+        process,
+    })
 }
 
 impl Child {
@@ -210,11 +279,8 @@ impl Child {
         if let Some(pidfd) = &self.pidfd {
             loop {
                 let mut ready = pidfd.readable().await?;
-                if let Some((_, status)) =
-                    rustix::process::waitpid(Some(self.pid), WaitOptions::NOHANG)?
-                {
-                    self.reaped = true;
-                    return Ok(ExitStatus::from_raw(status.as_raw()));
+                if let Some(status) = self.process.try_wait()? {
+                    return Ok(status);
                 }
                 ready.clear_ready();
             }
@@ -227,7 +293,7 @@ impl Child {
         });
         let waited = handle.await;
         self.blocking_wait = None;
-        self.reaped = true;
+        self.process.reaped = true;
         let (_, status) = waited
             .map_err(io::Error::other)??
             .ok_or_else(|| io::Error::other("waitpid returned no status"))?;
@@ -237,26 +303,12 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if self.reaped {
-            return;
+        if self.blocking_wait.is_some() && !self.process.reaped {
+            // That `waitpid` reaps it once it is dead.
+            let _ = rustix::process::kill_process(self.pid, rustix::process::Signal::KILL);
+            self.process.reaped = true;
         }
-        let kill = rustix::process::Signal::KILL;
-        match &self.pidfd {
-            // Through the pidfd: cannot hit a recycled pid.
-            Some(pidfd) => drop(rustix::process::pidfd_send_signal(pidfd.get_ref(), kill)),
-            None => drop(rustix::process::kill_process(self.pid, kill)),
-        }
-        if self.blocking_wait.is_some() {
-            return; // that waitpid reaps it
-        }
-        if let Ok(Some(_)) = rustix::process::waitpid(Some(self.pid), WaitOptions::NOHANG) {
-            return;
-        }
-        // Dying, not yet dead: reap it off this thread.
-        let pid = self.pid;
-        let _ = std::thread::Builder::new()
-            .name("task-reaper".into())
-            .spawn(move || rustix::process::waitpid(Some(pid), WaitOptions::empty()));
+        // Otherwise the process's own drop kills and reaps it.
     }
 }
 

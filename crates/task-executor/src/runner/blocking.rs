@@ -1,0 +1,413 @@
+//! One run of a task supervised on the calling thread, without an event
+//! loop: one `poll(2)` over the task's pipes, its pidfd and a [`Stop`].
+//!
+//! Why a second supervisor beside [`super::process`]: the [`crate::Pool`]'s
+//! slot threads each supervise one run at a time, and there tokio's
+//! machinery is pure cost. Every run registered its pidfd and two pipes with
+//! the slot's event loop (six `epoll_ctl`s), woke through it, and its timers
+//! and select arms were polled again at each wake-up; a blocking
+//! spawn-write-read-wait loop per thread was the fastest design measured
+//! (docs/performance.md). The contract is the same as the async runner's,
+//! and the tests run every scenario through both: timeout and cancellation
+//! send SIGTERM to the group, wait `grace`, then SIGKILL; once the task has
+//! exited the rest of its group is killed and output is read for at most
+//! [`DRAIN_BOUND`] more; the child is always reaped. [`Stop::abort`] is what
+//! dropping the async run's future does: SIGKILL at once.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec};
+use rustix::process::Signal;
+
+use super::output::{LineReader, ResultScanner, STDERR_LINE_CAP};
+use super::process::{
+    DRAIN_BOUND, Ending, Group, ResultPath, conclude, exit_info, kill_group, run_variables,
+};
+use super::spawn::{BaseEnv, Spawned, spawn_fds, write_now};
+use super::{LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest, RunnerConfig, Stream};
+use crate::protocol::Envelope;
+
+/// How often a run without a pidfd (kernels before 5.3) checks whether its
+/// task has exited.
+const NO_PIDFD_TICK: Duration = Duration::from_millis(5);
+
+/// Stops blocking runs ([`super::Runner::run_blocking`]) from any thread.
+///
+/// [`Stop::cancel`] is a [`tokio_util::sync::CancellationToken`]'s
+/// `cancel` for them (SIGTERM, grace, SIGKILL; the run reports
+/// [`Outcome::Cancelled`]); [`Stop::abort`] is dropping the run's future
+/// (SIGKILL to the group at once). Both are final, and every run sharing the
+/// `Stop` sees them, running or not yet started.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    inner: Arc<StopInner>,
+}
+
+#[derive(Debug)]
+struct StopInner {
+    cancel: Flag,
+    abort: Flag,
+}
+
+/// A one-way switch a `poll(2)` can wait on: an eventfd that becomes
+/// readable, and stays so, once the switch is set.
+#[derive(Debug)]
+struct Flag {
+    set: AtomicBool,
+    fd: OwnedFd,
+}
+
+impl Flag {
+    fn new() -> io::Result<Self> {
+        Ok(Self {
+            set: AtomicBool::new(false),
+            fd: rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
+        })
+    }
+
+    fn set(&self) {
+        if !self.set.swap(true, Ordering::SeqCst) {
+            // Never read back: the descriptor stays readable for every poller.
+            let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+}
+
+impl Stop {
+    /// A switch nothing has pulled yet.
+    ///
+    /// # Errors
+    /// If the system cannot make an eventfd (out of descriptors).
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            inner: Arc::new(StopInner {
+                cancel: Flag::new()?,
+                abort: Flag::new()?,
+            }),
+        })
+    }
+
+    /// Cancels every run sharing this switch: SIGTERM to the group, `grace`,
+    /// SIGKILL; runs not yet started report [`Outcome::Cancelled`] at once.
+    pub fn cancel(&self) {
+        self.inner.cancel.set();
+    }
+
+    /// SIGKILLs every run's group at once and returns as soon as the task is
+    /// reaped, reporting [`Outcome::Cancelled`].
+    pub fn abort(&self) {
+        self.inner.abort.set();
+        self.inner.cancel.set();
+    }
+
+    /// Whether [`Stop::cancel`] (or [`Stop::abort`]) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_set()
+    }
+}
+
+/// Runs `task` once on this thread; see [`super::Runner::run_blocking`].
+pub(super) fn run(
+    config: &RunnerConfig,
+    results: &super::result_dir::ResultDir,
+    base_env: &BaseEnv,
+    task: &PreparedTask,
+    request: RunRequest,
+    logs: &dyn LogSink,
+    stop: &Stop,
+) -> RunReport {
+    let def = task.task();
+    let run_id = request.run_id.clone().unwrap_or_else(super::new_run_id);
+    let timeout = request
+        .timeout
+        .or(def.timeout)
+        .unwrap_or(config.default_timeout);
+    let started_at = SystemTime::now();
+    let start = Instant::now();
+    let report = |outcome: Outcome, exit| RunReport {
+        run_id: run_id.clone(),
+        task: def.name.clone(),
+        outcome,
+        exit,
+        started_at,
+        duration: start.elapsed(),
+    };
+
+    if stop.is_cancelled() {
+        return report(Outcome::Cancelled, None);
+    }
+    let result_path = match ResultPath::new(results, &run_id, def) {
+        Ok(path) => path,
+        Err(outcome) => return report(outcome, None),
+    };
+    let spawned = spawn_fds(
+        &def.location,
+        base_env,
+        &run_variables(def, &run_id, &result_path),
+    );
+    let Spawned {
+        mut process,
+        stdin,
+        stdout,
+        stderr,
+    } = match spawned {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            let message = format!("cannot start `{}`: {e}", def.location.display());
+            return report(Outcome::SpawnFailed { message }, None);
+        }
+    };
+    let mut group = Group::led_by(process.pid);
+    tracing::debug!(task = %def.name, run_id, pid = group.pgid.as_raw_nonzero(), "task started");
+
+    let envelope = Envelope::new(request.caller, def.name.as_str(), request.args).to_line();
+    // Usually the whole envelope fits in the pipe; the rest is written as
+    // the task reads, until it exits.
+    let mut input = write_now(stdin, &envelope);
+    let mut scanner = ResultScanner::new(config.result_limit);
+    let mut out = Some(LineReader::new(stdout, config.result_limit));
+    let mut err = Some(LineReader::new(stderr, STDERR_LINE_CAP));
+    let sink = |stream, line: super::output::Line<'_>| {
+        logs.line(LogLine {
+            task: &def.name,
+            run_id: &run_id,
+            stream,
+            text: line.text,
+            truncated: line.truncated,
+        });
+    };
+
+    let deadline = start.checked_add(timeout);
+    let mut ending: Option<Ending> = None;
+    let mut status: Option<io::Result<ExitStatus>> = None;
+    // After SIGTERM: when the group gets SIGKILL if the task is still there.
+    let mut kill_at: Option<Instant> = None;
+    // Once the task has exited: how long its output is still read.
+    let mut drain_until: Option<Instant> = None;
+    let stop = &stop.inner;
+    loop {
+        if status.is_some() && out.is_none() && err.is_none() {
+            break;
+        }
+        let now = Instant::now();
+        if drain_until.is_some_and(|until| now >= until) {
+            tracing::warn!(
+                task = %def.name, run_id,
+                "output still open {DRAIN_BOUND:?} after the task's process group was killed \
+                 (a process left the group?); stopped reading"
+            );
+            break;
+        }
+
+        // The next moment something must happen without any descriptor
+        // becoming ready.
+        let mut wake_at = drain_until.or(kill_at);
+        if ending.is_none() {
+            wake_at = earliest(wake_at, deadline);
+        }
+        if status.is_none() && process.pidfd.is_none() {
+            wake_at = earliest(wake_at, Some(now + NO_PIDFD_TICK));
+        }
+
+        let (ready_out, ready_err, ready_in, exited, cancelled, aborted) = {
+            let mut fds: [PollFd<'_>; 6] = std::array::from_fn(|_| {
+                PollFd::from_borrowed_fd(stop.abort.fd.as_fd(), PollFlags::empty())
+            });
+            let mut used = 0;
+            let i_abort = watch(
+                &mut fds,
+                &mut used,
+                Some(stop.abort.fd.as_fd()),
+                PollFlags::IN,
+            );
+            let i_cancel = watch(
+                &mut fds,
+                &mut used,
+                ending.is_none().then(|| stop.cancel.fd.as_fd()),
+                PollFlags::IN,
+            );
+            let i_pidfd = watch(
+                &mut fds,
+                &mut used,
+                status
+                    .is_none()
+                    .then(|| process.pidfd.as_ref().map(AsFd::as_fd))
+                    .flatten(),
+                PollFlags::IN,
+            );
+            let i_out = watch(
+                &mut fds,
+                &mut used,
+                out.as_ref().map(|r| r.get_ref().as_fd()),
+                PollFlags::IN,
+            );
+            let i_err = watch(
+                &mut fds,
+                &mut used,
+                err.as_ref().map(|r| r.get_ref().as_fd()),
+                PollFlags::IN,
+            );
+            let i_in = watch(
+                &mut fds,
+                &mut used,
+                input.as_ref().map(|(fd, _)| fd.as_fd()),
+                PollFlags::OUT,
+            );
+            let timeout = wake_at.map(|at| {
+                let left = at.saturating_duration_since(now);
+                Timespec {
+                    tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
+                    tv_nsec: left.subsec_nanos().into(),
+                }
+            });
+            match rustix::event::poll(&mut fds[..used], timeout.as_ref()) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    // Cannot really happen with valid descriptors; the
+                    // group's and the process's drops clean up.
+                    let message = format!("cannot wait for `{}`: {e}", def.location.display());
+                    return report(Outcome::SpawnFailed { message }, None);
+                }
+            }
+            let ready = |i: Option<usize>| i.is_some_and(|i| !fds[i].revents().is_empty());
+            (
+                ready(i_out),
+                ready(i_err),
+                ready(i_in),
+                ready(i_pidfd),
+                ready(i_cancel),
+                ready(i_abort),
+            )
+        };
+
+        if aborted {
+            // What dropping the async run does: nothing is left, nothing waited for.
+            kill_group(group.pgid, Signal::KILL);
+            drop(process); // SIGKILLed (again) and reaped
+            return report(Outcome::Cancelled, None);
+        }
+        if ready_out {
+            read_lines(&mut out, Stream::Stdout, def, &run_id, |line| {
+                sink(Stream::Stdout, line);
+                scanner.feed(line);
+            });
+        }
+        if ready_err {
+            read_lines(&mut err, Stream::Stderr, def, &run_id, |line| {
+                sink(Stream::Stderr, line);
+            });
+        }
+        if ready_in && let Some((fd, written)) = input.take() {
+            input = write_now(fd, &envelope[written..]).map(|(fd, more)| (fd, written + more));
+        }
+
+        let now = Instant::now();
+        if ending.is_none() {
+            let stopping = if cancelled {
+                Some(Ending::Cancelled)
+            } else if deadline.is_some_and(|at| now >= at) {
+                Some(Ending::TimedOut)
+            } else {
+                None
+            };
+            if let Some(why) = stopping {
+                kill_group(group.pgid, Signal::TERM);
+                kill_at = Some(now + config.grace);
+                ending = Some(why);
+            }
+        }
+        if status.is_none() && (exited || process.pidfd.is_none()) {
+            match process.try_wait() {
+                Ok(None) => {}
+                done => {
+                    status = Some(done.and_then(|s| {
+                        s.ok_or_else(|| io::Error::other("waitpid returned no status"))
+                    }));
+                    // The task is gone: nothing else of its group may live on,
+                    // and nobody is left to read the rest of the envelope.
+                    group.kill_rest();
+                    input = None;
+                    kill_at = None;
+                    drain_until = Some(now + DRAIN_BOUND);
+                    ending.get_or_insert(Ending::Exited);
+                }
+            }
+        }
+        if status.is_none() && kill_at.is_some_and(|at| now >= at) {
+            kill_group(group.pgid, Signal::KILL);
+            kill_at = None;
+        }
+    }
+
+    let ending = ending.unwrap_or(Ending::Exited);
+    let status = match status {
+        Some(Ok(status)) => status,
+        Some(Err(e)) => {
+            let message = format!(
+                "lost track of `{}` (pid {}): {e}",
+                def.location.display(),
+                group.pgid.as_raw_nonzero()
+            );
+            return report(Outcome::SpawnFailed { message }, None);
+        }
+        None => unreachable!("the loop ends only once the task has exited"),
+    };
+    let exit = exit_info(status);
+    tracing::debug!(task = %def.name, run_id, ?exit, "task ended");
+    let outcome = conclude(task, config, ending, status, timeout, result_path, scanner);
+    report(outcome, exit)
+}
+
+/// Hands every whole line `reader` has without waiting to `on_line`;
+/// closes it (`None`) at EOF or on a read error.
+fn read_lines(
+    reader: &mut Option<LineReader<OwnedFd>>,
+    stream: Stream,
+    def: &crate::Task,
+    run_id: &str,
+    mut on_line: impl FnMut(super::output::Line<'_>),
+) {
+    let Some(lines) = reader else { return };
+    loop {
+        match lines.next_line_now() {
+            Ok(Some(line)) => on_line(line),
+            Ok(None) => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                tracing::warn!(task = %def.name, run_id, ?stream, "reading the task's output failed: {e}");
+                break;
+            }
+        }
+    }
+    *reader = None;
+}
+
+/// Adds `fd` (if any) to the first `used` of `fds`; its index.
+fn watch<'a>(
+    fds: &mut [PollFd<'a>],
+    used: &mut usize,
+    fd: Option<BorrowedFd<'a>>,
+    events: PollFlags,
+) -> Option<usize> {
+    let fd = fd?;
+    fds[*used] = PollFd::from_borrowed_fd(fd, events);
+    *used += 1;
+    Some(*used - 1)
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
