@@ -329,10 +329,17 @@ fn timeout_kills_the_whole_process_group() {
     );
 }
 
+/// Both ways a single run is supervised: with history (SQLite, on the event
+/// loop) and without (YAML, a poll(2) loop on the main thread).
 #[test]
 fn sigint_and_sigterm_cancel_the_run_cleanly() {
-    for signal in ["INT", "TERM"] {
-        let env = Env::new("db");
+    for (store, signal) in [
+        ("db", "INT"),
+        ("db", "TERM"),
+        ("yaml", "INT"),
+        ("yaml", "TERM"),
+    ] {
+        let env = Env::new(store);
         let pids = env.dir.path().join("pids");
         env.task(
             "slow",
@@ -358,14 +365,23 @@ fn sigint_and_sigterm_cancel_the_run_cleanly() {
             .unwrap();
         assert!(status.success());
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(3), "{signal}: {}", stderr(&out));
-        assert_eq!(json_stdout(&out)["outcome"], "cancelled");
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{store} {signal}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            json_stdout(&out)["outcome"],
+            "cancelled",
+            "{store} {signal}"
+        );
         let grandchild: i32 = std::fs::read_to_string(&pids)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
-        assert!(!alive(grandchild), "{signal}: grandchild survived");
+        assert!(!alive(grandchild), "{store} {signal}: grandchild survived");
     }
 }
 
