@@ -1291,14 +1291,40 @@ async fn dropping_a_pool_kills_its_running_tasks() {
 }
 
 async fn dropping_a_pool_kills(parallel: usize) {
-    use task_executor::pool::{Job, Pool};
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("pids");
     let body = format!(
         "sleep 30 &\necho $! >> {pids}\necho $$ >> {pids}\nwait",
         pids = pids.display()
     );
-    let task = std::sync::Arc::new(task_at(script(dir.path(), "t.sh", &body), None));
+    let pool = two_started_jobs(parallel, dir.path(), &body, &pids, 4).await;
+    drop(pool);
+    for pid in lines_of(&pids) {
+        let pid = pid.parse().unwrap();
+        assert!(gone(pid).await, "process {pid} outlived the pool");
+    }
+}
+
+/// The lines of `path` so far (none if it does not exist yet).
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+/// A pool of `parallel` running two jobs of a task with `body`, returned
+/// once the jobs have written `lines` lines to `marker` between them.
+async fn two_started_jobs(
+    parallel: usize,
+    dir: &Path,
+    body: &str,
+    marker: &Path,
+    lines: usize,
+) -> task_executor::pool::Pool {
+    use task_executor::pool::{Job, Pool};
+    let task = std::sync::Arc::new(task_at(script(dir, "t.sh", body), None));
     let mut pool = Pool::new(
         Runner::default(),
         parallel,
@@ -1312,21 +1338,11 @@ async fn dropping_a_pool_kills(parallel: usize) {
         });
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    let read = || -> Vec<i32> {
-        std::fs::read_to_string(&pids)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    };
-    while read().len() < 4 {
+    while lines_of(marker).len() < lines {
         assert!(Instant::now() < deadline, "the tasks did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    drop(pool);
-    for pid in read() {
-        assert!(gone(pid).await, "process {pid} outlived the pool");
-    }
+    pool
 }
 
 /// Cancelling a pool's token (what a Ctrl-C handler holds) stops its runs
@@ -1338,28 +1354,10 @@ async fn cancelling_a_pools_token_stops_its_runs() {
 }
 
 async fn pool_cancellation(parallel: usize) {
-    use task_executor::pool::{Job, Pool};
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
-    let body = format!("echo >> {}\nsleep 30", started.display());
-    let task = std::sync::Arc::new(task_at(script(dir.path(), "t.sh", &body), None));
-    let mut pool = Pool::new(
-        Runner::default(),
-        parallel,
-        std::sync::Arc::new(Collect::default()),
-    );
-    for id in 0..2 {
-        pool.submit(Job {
-            id,
-            task: task.clone(),
-            request: RunRequest::new(json!({})),
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&started).map_or(0, |s| s.lines().count()) < 2 {
-        assert!(Instant::now() < deadline, "the tasks did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let body = format!("echo go >> {}\nsleep 30", started.display());
+    let mut pool = two_started_jobs(parallel, dir.path(), &body, &started, 2).await;
     let cancelled_at = Instant::now();
     pool.cancel_token().cancel();
     for _ in 0..2 {

@@ -19,14 +19,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec};
 use rustix::process::Signal;
 
 use super::output::{LineReader, ResultScanner, STDERR_LINE_CAP};
 use super::process::{
-    DRAIN_BOUND, Ending, Group, ResultPath, conclude, exit_info, kill_group, run_variables,
+    Begun, DRAIN_BOUND, Ending, Group, ResultPath, conclude, exit_info, kill_group, run_variables,
 };
 use super::spawn::{BaseEnv, Spawned, spawn_fds, write_now};
 use super::{LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest, RunnerConfig, Stream};
@@ -126,33 +126,21 @@ pub(super) fn run(
     stop: &Stop,
 ) -> RunReport {
     let def = task.task();
-    let run_id = request.run_id.clone().unwrap_or_else(super::new_run_id);
-    let timeout = request
-        .timeout
-        .or(def.timeout)
-        .unwrap_or(config.default_timeout);
-    let started_at = SystemTime::now();
-    let start = Instant::now();
-    let report = |outcome: Outcome, exit| RunReport {
-        run_id: run_id.clone(),
-        task: def.name.clone(),
-        outcome,
-        exit,
-        started_at,
-        duration: start.elapsed(),
-    };
+    let begun = Begun::new(def, &request, config);
+    let (run_id, timeout, start) = (begun.run_id.as_str(), begun.timeout, begun.start);
+    let report = |outcome, exit| begun.report(outcome, exit);
 
     if stop.is_cancelled() {
         return report(Outcome::Cancelled, None);
     }
-    let result_path = match ResultPath::new(results, &run_id, def) {
+    let result_path = match ResultPath::new(results, run_id, def) {
         Ok(path) => path,
         Err(outcome) => return report(outcome, None),
     };
     let spawned = spawn_fds(
         &def.location,
         base_env,
-        &run_variables(def, &run_id, &result_path),
+        &run_variables(def, run_id, &result_path),
     );
     let Spawned {
         mut process,
@@ -179,7 +167,7 @@ pub(super) fn run(
     let sink = |stream, line: super::output::Line<'_>| {
         logs.line(LogLine {
             task: &def.name,
-            run_id: &run_id,
+            run_id,
             stream,
             text: line.text,
             truncated: line.truncated,
@@ -296,13 +284,13 @@ pub(super) fn run(
             return report(Outcome::Cancelled, None);
         }
         if ready_out {
-            read_lines(&mut out, Stream::Stdout, def, &run_id, |line| {
+            read_lines(&mut out, Stream::Stdout, def, run_id, |line| {
                 sink(Stream::Stdout, line);
                 scanner.feed(line);
             });
         }
         if ready_err {
-            read_lines(&mut err, Stream::Stderr, def, &run_id, |line| {
+            read_lines(&mut err, Stream::Stderr, def, run_id, |line| {
                 sink(Stream::Stderr, line);
             });
         }

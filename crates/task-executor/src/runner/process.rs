@@ -54,6 +54,43 @@ pub(super) enum Ending {
     Cancelled,
 }
 
+/// What a run knows from its start: its id, its timeout, when it began.
+pub(super) struct Begun<'a> {
+    def: &'a crate::Task,
+    pub run_id: String,
+    pub timeout: Duration,
+    started_at: SystemTime,
+    pub start: std::time::Instant,
+}
+
+impl<'a> Begun<'a> {
+    /// Starts the clock of a run of `def` with `request`.
+    pub(super) fn new(def: &'a crate::Task, request: &RunRequest, config: &RunnerConfig) -> Self {
+        Self {
+            def,
+            run_id: request.run_id.clone().unwrap_or_else(new_run_id),
+            timeout: request
+                .timeout
+                .or(def.timeout)
+                .unwrap_or(config.default_timeout),
+            started_at: SystemTime::now(),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// The run's report, ending now.
+    pub(super) fn report(&self, outcome: Outcome, exit: Option<ExitInfo>) -> RunReport {
+        RunReport {
+            run_id: self.run_id.clone(),
+            task: self.def.name.clone(),
+            outcome,
+            exit,
+            started_at: self.started_at,
+            duration: self.start.elapsed(),
+        }
+    }
+}
+
 /// Runs `task` once; see [`super::Runner::run`].
 pub(super) async fn run(
     config: &RunnerConfig,
@@ -65,34 +102,23 @@ pub(super) async fn run(
     cancel: &CancellationToken,
 ) -> RunReport {
     let def = task.task();
-    let run_id = request.run_id.clone().unwrap_or_else(new_run_id);
-    let timeout = request
-        .timeout
-        .or(def.timeout)
-        .unwrap_or(config.default_timeout);
-    let started_at = SystemTime::now();
-    let start = Instant::now();
-    let report = |outcome: Outcome, exit: Option<ExitInfo>| RunReport {
-        run_id: run_id.clone(),
-        task: def.name.clone(),
-        outcome,
-        exit,
-        started_at,
-        duration: start.elapsed(),
-    };
+    let begun = Begun::new(def, &request, config);
+    let (run_id, timeout) = (begun.run_id.as_str(), begun.timeout);
+    let start = Instant::from_std(begun.start);
+    let report = |outcome, exit| begun.report(outcome, exit);
 
     if cancel.is_cancelled() {
         return report(Outcome::Cancelled, None);
     }
 
-    let result_path = match ResultPath::new(results, &run_id, def) {
+    let result_path = match ResultPath::new(results, run_id, def) {
         Ok(path) => path,
         Err(outcome) => return report(outcome, None),
     };
     let spawned = super::spawn::spawn(
         &def.location,
         base_env,
-        &run_variables(def, &run_id, &result_path),
+        &run_variables(def, run_id, &result_path),
     );
     let (mut child, mut group) = match spawned {
         Ok(child) => {
@@ -125,7 +151,7 @@ pub(super) async fn run(
     let ctx = SinkCtx {
         logs,
         task: &def.name,
-        run_id: &run_id,
+        run_id,
     };
     let read_stdout = bounded_by(
         &drained,
