@@ -329,8 +329,7 @@ fn timeout_kills_the_whole_process_group() {
     );
 }
 
-/// Both ways a single run is supervised: with history (SQLite, on the event
-/// loop) and without (YAML, a poll(2) loop on the main thread).
+/// With history (SQLite: the run is recorded as it goes) and without (YAML).
 #[test]
 fn sigint_and_sigterm_cancel_the_run_cleanly() {
     for (store, signal) in [

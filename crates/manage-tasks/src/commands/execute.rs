@@ -3,11 +3,8 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use serde_json::{Value, json};
-use task_executor::runner::{
-    DiscardLogs, DiscoveryError, ExitInfo, LogSink, Stop, check_executable,
-};
+use task_executor::runner::{DiscardLogs, DiscoveryError, ExitInfo, LogSink, check_executable};
 use task_executor::schema::Violation;
 use task_executor::{Outcome, PreparedTask, RunReport, RunRequest, Runner, RunnerConfig, TaskName};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +28,8 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
     }
 
     let runner = runner_for(&args);
+    let cancel = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
     let logs: Arc<dyn LogSink> = if ctx.quiet {
         Arc::new(DiscardLogs)
     } else {
@@ -48,9 +47,7 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
         secrets: task_executor::history::secrets(&prepared.task().inputs, &request.args),
     };
     let report = if store.has_history() {
-        let cancel = CancellationToken::new();
-        let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
-        let report = task_executor::queue::run_inline(
+        task_executor::queue::run_inline(
             &store,
             &runner,
             &prepared,
@@ -61,16 +58,11 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
             INLINE_LEASE,
         )
         .await
-        .map_err(Failure::from)?;
-        signals.abort();
-        report
+        .map_err(Failure::from)?
     } else {
-        // Nothing to record while it runs: supervised on this thread with
-        // poll(2), no event loop (docs/performance.md).
-        let stop = Stop::new().context("cannot make the run's stop signal")?;
-        let _signals = StopOnSignal::install(&stop);
-        runner.run_blocking(&prepared, request, &logs, &stop)
+        runner.run(&prepared, request, &logs, &cancel).await
     };
+    signals.abort();
 
     if args.json {
         print_json(&ReportDoc::new(&report))?;
@@ -163,38 +155,6 @@ pub fn cancel_on_signal(token: CancellationToken) -> impl Future<Output = ()> + 
             _ = term.recv() => {},
         }
         token.cancel();
-    }
-}
-
-/// Pulls a [`Stop`] on Ctrl-C or SIGTERM while it lives: [`cancel_on_signal`]
-/// for a run supervised on this thread, which no async task could interrupt.
-struct StopOnSignal(Vec<signal_hook_registry::SigId>);
-
-impl StopOnSignal {
-    fn install(stop: &Stop) -> Self {
-        let signals = [rustix::process::Signal::INT, rustix::process::Signal::TERM];
-        let ids = signals
-            .iter()
-            .filter_map(|signal| {
-                let stop = stop.clone();
-                // SAFETY: the action only sets an atomic flag and write(2)s to
-                // an eventfd (`Stop::cancel`), both async-signal-safe.
-                unsafe { signal_hook_registry::register(signal.as_raw(), move || stop.cancel()) }
-                    .inspect_err(|e| {
-                        eprintln!("warning: cannot handle signal {}: {e}", signal.as_raw())
-                    })
-                    .ok()
-            })
-            .collect();
-        Self(ids)
-    }
-}
-
-impl Drop for StopOnSignal {
-    fn drop(&mut self) {
-        for id in self.0.drain(..) {
-            signal_hook_registry::unregister(id);
-        }
     }
 }
 
