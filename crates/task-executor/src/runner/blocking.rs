@@ -399,3 +399,80 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (None, b) => b,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::task::{Task, TaskName};
+
+    /// Runs `body` as a task on this thread, as on a kernel without pidfds.
+    fn run_without_pidfd(body: &str, timeout: Duration) -> RunReport {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().join("t.sh");
+        std::fs::write(&location, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&location, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let task = PreparedTask::new(Task {
+            name: TaskName::new("t").unwrap(),
+            location,
+            description: None,
+            inputs: json!({"type": "object"}),
+            outputs: None,
+            timeout: Some(timeout),
+            policy: Default::default(),
+        })
+        .unwrap();
+        let config = RunnerConfig {
+            grace: Duration::from_millis(200),
+            results_dir: Some(dir.path().join("results")),
+            ..RunnerConfig::default()
+        };
+        let results = super::super::result_dir::ResultDir::new(config.results_dir.clone());
+        super::super::spawn::tests::WITHOUT_PIDFD.with(|old| old.set(true));
+        let report = run(
+            &config,
+            &results,
+            &BaseEnv::capture(&[]),
+            &task,
+            RunRequest::new(json!({})),
+            &super::super::DiscardLogs,
+            &Stop::new().unwrap(),
+        );
+        super::super::spawn::tests::WITHOUT_PIDFD.with(|old| old.set(false));
+        report
+    }
+
+    #[test]
+    fn without_a_pidfd_the_exit_is_still_seen() {
+        // Closes its output first: only the exit itself ends the run.
+        let report = run_without_pidfd(
+            "echo '{\"status\":1}'; exec >&- 2>&-; sleep 0.1; exit 0",
+            Duration::from_secs(30),
+        );
+        assert!(report.outcome.is_success(), "{:?}", report.outcome);
+        assert!(
+            report.duration >= Duration::from_millis(100),
+            "{:?}",
+            report.duration
+        );
+    }
+
+    #[test]
+    fn without_a_pidfd_a_timeout_still_stops_the_task() {
+        let report = run_without_pidfd("exec >&- 2>&-; sleep 30", Duration::from_millis(100));
+        assert_eq!(
+            report.outcome,
+            Outcome::TimedOut {
+                after: Duration::from_millis(100)
+            }
+        );
+        assert!(
+            report.duration < Duration::from_secs(10),
+            "{:?}",
+            report.duration
+        );
+    }
+}

@@ -264,7 +264,14 @@ pub(super) fn spawn_fds(
         reaped: false,
     };
     // Without pidfd support (an old kernel), waited for some other way.
-    process.pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok();
+    #[cfg(test)]
+    let old_kernel = tests::WITHOUT_PIDFD.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    let old_kernel = false;
+    if !old_kernel {
+        process.pidfd =
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok();
+    }
     Ok(Spawned {
         stdin: nonblocking(stdin_w)?,
         stdout: nonblocking(stdout_r)?,
@@ -361,8 +368,15 @@ fn nonblocking(fd: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    thread_local! {
+        /// Makes [`spawn_fds`] on this thread behave as on a kernel without
+        /// `pidfd_open` (before 5.3).
+        pub(in crate::runner) static WITHOUT_PIDFD: std::cell::Cell<bool> =
+            const { std::cell::Cell::new(false) };
+    }
 
     #[test]
     fn base_env_skips_the_variables_each_run_sets() {
