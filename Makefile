@@ -78,10 +78,12 @@ mcp-venv:
 	  .venv-mcp/bin/pip install -q --disable-pip-version-check "mcp==$(MCP_PY_VERSION)"; \
 	fi
 
+# nextest runs each test in a process of its own, so the tests ignored for
+# `cargo test` (they measure their whole process's peak RSS) run here too.
 test: mcp-venv
 	@export MCP_PYTHON="$(CURDIR)/.venv-mcp/bin/python"; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  $(CARGO) nextest run --workspace --all-targets --locked --no-fail-fast; \
+	  $(CARGO) nextest run --workspace --all-targets --locked --no-fail-fast --run-ignored all; \
 	else \
 	  $(CARGO) test --workspace --all-targets --locked --no-fail-fast; \
 	fi

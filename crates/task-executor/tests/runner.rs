@@ -986,8 +986,8 @@ fn peak_rss() -> usize {
     kb * 1024
 }
 
-/// 150 MB of short lines, then the result, then one 150 MB line without a newline.
-/// Run alone, so that no other test shares the process:
+/// 150 MB of short lines, then the result, then one 150 MB line without a
+/// newline, through each supervisor. Run alone, so that no other test shares the process:
 /// `cargo test -p task-executor --test runner -- --ignored --exact memory_stays_bounded`.
 #[tokio::test]
 #[ignore = "measures the whole process's peak RSS; run alone"]
@@ -1010,6 +1010,16 @@ async fn memory_stays_bounded() {
             &CancellationToken::new(),
         )
         .await;
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert_eq!(logs.truncated.load(Ordering::Relaxed), 1);
+    // The same through the blocking supervisor (the pool's).
+    let logs = Count::default();
+    let report = Runner::default().run_blocking(
+        &task,
+        RunRequest::new(json!({"big": "z".repeat(1 << 20)})),
+        &logs,
+        &Stop::new().unwrap(),
+    );
     assert!(report.outcome.is_success(), "{:?}", report.outcome);
     assert_eq!(logs.truncated.load(Ordering::Relaxed), 1);
     let peak = peak_rss();
