@@ -80,6 +80,7 @@ mcp-venv:
 
 # nextest runs each test in a process of its own, so the tests ignored for
 # `cargo test` (they measure their whole process's peak RSS) run here too.
+# Where the musl target is installed, the suite runs a second time against it.
 test: mcp-venv
 	@export MCP_PYTHON="$(CURDIR)/.venv-mcp/bin/python"; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -88,6 +89,17 @@ test: mcp-venv
 	  $(CARGO) test --workspace --all-targets --locked --no-fail-fast; \
 	fi
 	$(CARGO) test --workspace --doc --locked
+ifeq ($(HAVE_MUSL),1)
+	@# Once more as `make build` ships it: musl, mimalloc, SQLite on mimalloc.
+	@export MCP_PYTHON="$(CURDIR)/.venv-mcp/bin/python" CC_$(subst -,_,$(MUSL))=musl-gcc; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --all-targets --locked --no-fail-fast --run-ignored all --target $(MUSL); \
+	else \
+	  $(CARGO) test --workspace --all-targets --locked --no-fail-fast --target $(MUSL); \
+	fi
+else
+	@echo "note: the musl build (what make build ships) was not tested: rustup target add $(MUSL) && apt-get install musl-tools" >&2
+endif
 
 lint:
 	$(CARGO) fmt --all -- --check
