@@ -180,6 +180,16 @@ impl Pool {
         }
     }
 
+    /// A job that has already finished, without waiting; `None` if none has.
+    pub fn try_next(&mut self) -> Option<Finished> {
+        let result = self.done.try_recv().ok()?;
+        self.in_flight -= 1;
+        match result {
+            Ok(done) => Some(done),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
     /// Cancels every queued and running job: running ones are stopped (SIGTERM,
     /// grace, SIGKILL) and report [`crate::Outcome::Cancelled`]; queued ones
     /// start, see the cancellation at once and report it too.

@@ -1470,3 +1470,40 @@ async fn a_task_file_that_is_not_executable_is_a_spawn_failure() {
     })
     .await;
 }
+
+/// `try_next` hands out finished jobs only, and never waits.
+#[tokio::test]
+async fn try_next_returns_only_finished_jobs() {
+    use task_executor::pool::{Job, Pool};
+    let dir = tempfile::tempdir().unwrap();
+    let body = "sleep 0.3\necho '{\"status\":1}'";
+    let task = std::sync::Arc::new(task_at(script(dir.path(), "t.sh", body), None));
+    let mut pool = Pool::new(
+        Runner::default(),
+        2,
+        std::sync::Arc::new(Collect::default()),
+    );
+    pool.submit(Job {
+        id: 7,
+        task,
+        request: RunRequest::new(json!({})),
+    });
+    assert!(
+        pool.try_next().is_none(),
+        "the job cannot have finished yet"
+    );
+    assert_eq!(pool.in_flight(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        if let Some(done) = pool.try_next() {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "the job never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(done.id, 7);
+    completed(&done.report);
+    assert_eq!(pool.in_flight(), 0);
+    assert!(pool.try_next().is_none());
+    assert!(pool.next().await.is_none());
+}

@@ -24,6 +24,10 @@ use crate::output::{StderrLogs, Style};
 
 /// How long output may wait in the buffer while no run finishes.
 const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+/// The most often this thread wakes up for finished runs: results of fast
+/// runs arrive faster than a wake-up is worth, so those that come within
+/// this of the last wake-up are collected together.
+const WAKE_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What one input line came to.
 enum Item {
@@ -89,7 +93,8 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
 
-    let window = parallel * 2;
+    // Enough queued that the slots never wait for this thread between its wake-ups.
+    let window = parallel * 4;
     let max_held = window + 1024;
     let mut pending: BTreeMap<u64, Item> = BTreeMap::new();
     let mut next_out: u64 = 1;
@@ -101,6 +106,7 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
     let style = Style::stdout();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut unflushed = false;
+    let mut last_wake = Instant::now();
 
     loop {
         // Read and submit while there is room in the pool and the reorder buffer.
@@ -176,6 +182,14 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
         tokio::select! {
             done = pool.next() => {
                 if let Some(done) = done {
+                    pending.insert(done.id, Item::Ran(Box::new(done.report)));
+                }
+                let since = last_wake.elapsed();
+                if since < WAKE_EVERY {
+                    tokio::time::sleep(WAKE_EVERY - since).await;
+                }
+                last_wake = Instant::now();
+                while let Some(done) = pool.try_next() {
                     pending.insert(done.id, Item::Ran(Box::new(done.report)));
                 }
             }
