@@ -1236,6 +1236,15 @@ async fn discovery_of_non_executables() {
     assert!(matches!(err, DiscoveryError::SpawnFailed { .. }), "{err:?}");
 }
 
+/// A pool of `parallel` with the default runner, its logs collected.
+fn test_pool(parallel: usize) -> task_executor::pool::Pool {
+    task_executor::pool::Pool::new(
+        Runner::default(),
+        parallel,
+        std::sync::Arc::new(Collect::default()),
+    )
+}
+
 /// More than a pool has slot threads (`max(2, CPUs)`): each slot then runs
 /// several jobs at once on a runtime of its own, not one at a time blocking.
 fn beyond_the_slots() -> usize {
@@ -1251,7 +1260,7 @@ async fn pool_returns_every_job_and_never_exceeds_its_concurrency() {
 }
 
 async fn pool_bounds_concurrency(parallel: usize) {
-    use task_executor::pool::{Job, Pool};
+    use task_executor::pool::Job;
     let dir = tempfile::tempdir().unwrap();
     let slots = dir.path().join("slots");
     std::fs::create_dir(&slots).unwrap();
@@ -1262,11 +1271,7 @@ async fn pool_bounds_concurrency(parallel: usize) {
         seen = seen.display()
     );
     let task = std::sync::Arc::new(task_at(script(dir.path(), "t.sh", &body), None));
-    let mut pool = Pool::new(
-        Runner::default(),
-        parallel,
-        std::sync::Arc::new(Collect::default()),
-    );
+    let mut pool = test_pool(parallel);
     let mut ids = Vec::new();
     pool.run_all(
         (0..4 * parallel as u64).map(|id| Job {
@@ -1333,13 +1338,9 @@ async fn two_started_jobs(
     marker: &Path,
     lines: usize,
 ) -> task_executor::pool::Pool {
-    use task_executor::pool::{Job, Pool};
+    use task_executor::pool::Job;
     let task = std::sync::Arc::new(task_at(script(dir, "t.sh", body), None));
-    let mut pool = Pool::new(
-        Runner::default(),
-        parallel,
-        std::sync::Arc::new(Collect::default()),
-    );
+    let mut pool = test_pool(parallel);
     for id in 0..2 {
         pool.submit(Job {
             id,
@@ -1474,15 +1475,11 @@ async fn a_task_file_that_is_not_executable_is_a_spawn_failure() {
 /// `try_next` hands out finished jobs only, and never waits.
 #[tokio::test]
 async fn try_next_returns_only_finished_jobs() {
-    use task_executor::pool::{Job, Pool};
+    use task_executor::pool::Job;
     let dir = tempfile::tempdir().unwrap();
     let body = "sleep 0.3\necho '{\"status\":1}'";
     let task = std::sync::Arc::new(task_at(script(dir.path(), "t.sh", body), None));
-    let mut pool = Pool::new(
-        Runner::default(),
-        2,
-        std::sync::Arc::new(Collect::default()),
-    );
+    let mut pool = test_pool(2);
     pool.submit(Job {
         id: 7,
         task,
