@@ -173,19 +173,20 @@ impl Pool {
             .recv()
             .await
             .expect("a slot answers every job it takes");
-        self.in_flight -= 1;
-        match result {
-            Ok(done) => Some(done),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        Some(self.returned(result))
     }
 
     /// A job that has already finished, without waiting; `None` if none has.
     pub fn try_next(&mut self) -> Option<Finished> {
         let result = self.done.try_recv().ok()?;
+        Some(self.returned(result))
+    }
+
+    /// Accounts for a slot's answer; resumes a run's panic rather than hide it.
+    fn returned(&mut self, result: SlotResult) -> Finished {
         self.in_flight -= 1;
         match result {
-            Ok(done) => Some(done),
+            Ok(done) => done,
             Err(panic) => std::panic::resume_unwind(panic),
         }
     }

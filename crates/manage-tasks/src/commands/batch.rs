@@ -181,15 +181,13 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
         }
         tokio::select! {
             done = pool.next() => {
-                if let Some(done) = done {
-                    pending.insert(done.id, Item::Ran(Box::new(done.report)));
-                }
                 let since = last_wake.elapsed();
                 if since < WAKE_EVERY {
                     tokio::time::sleep(WAKE_EVERY - since).await;
                 }
                 last_wake = Instant::now();
-                while let Some(done) = pool.try_next() {
+                // This one, and those that finished while this thread slept.
+                for done in done.into_iter().chain(std::iter::from_fn(|| pool.try_next())) {
                     pending.insert(done.id, Item::Ran(Box::new(done.report)));
                 }
             }

@@ -206,50 +206,24 @@ pub(super) fn run(
             wake_at = earliest(wake_at, Some(now + NO_PIDFD_TICK));
         }
 
-        let (ready_out, ready_err, ready_in, exited, cancelled, aborted) = {
-            let mut fds: [PollFd<'_>; 6] = std::array::from_fn(|_| {
-                PollFd::from_borrowed_fd(stop.abort.fd.as_fd(), PollFlags::empty())
-            });
-            let mut used = 0;
-            let i_abort = watch(
-                &mut fds,
-                &mut used,
-                Some(stop.abort.fd.as_fd()),
-                PollFlags::IN,
-            );
-            let i_cancel = watch(
-                &mut fds,
-                &mut used,
+        let ready = {
+            // The abort switch is always watched, at index 0.
+            let mut set = PollSet::new(stop.abort.fd.as_fd());
+            let abort = Some(0);
+            let cancel = set.watch(
                 ending.is_none().then(|| stop.cancel.fd.as_fd()),
                 PollFlags::IN,
             );
-            let i_pidfd = watch(
-                &mut fds,
-                &mut used,
+            let pidfd = set.watch(
                 status
                     .is_none()
                     .then(|| process.pidfd.as_ref().map(AsFd::as_fd))
                     .flatten(),
                 PollFlags::IN,
             );
-            let i_out = watch(
-                &mut fds,
-                &mut used,
-                out.as_ref().map(|r| r.get_ref().as_fd()),
-                PollFlags::IN,
-            );
-            let i_err = watch(
-                &mut fds,
-                &mut used,
-                err.as_ref().map(|r| r.get_ref().as_fd()),
-                PollFlags::IN,
-            );
-            let i_in = watch(
-                &mut fds,
-                &mut used,
-                input.as_ref().map(|(fd, _)| fd.as_fd()),
-                PollFlags::OUT,
-            );
+            let stdout = set.watch(out.as_ref().map(|r| r.get_ref().as_fd()), PollFlags::IN);
+            let stderr = set.watch(err.as_ref().map(|r| r.get_ref().as_fd()), PollFlags::IN);
+            let stdin = set.watch(input.as_ref().map(|(fd, _)| fd.as_fd()), PollFlags::OUT);
             let timeout = wake_at.map(|at| {
                 let left = at.saturating_duration_since(now);
                 Timespec {
@@ -257,50 +231,48 @@ pub(super) fn run(
                     tv_nsec: left.subsec_nanos().into(),
                 }
             });
-            match rustix::event::poll(&mut fds[..used], timeout.as_ref()) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => {
-                    // Cannot really happen with valid descriptors; the
-                    // group's and the process's drops clean up.
-                    let message = format!("cannot wait for `{}`: {e}", def.location.display());
-                    return report(Outcome::SpawnFailed { message }, None);
-                }
+            if let Err(e) = set.poll(timeout.as_ref()) {
+                // Cannot really happen with valid descriptors; the
+                // group's and the process's drops clean up.
+                let message = format!("cannot wait for `{}`: {e}", def.location.display());
+                return report(Outcome::SpawnFailed { message }, None);
             }
-            let ready = |i: Option<usize>| i.is_some_and(|i| !fds[i].revents().is_empty());
-            (
-                ready(i_out),
-                ready(i_err),
-                ready(i_in),
-                ready(i_pidfd),
-                ready(i_cancel),
-                ready(i_abort),
-            )
+            Ready {
+                stdout: set.ready(stdout),
+                stderr: set.ready(stderr),
+                stdin: set.ready(stdin),
+                exited: set.ready(pidfd),
+                cancelled: set.ready(cancel),
+                aborted: set.ready(abort),
+            }
         };
 
-        if aborted {
+        if ready.aborted {
             // What dropping the async run does: nothing is left, nothing waited for.
             kill_group(group.pgid, Signal::KILL);
             drop(process); // SIGKILLed (again) and reaped
             return report(Outcome::Cancelled, None);
         }
-        if ready_out {
+        if ready.stdout {
             read_lines(&mut out, Stream::Stdout, def, run_id, |line| {
                 sink(Stream::Stdout, line);
                 scanner.feed(line);
             });
         }
-        if ready_err {
+        if ready.stderr {
             read_lines(&mut err, Stream::Stderr, def, run_id, |line| {
                 sink(Stream::Stderr, line);
             });
         }
-        if ready_in && let Some((fd, written)) = input.take() {
+        if ready.stdin
+            && let Some((fd, written)) = input.take()
+        {
             input = write_now(fd, &envelope[written..]).map(|(fd, more)| (fd, written + more));
         }
 
         let now = Instant::now();
         if ending.is_none() {
-            let stopping = if cancelled {
+            let stopping = if ready.cancelled {
                 Some(Ending::Cancelled)
             } else if deadline.is_some_and(|at| now >= at) {
                 Some(Ending::TimedOut)
@@ -313,22 +285,18 @@ pub(super) fn run(
                 ending = Some(why);
             }
         }
-        if status.is_none() && (exited || process.pidfd.is_none()) {
-            match process.try_wait() {
-                Ok(None) => {}
-                done => {
-                    status = Some(done.and_then(|s| {
-                        s.ok_or_else(|| io::Error::other("waitpid returned no status"))
-                    }));
-                    // The task is gone: nothing else of its group may live on,
-                    // and nobody is left to read the rest of the envelope.
-                    group.kill_rest();
-                    input = None;
-                    kill_at = None;
-                    drain_until = Some(now + DRAIN_BOUND);
-                    ending.get_or_insert(Ending::Exited);
-                }
-            }
+        if status.is_none()
+            && (ready.exited || process.pidfd.is_none())
+            && let Some(waited) = process.try_wait().transpose()
+        {
+            status = Some(waited);
+            // The task is gone: nothing else of its group may live on,
+            // and nobody is left to read the rest of the envelope.
+            group.kill_rest();
+            input = None;
+            kill_at = None;
+            drain_until = Some(now + DRAIN_BOUND);
+            ending.get_or_insert(Ending::Exited);
         }
         if status.is_none() && kill_at.is_some_and(|at| now >= at) {
             kill_group(group.pgid, Signal::KILL);
@@ -379,17 +347,54 @@ fn read_lines(
     *reader = None;
 }
 
-/// Adds `fd` (if any) to the first `used` of `fds`; its index.
-fn watch<'a>(
-    fds: &mut [PollFd<'a>],
-    used: &mut usize,
-    fd: Option<BorrowedFd<'a>>,
-    events: PollFlags,
-) -> Option<usize> {
-    let fd = fd?;
-    fds[*used] = PollFd::from_borrowed_fd(fd, events);
-    *used += 1;
-    Some(*used - 1)
+/// What one `poll(2)` found ready.
+struct Ready {
+    stdout: bool,
+    stderr: bool,
+    stdin: bool,
+    exited: bool,
+    cancelled: bool,
+    aborted: bool,
+}
+
+/// The descriptors of one `poll(2)`: at most six (abort, cancel, pidfd,
+/// stdout, stderr, stdin), on the stack.
+struct PollSet<'a> {
+    fds: [PollFd<'a>; 6],
+    used: usize,
+}
+
+impl<'a> PollSet<'a> {
+    /// A set watching `first` for input (its index is 0).
+    fn new(first: BorrowedFd<'a>) -> Self {
+        Self {
+            // The unused entries are placeholders: only `fds[..used]` is polled.
+            fds: std::array::from_fn(|_| PollFd::from_borrowed_fd(first, PollFlags::IN)),
+            used: 1,
+        }
+    }
+
+    /// Adds `fd`, if any; its index, for [`PollSet::ready`].
+    fn watch(&mut self, fd: Option<BorrowedFd<'a>>, events: PollFlags) -> Option<usize> {
+        let fd = fd?;
+        self.fds[self.used] = PollFd::from_borrowed_fd(fd, events);
+        self.used += 1;
+        Some(self.used - 1)
+    }
+
+    /// Waits up to `timeout` (forever if `None`); an interrupted wait is
+    /// a wait with nothing ready.
+    fn poll(&mut self, timeout: Option<&Timespec>) -> rustix::io::Result<()> {
+        match rustix::event::poll(&mut self.fds[..self.used], timeout) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the descriptor at `index` (if watched) has an event.
+    fn ready(&self, index: Option<usize>) -> bool {
+        index.is_some_and(|i| !self.fds[i].revents().is_empty())
+    }
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
