@@ -23,8 +23,10 @@ STATIC_RUSTFLAGS := $(RUSTFLAGS) -C target-feature=+crt-static -C relocation-mod
 # every command ~0.5 ms here: reserving a 1 GiB arena whose bitmaps alone are
 # 42 pages to fault in, scanning the environment for MIMALLOC_* options
 # (which this build therefore ignores), and returning all memory to the OS
-# with madvise at exit, just before the exit does it anyway.
-MIMALLOC_CFLAGS := -DMI_DEFAULT_ARENA_RESERVE=65536L -DMI_SKIP_COLLECT_ON_EXIT=1 -DMI_NO_GETENV=1
+# with madvise at exit, just before the exit does it anyway. And it starts on
+# first use, not in a constructor before `main` (MI_PRIM_HAS_PROCESS_ATTACH:
+# crates/manage-tasks/src/alloc.rs starts it), as one-shot commands never use it.
+MIMALLOC_CFLAGS := -DMI_DEFAULT_ARENA_RESERVE=65536L -DMI_SKIP_COLLECT_ON_EXIT=1 -DMI_NO_GETENV=1 -DMI_PRIM_HAS_PROCESS_ATTACH=1
 # The release binary is linked by tools/link-ordered.sh, which lays the code a
 # typical command runs out in one piece (it needs valgrind: `apt-get install
 # valgrind`; without it the binary is linked as usual, a warning says so).
@@ -90,8 +92,9 @@ test: mcp-venv
 	fi
 	$(CARGO) test --workspace --doc --locked
 ifeq ($(HAVE_MUSL),1)
-	@# Once more as `make build` ships it: musl, mimalloc, SQLite on mimalloc.
-	@export MCP_PYTHON="$(CURDIR)/.venv-mcp/bin/python" CC_$(subst -,_,$(MUSL))=musl-gcc; \
+	@# Once more as `make build` ships it: musl, the dense heap and mimalloc, SQLite on them.
+	@export MCP_PYTHON="$(CURDIR)/.venv-mcp/bin/python" CC_$(subst -,_,$(MUSL))=musl-gcc \
+	  CFLAGS_$(subst -,_,$(MUSL))="$(MIMALLOC_CFLAGS)"; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --all-targets --locked --no-fail-fast --run-ignored all --target $(MUSL); \
 	else \

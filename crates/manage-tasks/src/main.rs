@@ -4,6 +4,8 @@
 //! style), open the store, call the library, print. Exit codes live in
 //! [`exit`]; human rendering in [`output`].
 
+#[cfg(target_env = "musl")]
+mod alloc;
 mod cli;
 mod commands;
 mod exit;
@@ -22,77 +24,14 @@ use crate::exit::Failure;
 /// runs went from 1451 to 1635 runs/s). `no_thp` keeps mimalloc from asking for
 /// huge pages, whose zeroing added 0.13 ms to every short command. The
 /// Makefile's musl build also tunes it at compile time (`MIMALLOC_CFLAGS`).
+/// One-shot commands allocate from a dense heap instead (see [`alloc`]).
 #[cfg(target_env = "musl")]
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// SQLite is C and allocates with libc's `malloc`, which in the musl build is
-/// musl's own: ~75 `mmap`/`munmap` calls and ~100 extra page faults per
-/// `execute` on a SQLite store. Routed to mimalloc like everything else.
-#[cfg(target_env = "musl")]
-mod sqlite_malloc {
-    use std::ffi::{c_int, c_void};
-
-    use libmimalloc_sys as mi;
-    use rusqlite::ffi;
-
-    fn size(n: c_int) -> usize {
-        usize::try_from(n).unwrap_or(0)
-    }
-
-    unsafe extern "C" fn malloc(n: c_int) -> *mut c_void {
-        // SAFETY: any size is valid; mimalloc aligns to 16, SQLite needs 8.
-        unsafe { mi::mi_malloc(size(n)) }
-    }
-
-    unsafe extern "C" fn free(p: *mut c_void) {
-        // SAFETY: SQLite frees only what `malloc`/`realloc` above returned.
-        unsafe { mi::mi_free(p) }
-    }
-
-    unsafe extern "C" fn realloc(p: *mut c_void, n: c_int) -> *mut c_void {
-        // SAFETY: as for `free`.
-        unsafe { mi::mi_realloc(p, size(n)) }
-    }
-
-    unsafe extern "C" fn usable(p: *mut c_void) -> c_int {
-        // SAFETY: as for `free`.
-        c_int::try_from(unsafe { mi::mi_usable_size(p) }).unwrap_or(c_int::MAX)
-    }
-
-    unsafe extern "C" fn roundup(n: c_int) -> c_int {
-        // SAFETY: a pure function of the size.
-        c_int::try_from(unsafe { mi::mi_good_size(size(n)) }).unwrap_or(c_int::MAX)
-    }
-
-    unsafe extern "C" fn init(_: *mut c_void) -> c_int {
-        ffi::SQLITE_OK
-    }
-
-    unsafe extern "C" fn shutdown(_: *mut c_void) {}
-
-    /// Must run before SQLite is first used (it then refuses, harmlessly).
-    pub fn install() {
-        let methods = ffi::sqlite3_mem_methods {
-            xMalloc: Some(malloc),
-            xFree: Some(free),
-            xRealloc: Some(realloc),
-            xSize: Some(usable),
-            xRoundup: Some(roundup),
-            xInit: Some(init),
-            xShutdown: Some(shutdown),
-            pAppData: std::ptr::null_mut(),
-        };
-        // SAFETY: SQLite copies `methods` before returning, and nothing has
-        // used SQLite yet (single-threaded start of `main`).
-        let rc = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MALLOC, &raw const methods) };
-        debug_assert_eq!(rc, ffi::SQLITE_OK, "sqlite3_config(SQLITE_CONFIG_MALLOC)");
-    }
-}
+static ALLOC: alloc::Hybrid = alloc::Hybrid;
 
 fn main() -> ExitCode {
     #[cfg(target_env = "musl")]
-    sqlite_malloc::install();
+    alloc::route_sqlite();
     let command = cli::Cli::command();
     let args = cli::rewrite_single_dash(std::env::args_os().collect(), &command);
     let cli = match command
@@ -105,6 +44,10 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::NOTHING_RAN } else { 0 });
         }
     };
+    #[cfg(target_env = "musl")]
+    if runs_many(&cli.command) {
+        alloc::close_dense();
+    }
     let json = commands::wants_json(&cli.command);
     // A worker runs its tasks' I/O on a second thread while its loop waits on the store.
     let mut builder = if matches!(cli.command, cli::Command::Worker(_)) {
@@ -126,6 +69,17 @@ fn main() -> ExitCode {
     match runtime.block_on(Box::pin(commands::run(cli))) {
         Ok(code) => ExitCode::from(code),
         Err(err) => report_error(err, json),
+    }
+}
+
+/// Commands that run many tasks at once or serve: they allocate from several
+/// threads for a long time, which is what mimalloc is for (see [`alloc`]).
+#[cfg(target_env = "musl")]
+fn runs_many(command: &cli::Command) -> bool {
+    match command {
+        cli::Command::Execute(args) => args.batch.is_some(),
+        cli::Command::Worker(_) | cli::Command::Mcp(_) => true,
+        _ => false,
     }
 }
 
