@@ -429,3 +429,57 @@ fn quiet_drops_task_logs_and_no_color_never_colours() {
         .stdout(predicate::str::contains("\x1b[").not())
         .stderr(predicate::str::contains("\x1b[").not());
 }
+
+/// One run whose output and result are larger than the first heap of the
+/// shipped (musl) build, 1 MiB: its buffers move to the second allocator
+/// mid-run (`src/alloc.rs`), and on SQLite the history's do too. History
+/// keeps the start of each over-long line and every line around them.
+#[test]
+fn output_and_results_of_several_mib_come_through_intact() {
+    for kind in ["yaml", "db"] {
+        let env = Env::new(kind);
+        env.task(
+            "big",
+            "big.sh",
+            "{}",
+            "cat >/dev/null\n\
+             head -c 3000000 /dev/zero | tr '\\0' l; echo\n\
+             for i in $(seq 1 20000); do echo \"log line $i\"; done\n\
+             printf '{\"status\":1,\"reason\":\"ok\",\"payload\":\"'\n\
+             head -c 2500000 /dev/zero | tr '\\0' p\n\
+             printf '\"}\\n'",
+        );
+        let out = env
+            .cmd()
+            .args(["execute", "--name", "big", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{kind}: {}",
+            &stderr(&out)[..500]
+        );
+        let r = json_stdout(&out);
+        let payload = r["payload"].as_str().unwrap();
+        assert_eq!(payload.len(), 2_500_000, "{kind}");
+        assert!(payload.bytes().all(|b| b == b'p'), "{kind}");
+        let err = stderr(&out);
+        assert!(err.contains("TASK::big log line 1\n"), "{kind}");
+        assert!(err.contains("TASK::big log line 20000\n"), "{kind}");
+        assert!(err.contains(&"l".repeat(100_000)), "{kind}: the long line");
+        if kind == "db" {
+            let id = r["run_id"].as_str().unwrap();
+            let logs = stdout(&env.cmd().args(["runs", "logs", id]).output().unwrap());
+            let lines: Vec<&str> = logs.lines().collect();
+            assert_eq!(lines.len(), 20_002, "every line is kept");
+            assert_eq!(lines[0], format!("out| {} […line cut]", "l".repeat(4096)));
+            assert_eq!(lines[1], "out| log line 1");
+            assert_eq!(lines[20_000], "out| log line 20000");
+            assert!(
+                lines[20_001].starts_with("out| {\"status\":1,\"reason\":\"ok\",\"payload\":\"ppp")
+            );
+            assert!(lines[20_001].ends_with("p […line cut]"));
+        }
+    }
+}

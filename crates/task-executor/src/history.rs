@@ -6,7 +6,9 @@
 //! - [`RunLogs`] is a [`LogSink`] that keeps a run's log bounded: the first
 //!   half of the budget (the head) is kept as printed, then only the most
 //!   recent half (the tail); what falls out of the middle is counted so that a
-//!   reader can show a marker. Lines keep their stream and order (`seq`).
+//!   reader can show a marker. Lines keep their stream and order (`seq`). Of
+//!   a line longer than half the budget only the start is kept (4 KiB, marked
+//!   cut like a line the runner cut): whole, it would push out every other.
 //! - [`mask`] replaces the values of input fields whose schema says
 //!   `"writeOnly": true` or `"format": "password"` by [`MASK`]; [`RunLogs`]
 //!   also hides those values where a task echoes them.
@@ -377,23 +379,24 @@ impl LogSink for HideSecrets<'_> {
 impl LogSink for RunLogs {
     fn line(&self, line: LogLine<'_>) {
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        // A line longer than half the limit is cut below whatever it holds:
-        // don't copy it (a 16 MiB line was copied twice just to be dropped).
-        let (text, size) = if line.text.len() + 1 > b.half {
-            (String::new(), line.text.len() + 1)
+        // A line longer than half the limit would push every other line out
+        // of the head or the tail: keep its start, marked cut, and copy no
+        // more of it than that (a 16 MiB line was once copied twice).
+        let keep = long_line_kept(b.half);
+        let (text, truncated) = if line.text.len() >= b.half {
+            (self.start_of(line.text, keep), true)
         } else {
-            let text =
-                String::from_utf8_lossy(&hide_secrets(line.text, &self.secrets)).into_owned();
-            let size = text.len() + 1;
-            (text, size)
+            let text = hide_secrets(line.text, &self.secrets);
+            (String::from_utf8_lossy(&text).into_owned(), line.truncated)
         };
+        let size = text.len() + 1;
         let seq = b.next_seq;
         b.next_seq += 1;
         let entry = LogEntry {
             seq,
             stream: line.stream,
             text,
-            truncated: line.truncated,
+            truncated,
         };
         if !b.head_full && b.head_bytes + size <= b.half {
             b.head_bytes += size;
@@ -419,6 +422,29 @@ impl LogSink for RunLogs {
                 b.pending.remove(pos);
             }
         }
+    }
+}
+
+/// How much of a line longer than half the log budget (`half`) is kept:
+/// 4 KiB, or a quarter of the half when the budget is tiny.
+fn long_line_kept(half: usize) -> usize {
+    (half / 4).min(4096)
+}
+
+impl RunLogs {
+    /// The first `keep` bytes of `text` (fewer at a UTF-8 boundary), with
+    /// secrets hidden: a secret that starts before the cut is masked whole.
+    fn start_of(&self, text: &[u8], keep: usize) -> String {
+        let longest = self.secrets.iter().map(String::len).max().unwrap_or(0);
+        let window = &text[..text.len().min(keep + longest)];
+        let hidden = hide_secrets(window, &self.secrets);
+        let mut cut = &hidden[..hidden.len().min(keep)];
+        if let Err(e) = std::str::from_utf8(cut)
+            && e.error_len().is_none()
+        {
+            cut = &cut[..e.valid_up_to()];
+        }
+        String::from_utf8_lossy(cut).into_owned()
     }
 }
 
@@ -574,19 +600,45 @@ mod tests {
     }
 
     #[test]
-    fn a_line_longer_than_half_the_limit_is_cut_with_the_tail() {
-        let logs = RunLogs::new(100, vec![]);
-        for i in 0..6 {
+    fn a_line_longer_than_half_the_limit_keeps_its_start_and_its_neighbours() {
+        // A limit of 200: a head and a tail of 100 bytes each; a long line
+        // keeps 25 bytes.
+        let logs = RunLogs::new(200, vec![]);
+        feed(&logs, &"a".repeat(150), Stream::Stdout);
+        for i in 1..6 {
             feed(&logs, &format!("line {i:04}"), Stream::Stdout);
         }
-        feed(&logs, &"x".repeat(500), Stream::Stdout);
+        feed(&logs, &"x".repeat(5000), Stream::Stderr);
         feed(&logs, "line 0007", Stream::Stdout);
         let batch = logs.take();
         let seqs: Vec<u64> = batch.lines.iter().map(|l| l.seq).collect();
-        // The head (0..5) stays; line 5 and the long line went with the tail.
-        assert_eq!(seqs, vec![0, 1, 2, 3, 4, 7]);
-        assert_eq!((batch.cut_lines, batch.cut_bytes), (2, 10 + 501));
-        assert!(batch.lines.iter().all(|l| l.text.len() < 100));
+        assert_eq!(seqs, (0..8).collect::<Vec<_>>(), "nothing is pushed out");
+        assert_eq!((batch.cut_lines, batch.cut_bytes), (0, 0));
+        assert_eq!(batch.lines[0].text, "a".repeat(25));
+        assert!(batch.lines[0].truncated && batch.lines[6].truncated);
+        assert_eq!(batch.lines[6].text, "x".repeat(25));
+        assert_eq!(batch.lines[6].stream, Stream::Stderr);
+        assert!(!batch.lines[7].truncated);
+        // With the default budget, 4 KiB of a 16 MiB line.
+        let logs = RunLogs::new(DEFAULT_LOG_LIMIT, vec![]);
+        feed(&logs, &"y".repeat(16 << 20), Stream::Stdout);
+        assert_eq!(logs.take().lines[0].text.len(), 4096);
+    }
+
+    #[test]
+    fn the_start_of_a_long_line_hides_secrets_across_the_cut_and_ends_on_a_character() {
+        let logs = RunLogs::new(200, vec!["hunter2".into()]);
+        // 25 bytes are kept; the secret starts at byte 22, across the cut.
+        feed(
+            &logs,
+            &format!("{}hunter2{}", "-".repeat(22), "-".repeat(200)),
+            Stream::Stdout,
+        );
+        // `é` is two bytes: the 25-byte cut falls inside the 13th.
+        feed(&logs, &"é".repeat(100), Stream::Stdout);
+        let lines = logs.take().lines;
+        assert_eq!(lines[0].text, format!("{}***", "-".repeat(22)));
+        assert_eq!(lines[1].text, "é".repeat(12));
     }
 
     #[test]
