@@ -434,3 +434,36 @@ fn every_subcommand_help_opens_with_its_own_description() {
         );
     }
 }
+
+/// A reader that stops early (`| head`) is not an error: no message, exit 0,
+/// whichever way the output is written (a table, or JSON through serde_json,
+/// whose error hides the io::Error). The output is larger than stdout's buffer.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let env = Env::new("db");
+    env.register("greet", &examples_dir().join("bash.sh"));
+    let lines = "{\"name\":\"Ada\"}\n".repeat(200);
+    env.cmd()
+        .args(["-q", "submit", "--name", "greet", "--batch", "-"])
+        .write_stdin(lines)
+        .assert()
+        .success();
+    for args in [
+        &["runs", "list", "--limit", "200"][..],
+        &["runs", "list", "--limit", "200", "--json"],
+    ] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("manage_tasks"))
+            .env("TASK_STORE", &env.store)
+            .env("HOME", env.dir.path())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before the child has even reached `main`: its writes fail.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).is_empty(), "{args:?}: {}", stderr(&out));
+    }
+}
