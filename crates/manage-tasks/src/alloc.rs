@@ -180,7 +180,9 @@ mod sqlite {
     /// The size header; also the blocks' alignment (SQLite needs 8).
     const HEADER: usize = 16;
 
-    fn layout(size: usize) -> Option<Layout> {
+    /// The layout of a block for `n` bytes of SQLite's; `None` unless `n > 0`.
+    fn layout(n: c_int) -> Option<Layout> {
+        let size = usize::try_from(n).ok().filter(|&n| n > 0)?;
         Layout::from_size_align(size.checked_add(HEADER)?, HEADER).ok()
     }
 
@@ -215,7 +217,7 @@ mod sqlite {
     }
 
     pub(super) unsafe extern "C" fn malloc(n: c_int) -> *mut c_void {
-        let Some(layout) = usize::try_from(n).ok().filter(|&n| n > 0).and_then(layout) else {
+        let Some(layout) = layout(n) else {
             return std::ptr::null_mut();
         };
         // SAFETY: a non-zero size; `finish` gets a block of that layout.
@@ -233,7 +235,7 @@ mod sqlite {
     }
 
     pub(super) unsafe extern "C" fn realloc(p: *mut c_void, n: c_int) -> *mut c_void {
-        let Some(new) = usize::try_from(n).ok().filter(|&n| n > 0).and_then(layout) else {
+        let Some(new) = layout(n) else {
             return std::ptr::null_mut();
         };
         // SAFETY: SQLite resizes only what `malloc`/`realloc` returned.

@@ -311,6 +311,21 @@ impl RunLogs {
         }
     }
 
+    /// The first `keep` bytes of `text` (fewer at a UTF-8 boundary), with
+    /// secrets hidden: a secret that starts before the cut is masked whole.
+    fn start_of(&self, text: &[u8], keep: usize) -> String {
+        let longest = self.secrets.iter().map(String::len).max().unwrap_or(0);
+        let window = &text[..text.len().min(keep + longest)];
+        let hidden = hide_secrets(window, &self.secrets);
+        let mut cut = &hidden[..hidden.len().min(keep)];
+        if let Err(e) = std::str::from_utf8(cut)
+            && e.error_len().is_none()
+        {
+            cut = &cut[..e.valid_up_to()];
+        }
+        String::from_utf8_lossy(cut).into_owned()
+    }
+
     /// Hands over what is new since the last call.
     pub fn take(&self) -> LogBatch {
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -382,9 +397,8 @@ impl LogSink for RunLogs {
         // A line longer than half the limit would push every other line out
         // of the head or the tail: keep its start, marked cut, and copy no
         // more of it than that (a 16 MiB line was once copied twice).
-        let keep = long_line_kept(b.half);
         let (text, truncated) = if line.text.len() >= b.half {
-            (self.start_of(line.text, keep), true)
+            (self.start_of(line.text, long_line_kept(b.half)), true)
         } else {
             let text = hide_secrets(line.text, &self.secrets);
             (String::from_utf8_lossy(&text).into_owned(), line.truncated)
@@ -429,23 +443,6 @@ impl LogSink for RunLogs {
 /// 4 KiB, or a quarter of the half when the budget is tiny.
 fn long_line_kept(half: usize) -> usize {
     (half / 4).min(4096)
-}
-
-impl RunLogs {
-    /// The first `keep` bytes of `text` (fewer at a UTF-8 boundary), with
-    /// secrets hidden: a secret that starts before the cut is masked whole.
-    fn start_of(&self, text: &[u8], keep: usize) -> String {
-        let longest = self.secrets.iter().map(String::len).max().unwrap_or(0);
-        let window = &text[..text.len().min(keep + longest)];
-        let hidden = hide_secrets(window, &self.secrets);
-        let mut cut = &hidden[..hidden.len().min(keep)];
-        if let Err(e) = std::str::from_utf8(cut)
-            && e.error_len().is_none()
-        {
-            cut = &cut[..e.valid_up_to()];
-        }
-        String::from_utf8_lossy(cut).into_owned()
-    }
 }
 
 /// Sends each line to two sinks (e.g. the terminal and the history).

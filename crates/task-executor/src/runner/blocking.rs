@@ -26,10 +26,10 @@ use rustix::process::Signal;
 
 use super::output::{LineReader, ResultScanner, STDERR_LINE_CAP};
 use super::process::{
-    Begun, DRAIN_BOUND, Ending, Group, ResultPath, conclude, exit_info, kill_group, run_variables,
+    DRAIN_BOUND, Ending, Group, begin, conclude, exit_info, kill_group, run_variables,
 };
-use super::spawn::{BaseEnv, Spawned, spawn_fds, write_now};
-use super::{LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest, RunnerConfig, Stream};
+use super::spawn::{Spawned, spawn_fds, write_now};
+use super::{LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest, Stream};
 use crate::protocol::Envelope;
 
 /// How often a run without a pidfd (kernels before 5.3) checks whether its
@@ -117,29 +117,25 @@ impl Stop {
 
 /// Runs `task` once on this thread; see [`super::Runner::run_blocking`].
 pub(super) fn run(
-    config: &RunnerConfig,
-    results: &super::result_dir::ResultDir,
-    base_env: &BaseEnv,
+    runner: &super::Runner,
     task: &PreparedTask,
     request: RunRequest,
     logs: &dyn LogSink,
     stop: &Stop,
 ) -> RunReport {
+    let config = &*runner.config;
     let def = task.task();
-    let begun = Begun::new(def, &request, config);
+    let (begun, result_path) = begin(runner, def, &request, stop.is_cancelled());
     let (run_id, timeout, start) = (begun.run_id.as_str(), begun.timeout, begun.start);
     let report = |outcome, exit| begun.report(outcome, exit);
-
-    if stop.is_cancelled() {
-        return report(Outcome::Cancelled, None);
-    }
-    let result_path = match ResultPath::new(results, run_id, def) {
+    let result_path = match result_path {
         Ok(path) => path,
         Err(outcome) => return report(outcome, None),
     };
+
     let spawned = spawn_fds(
         &def.location,
-        base_env,
+        &runner.env,
         &run_variables(def, run_id, &result_path),
     );
     let Spawned {
@@ -412,6 +408,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::runner::RunnerConfig;
     use crate::task::{Task, TaskName};
 
     /// Runs `body` as a task on this thread, as on a kernel without pidfds.
@@ -430,17 +427,14 @@ mod tests {
             policy: Default::default(),
         })
         .unwrap();
-        let config = RunnerConfig {
+        let runner = super::super::Runner::new(RunnerConfig {
             grace: Duration::from_millis(200),
             results_dir: Some(dir.path().join("results")),
             ..RunnerConfig::default()
-        };
-        let results = super::super::result_dir::ResultDir::new(config.results_dir.clone());
+        });
         super::super::spawn::tests::WITHOUT_PIDFD.with(|old| old.set(true));
         let report = run(
-            &config,
-            &results,
-            &BaseEnv::capture(&[]),
+            &runner,
             &task,
             RunRequest::new(json!({})),
             &super::super::DiscardLogs,

@@ -380,16 +380,7 @@ impl Runner {
         logs: &dyn LogSink,
         cancel: &CancellationToken,
     ) -> RunReport {
-        process::run(
-            &self.config,
-            &self.results,
-            &self.env,
-            task,
-            request,
-            logs,
-            cancel,
-        )
-        .await
+        process::run(self, task, request, logs, cancel).await
     }
 
     /// [`Runner::run`] on this thread, without an event loop: `poll(2)` on
@@ -403,15 +394,7 @@ impl Runner {
         logs: &dyn LogSink,
         stop: &Stop,
     ) -> RunReport {
-        blocking::run(
-            &self.config,
-            &self.results,
-            &self.env,
-            task,
-            request,
-            logs,
-            stop,
-        )
+        blocking::run(self, task, request, logs, stop)
     }
 
     /// Runs `<location> schema` (no shell) for at most `timeout` and parses its AutoSchema.

@@ -91,33 +91,46 @@ impl<'a> Begun<'a> {
     }
 }
 
+/// The start both supervisors share: the run's clock, and its result path
+/// or the outcome that ends it before a process is started (already
+/// `cancelled`, or no result file can be had).
+pub(super) fn begin<'a>(
+    runner: &super::Runner,
+    def: &'a crate::Task,
+    request: &RunRequest,
+    cancelled: bool,
+) -> (Begun<'a>, Result<ResultPath, Outcome>) {
+    let begun = Begun::new(def, request, &runner.config);
+    let path = if cancelled {
+        Err(Outcome::Cancelled)
+    } else {
+        ResultPath::new(&runner.results, &begun.run_id, def)
+    };
+    (begun, path)
+}
+
 /// Runs `task` once; see [`super::Runner::run`].
 pub(super) async fn run(
-    config: &RunnerConfig,
-    results: &super::result_dir::ResultDir,
-    base_env: &super::spawn::BaseEnv,
+    runner: &super::Runner,
     task: &PreparedTask,
     request: RunRequest,
     logs: &dyn LogSink,
     cancel: &CancellationToken,
 ) -> RunReport {
+    let config = &*runner.config;
     let def = task.task();
-    let begun = Begun::new(def, &request, config);
+    let (begun, result_path) = begin(runner, def, &request, cancel.is_cancelled());
     let (run_id, timeout) = (begun.run_id.as_str(), begun.timeout);
     let start = Instant::from_std(begun.start);
     let report = |outcome, exit| begun.report(outcome, exit);
-
-    if cancel.is_cancelled() {
-        return report(Outcome::Cancelled, None);
-    }
-
-    let result_path = match ResultPath::new(results, run_id, def) {
+    let result_path = match result_path {
         Ok(path) => path,
         Err(outcome) => return report(outcome, None),
     };
+
     let spawned = super::spawn::spawn(
         &def.location,
-        base_env,
+        &runner.env,
         &run_variables(def, run_id, &result_path),
     );
     let (mut child, mut group) = match spawned {
