@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use task_executor::runner::{ExitInfo, LogLine, LogSink};
+use task_executor::{ExitInfo, LogLine, LogSink};
 use task_executor::{Outcome, RunReport};
 
 /// Whether to colour a stream: only on a terminal, and never when `NO_COLOR` is set.

@@ -23,9 +23,11 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::json;
-use task_executor::history::{self, HideSecrets};
+use task_executor::history;
 use task_executor::queue;
-use task_executor::runner::{DiscoveryError, LogLine, LogSink, Stream, check_executable};
+use task_executor::runner::{DiscoveryError, check_executable};
+use task_executor::secrets::{self, HideSecrets};
+use task_executor::{LogLine, LogSink, Stream};
 use task_executor::{PreparedTask, RunRequest, Runner, Store, StoreSpec, Task, TaskName};
 use tokio::sync::mpsc;
 
@@ -151,7 +153,7 @@ impl TaskServer {
         // Secret arguments (`writeOnly`, `format: password`) never reach the client's logs.
         let logs = HideSecrets {
             inner: &sink,
-            secrets: history::secrets(&prepared.task().inputs, &request.args),
+            secrets: secrets::secrets(&prepared.task().inputs, &request.args),
         };
         // Recorded in run history exactly like `execute`, when the store keeps history.
         let report = if store.has_history() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use task_executor::pool::{Job, Pool};
-use task_executor::runner::{LogLine, LogSink};
+use task_executor::{LogLine, LogSink};
 use task_executor::{PreparedTask, RegisterOptions, RunRequest, Runner, TaskName};
 
 /// Prints task logs to stderr, the way `manage_tasks` does.

@@ -22,7 +22,7 @@
 //! Register a task in a store, then execute it once:
 //!
 //! ```no_run
-//! use task_executor::runner::DiscardLogs;
+//! use task_executor::log::DiscardLogs;
 //! use task_executor::{PreparedTask, RegisterOptions, RunRequest, Runner, Store, StoreSpec, TaskName};
 //! use tokio_util::sync::CancellationToken;
 //!
@@ -45,6 +45,8 @@
 //! ```
 
 pub mod history;
+pub mod log;
+pub mod outcome;
 pub mod pool;
 pub mod protocol;
 pub mod queue;
@@ -52,13 +54,14 @@ pub mod register;
 pub mod registry;
 pub mod runner;
 pub mod schema;
+pub mod secrets;
 pub mod task;
 
+pub use log::{LogLine, LogSink, Stream};
+pub use outcome::{ExitInfo, Outcome, RunReport};
 pub use pool::Pool;
 pub use protocol::{AutoSchema, Envelope, TaskResult};
 pub use register::{RegisterError, RegisterOptions, describe, register};
 pub use registry::{InsertMode, Store, StoreError, StoreSpec};
-pub use runner::{
-    LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest, Runner, RunnerConfig, Stream,
-};
-pub use task::{Policy, Task, TaskName};
+pub use runner::{RunRequest, Runner, RunnerConfig};
+pub use task::{Policy, PreparedTask, Task, TaskName};

@@ -26,7 +26,10 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::runner::{LogSink, PreparedTask, RunReport, RunRequest, Runner, Stop};
+use crate::log::LogSink;
+use crate::outcome::RunReport;
+use crate::runner::{RunRequest, Runner, Stop};
+use crate::task::PreparedTask;
 
 /// One unit of work for a [`Pool`].
 #[derive(Debug, Clone)]
@@ -53,7 +56,8 @@ pub struct Finished {
 /// ```no_run
 /// # async fn demo(task: std::sync::Arc<task_executor::PreparedTask>) {
 /// use task_executor::pool::{Job, Pool};
-/// use task_executor::runner::{DiscardLogs, RunRequest, Runner};
+/// use task_executor::log::DiscardLogs;
+/// use task_executor::runner::{RunRequest, Runner};
 ///
 /// let mut pool = Pool::new(Runner::default(), 2, std::sync::Arc::new(DiscardLogs));
 /// for id in 0..4 {

@@ -1,7 +1,7 @@
 //! What a registered task *is*: its validated name and its stored definition.
 //!
 //! Every backend (YAML, SQLite, later PostgreSQL) stores and returns [`Task`];
-//! the runner executes one. Names are checked once, here, because they become
+//! the runner executes a [`PreparedTask`] (its schemas compiled once). Names are checked once, here, because they become
 //! file keys, URL path segments and MCP tool names.
 
 use std::fmt;
@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::schema::{SchemaError, Validator, Violation};
 
 /// The longest task name accepted.
 pub const MAX_NAME_LEN: usize = 128;
@@ -191,6 +193,45 @@ pub(crate) mod duration_opt {
         let s: Option<String> = Option::deserialize(d)?;
         s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+/// A task with its schemas compiled, ready to run many times.
+#[derive(Debug)]
+pub struct PreparedTask {
+    task: Task,
+    inputs: Validator,
+    outputs: Option<Validator>,
+}
+
+impl PreparedTask {
+    /// Compiles the task's input and output schemas once.
+    pub fn new(task: Task) -> Result<Self, SchemaError> {
+        let inputs = Validator::compile(&task.inputs)?;
+        let outputs = task.outputs.as_ref().map(Validator::compile).transpose()?;
+        Ok(Self {
+            task,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// The task definition.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    /// Checks caller arguments against the task's `inputs`, listing every violation.
+    pub fn validate_args(&self, args: &Value) -> Result<(), Vec<Violation>> {
+        self.inputs.validate(args)
+    }
+
+    /// Checks a raw result object against the task's `outputs`, if declared.
+    pub fn validate_result(&self, raw: &Value) -> Result<(), Vec<Violation>> {
+        match &self.outputs {
+            Some(v) => v.validate(raw),
+            None => Ok(()),
+        }
     }
 }
 

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use task_executor::runner::{
-    DiscoveryError, ExitInfo, LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest,
-    Runner, RunnerConfig, Stop, Stream, check_executable,
+    DiscoveryError, RunRequest, Runner, RunnerConfig, Stop, check_executable,
 };
-use task_executor::{Task, TaskName};
+use task_executor::{
+    ExitInfo, LogLine, LogSink, Outcome, PreparedTask, RunReport, Stream, Task, TaskName,
+};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -1056,7 +1057,7 @@ async fn run_future_is_send() {
     let report = assert_send(runner.run(
         &task,
         RunRequest::new(json!({})),
-        &task_executor::runner::DiscardLogs,
+        &task_executor::log::DiscardLogs,
         &cancel,
     ))
     .await;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Value, json};
+use task_executor::log::{DiscardLogs, LogSink};
 use task_executor::pool::{Job, Pool};
-use task_executor::runner::{DiscardLogs, LogSink};
 use task_executor::{Outcome, PreparedTask, RunReport, RunRequest};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;

@@ -4,8 +4,10 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use task_executor::runner::{DiscardLogs, DiscoveryError, ExitInfo, LogSink, check_executable};
+use task_executor::log::DiscardLogs;
+use task_executor::runner::{DiscoveryError, check_executable};
 use task_executor::schema::Violation;
+use task_executor::{ExitInfo, LogSink};
 use task_executor::{Outcome, PreparedTask, RunReport, RunRequest, Runner, RunnerConfig, TaskName};
 use tokio_util::sync::CancellationToken;
 
@@ -42,9 +44,9 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
         run_id: None,
     };
     // Secret arguments are hidden from the terminal too, if the task echoes them.
-    let logs = task_executor::history::HideSecrets {
+    let logs = task_executor::secrets::HideSecrets {
         inner: logs.as_ref(),
-        secrets: task_executor::history::secrets(&prepared.task().inputs, &request.args),
+        secrets: task_executor::secrets::secrets(&prepared.task().inputs, &request.args),
     };
     let report = if store.has_history() {
         task_executor::queue::run_inline(

@@ -6,9 +6,9 @@ use std::time::Duration;
 use comfy_table::{ContentArrangement, Table, presets};
 use serde_json::{Value, json};
 use task_executor::Store;
+use task_executor::Stream;
 use task_executor::history::{Cursor, RunFilter, RunRecord, RunState, from_ms, now_ms};
 use task_executor::queue::CancelResult;
-use task_executor::runner::Stream;
 
 use super::execute::report_json;
 use super::{Context, print_json, task_name};

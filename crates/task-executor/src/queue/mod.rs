@@ -29,8 +29,9 @@ use serde_json::Value;
 
 pub use worker::{WorkerConfig, WorkerEvent, WorkerStats, run_inline, run_worker};
 
-use crate::history::{RunState, mask, now_ms};
-use crate::runner::{ExitInfo, Outcome, new_run_id};
+use crate::history::{RunState, now_ms};
+use crate::outcome::{ExitInfo, Outcome, new_run_id};
+use crate::secrets::mask;
 use crate::task::{Task, TaskName};
 
 /// The longest delay between two attempts.

@@ -18,9 +18,14 @@ use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_unti
 use tokio_util::sync::CancellationToken;
 
 use super::{Claimed, Finish, Lease, LeaseStatus, NewRun, backoff_delay, is_retryable};
-use crate::history::{DEFAULT_LOG_LIMIT, LogBatch, RunLogs, RunState, Tee, now_ms, secrets, to_ms};
+use crate::history::{DEFAULT_LOG_LIMIT, LogBatch, RunLogs, RunState, now_ms, to_ms};
+use crate::log::LogSink;
+use crate::log::Tee;
+use crate::outcome::RunReport;
 use crate::registry::{Store, StoreError};
-use crate::runner::{LogSink, PreparedTask, RunReport, RunRequest, Runner};
+use crate::runner::{RunRequest, Runner};
+use crate::secrets::secrets;
+use crate::task::PreparedTask;
 use crate::task::{Task, TaskName};
 
 /// How a worker behaves.
@@ -340,7 +345,7 @@ async fn start(
         Err(message) => {
             let finish = Finish {
                 state: RunState::Failed,
-                outcome: crate::runner::Outcome::SpawnFailed {
+                outcome: crate::outcome::Outcome::SpawnFailed {
                     message: message.clone(),
                 },
                 exit: None,

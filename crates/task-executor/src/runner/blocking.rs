@@ -24,13 +24,16 @@ use std::time::{Duration, Instant};
 use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec};
 use rustix::process::Signal;
 
+use super::RunRequest;
 use super::output::{LineReader, ResultScanner, STDERR_LINE_CAP};
 use super::process::{
     DRAIN_BOUND, Ending, Group, begin, conclude, exit_info, kill_group, run_variables,
 };
 use super::spawn::{Spawned, spawn_fds, write_now};
-use super::{LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest, Stream};
+use crate::log::{LogLine, LogSink, Stream};
+use crate::outcome::{Outcome, RunReport};
 use crate::protocol::Envelope;
+use crate::task::PreparedTask;
 
 /// How often a run without a pidfd (kernels before 5.3) checks whether its
 /// task has exited.
@@ -437,7 +440,7 @@ mod tests {
             &runner,
             &task,
             RunRequest::new(json!({})),
-            &super::super::DiscardLogs,
+            &crate::log::DiscardLogs,
             &Stop::new().unwrap(),
         );
         super::super::spawn::tests::WITHOUT_PIDFD.with(|old| old.set(false));

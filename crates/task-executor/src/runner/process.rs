@@ -27,14 +27,14 @@ use tokio::time::{Instant, sleep, sleep_until, timeout as within};
 use tokio_util::sync::CancellationToken;
 
 use super::output::{Extracted, Line, LineReader, ResultScanner, STDERR_LINE_CAP};
-use super::{
-    ExitInfo, LogLine, LogSink, Outcome, PreparedTask, RunReport, RunRequest, RunnerConfig, Stream,
-    new_run_id,
-};
+use super::{RunRequest, RunnerConfig};
+use crate::log::{LogLine, LogSink, Stream};
+use crate::outcome::{ExitInfo, Outcome, RunReport, new_run_id};
 use crate::protocol::{
     ENV_TASK_NAME, ENV_TASK_PROTOCOL, ENV_TASK_RESULT_FILE, ENV_TASK_RUN_ID, Envelope, PROTOCOL_V1,
     parse_result,
 };
+use crate::task::PreparedTask;
 use crate::task::TaskName;
 
 /// How long output is still read once the task's process group is dead.

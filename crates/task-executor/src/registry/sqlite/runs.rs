@@ -14,11 +14,11 @@ use serde_json::Value;
 
 use super::{SqliteStore, to_json};
 use crate::history::{Cursor, LogBatch, LogEntry, RunFilter, RunPage, RunRecord, RunState};
+use crate::log::Stream;
 use crate::queue::{
     CancelResult, Claimed, Finish, Lease, LeaseStatus, NewRun, NewSchedule, Pruned, Schedule,
 };
 use crate::registry::StoreError;
-use crate::runner::Stream;
 use crate::task::TaskName;
 
 const RUN_COLUMNS: &str = "id, task, args, caller, state, priority, attempt, max_attempts, worker, \
@@ -693,7 +693,7 @@ impl SqliteStore {
 
     /// Adds a schedule and returns its id.
     pub fn add_schedule(&self, s: &NewSchedule) -> Result<String, StoreError> {
-        let id = crate::runner::new_run_id();
+        let id = crate::outcome::new_run_id();
         let now = crate::history::now_ms();
         self.write(|tx| {
             tx.execute(
@@ -812,7 +812,7 @@ impl SqliteStore {
                     continue; // the task is gone, or another worker fired this tick
                 };
                 let run = NewRun {
-                    id: crate::runner::new_run_id(),
+                    id: crate::outcome::new_run_id(),
                     task,
                     args: serde_json::from_str(&args).unwrap_or(Value::Null),
                     secret_args: secret.and_then(|s| serde_json::from_str(&s).ok()),
@@ -838,8 +838,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::outcome::Outcome;
     use crate::registry::InsertMode;
-    use crate::runner::Outcome;
     use crate::task::{Policy, Task};
 
     fn store(dir: &tempfile::TempDir) -> SqliteStore {

@@ -1,0 +1,158 @@
+//! Secret arguments: which input fields are secret, and keeping their
+//! values out of history, logs and output.
+//!
+//! A field is secret when its schema says `"writeOnly": true` or `"format":
+//! "password"`. [`mask`] replaces such values by [`MASK`] in a copy of the
+//! arguments (what history stores and front ends show); [`secrets`] lists
+//! their values so that [`hide_secrets`] (and the [`HideSecrets`] sink) can
+//! blank them out of log lines a task prints. No I/O here.
+
+use serde_json::Value;
+
+use crate::log::{LogLine, LogSink};
+
+/// What replaces a secret value.
+pub const MASK: &str = "********";
+
+/// `text` with every occurrence of a secret replaced by [`MASK`].
+pub fn hide_secrets<'a>(text: &'a [u8], secrets: &[String]) -> std::borrow::Cow<'a, [u8]> {
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        if memchr::memmem::find(&out, s.as_bytes()).is_none() {
+            continue;
+        }
+        let mut replaced = Vec::with_capacity(out.len());
+        let mut rest: &[u8] = &out;
+        while let Some(i) = memchr::memmem::find(rest, s.as_bytes()) {
+            replaced.extend_from_slice(&rest[..i]);
+            replaced.extend_from_slice(MASK.as_bytes());
+            rest = &rest[i + s.len()..];
+        }
+        replaced.extend_from_slice(rest);
+        out = std::borrow::Cow::Owned(replaced);
+    }
+    out
+}
+
+/// A sink that hides secret values before passing lines on (e.g. to the terminal).
+pub struct HideSecrets<'a> {
+    /// Where lines go.
+    pub inner: &'a dyn LogSink,
+    /// The values to hide (see [`secrets`]).
+    pub secrets: Vec<String>,
+}
+
+impl LogSink for HideSecrets<'_> {
+    fn line(&self, line: LogLine<'_>) {
+        let text = hide_secrets(line.text, &self.secrets);
+        self.inner.line(LogLine {
+            text: &text,
+            ..line
+        });
+    }
+}
+
+/// Whether a property's schema marks it secret.
+fn is_secret(schema: &Value) -> bool {
+    schema.get("writeOnly").and_then(Value::as_bool) == Some(true)
+        || schema.get("format").and_then(Value::as_str) == Some("password")
+}
+
+/// `args` with the values of secret fields (per `schema`'s `properties`,
+/// recursively, through `items` and `allOf`/`anyOf`/`oneOf`) replaced by [`MASK`].
+pub fn mask(schema: &Value, args: &Value) -> Value {
+    let mut out = args.clone();
+    walk(schema, &mut out, &mut |v| *v = Value::String(MASK.into()));
+    out
+}
+
+/// The string values of secret fields in `args`, to hide in logs.
+pub fn secrets(schema: &Value, args: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut copy = args.clone();
+    walk(schema, &mut copy, &mut |v| {
+        if let Value::String(s) = v
+            && s.len() >= 3
+        {
+            found.push(s.clone());
+        }
+    });
+    found
+}
+
+fn walk(schema: &Value, value: &mut Value, on_secret: &mut dyn FnMut(&mut Value)) {
+    for key in ["allOf", "anyOf", "oneOf"] {
+        if let Some(subs) = schema.get(key).and_then(Value::as_array) {
+            for sub in subs {
+                walk(sub, value, on_secret);
+            }
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+                return;
+            };
+            for (name, sub) in props {
+                if let Some(v) = map.get_mut(name) {
+                    if is_secret(sub) {
+                        on_secret(v);
+                    } else {
+                        walk(sub, v, on_secret);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(sub) = schema.get("items").filter(|s| s.is_object()) {
+                for item in items {
+                    if is_secret(sub) {
+                        on_secret(item);
+                    } else {
+                        walk(sub, item, on_secret);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn masks_write_only_and_password_fields_recursively() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "user": {"type": "string"},
+                "token": {"type": "string", "writeOnly": true},
+                "db": {"type": "object", "properties": {
+                    "password": {"type": "string", "format": "password"},
+                    "host": {"type": "string"}
+                }},
+                "keys": {"type": "array", "items": {"type": "string", "writeOnly": true}},
+                "pairs": {"type": "array", "items": {"properties": {"pin": {"writeOnly": true}}}}
+            },
+            "allOf": [{"properties": {"extra": {"format": "password"}}}]
+        });
+        let args = json!({
+            "user": "ada", "token": "s3cret", "db": {"password": "hunter2", "host": "h"},
+            "keys": ["k1", "k2"], "pairs": [{"pin": 1234, "x": 1}], "extra": "e", "other": "o"
+        });
+        assert_eq!(
+            mask(&schema, &args),
+            json!({
+                "user": "ada", "token": MASK, "db": {"password": MASK, "host": "h"},
+                "keys": [MASK, MASK], "pairs": [{"pin": MASK, "x": 1}], "extra": MASK, "other": "o"
+            })
+        );
+        let mut s = secrets(&schema, &args);
+        s.sort();
+        assert_eq!(s, ["hunter2", "s3cret"]);
+    }
+}
