@@ -4,8 +4,6 @@
 //! style), open the store, call the library, print. Exit codes live in
 //! [`exit`]; human rendering in [`output`].
 
-#[cfg(target_env = "musl")]
-mod alloc;
 mod cli;
 mod commands;
 mod exit;
@@ -18,20 +16,7 @@ use clap::{CommandFactory, FromArgMatches};
 
 use crate::exit::Failure;
 
-/// The static musl release build (`make build`) uses mimalloc: musl's own
-/// allocator maps and unmaps pages for most allocations of a few KiB, and in a
-/// batch every unmap is a TLB shootdown across the pool's threads (1000 no-op
-/// runs went from 1451 to 1635 runs/s). `no_thp` keeps mimalloc from asking for
-/// huge pages, whose zeroing added 0.13 ms to every short command. The
-/// Makefile's musl build also tunes it at compile time (`MIMALLOC_CFLAGS`).
-/// One-shot commands allocate from a dense heap instead (see [`alloc`]).
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOC: alloc::Hybrid = alloc::Hybrid;
-
 fn main() -> ExitCode {
-    #[cfg(target_env = "musl")]
-    alloc::route_sqlite();
     let command = cli::Cli::command();
     let args = cli::rewrite_single_dash(std::env::args_os().collect(), &command);
     let cli = match command
@@ -44,10 +29,6 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::NOTHING_RAN } else { 0 });
         }
     };
-    #[cfg(target_env = "musl")]
-    if runs_many(&cli.command) {
-        alloc::close_dense();
-    }
     let json = commands::wants_json(&cli.command);
     // A worker runs its tasks' I/O on a second thread while its loop waits on the store.
     let mut builder = if matches!(cli.command, cli::Command::Worker(_)) {
@@ -69,17 +50,6 @@ fn main() -> ExitCode {
     match runtime.block_on(Box::pin(commands::run(cli))) {
         Ok(code) => ExitCode::from(code),
         Err(err) => report_error(err, json),
-    }
-}
-
-/// Commands that run many tasks at once or serve: they allocate from several
-/// threads for a long time, which is what mimalloc is for (see [`alloc`]).
-#[cfg(target_env = "musl")]
-fn runs_many(command: &cli::Command) -> bool {
-    match command {
-        cli::Command::Execute(args) => args.batch.is_some(),
-        cli::Command::Worker(_) | cli::Command::Mcp(_) => true,
-        _ => false,
     }
 }
 
