@@ -230,6 +230,7 @@ mod tests {
             outputs,
             timeout: None,
             policy: Default::default(),
+            formats: Default::default(),
         }
     }
 

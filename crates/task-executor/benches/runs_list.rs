@@ -33,6 +33,7 @@ fn task(name: &str) -> Task {
         outputs: None,
         timeout: None,
         policy: Default::default(),
+        formats: Default::default(),
     }
 }
 

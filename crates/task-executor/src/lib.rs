@@ -64,4 +64,4 @@ pub use protocol::{AutoSchema, Envelope, TaskResult};
 pub use register::{RegisterError, RegisterOptions, describe, register};
 pub use registry::{InsertMode, Store, StoreError, StoreSpec};
 pub use runner::{RunRequest, Runner, RunnerConfig};
-pub use task::{Policy, PreparedTask, Task, TaskName};
+pub use task::{Formats, Policy, PreparedTask, Task, TaskName};

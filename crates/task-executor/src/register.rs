@@ -94,6 +94,7 @@ pub async fn describe(
         outputs: auto.outputs,
         timeout: options.timeout,
         policy: options.policy.clone(),
+        formats: Default::default(),
     })
 }
 

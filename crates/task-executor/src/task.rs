@@ -138,6 +138,27 @@ pub struct Task {
     /// Set at register time; absent from YAML files that never set it.
     #[serde(default, skip_serializing_if = "Policy::is_default")]
     pub policy: Policy,
+    /// Whether the `format` keyword of its schemas is checked (the default) or only an annotation.
+    #[serde(default, skip_serializing_if = "Formats::is_default")]
+    pub formats: Formats,
+}
+
+/// How a task's schemas treat the `format` keyword (`date`, `email`, `uri`, …).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Formats {
+    /// Values must match their `format`, in every draft: the default.
+    #[default]
+    Assert,
+    /// `format` is only an annotation, as drafts 2019-09 and 2020-12 define it by default.
+    Annotate,
+}
+
+impl Formats {
+    /// Whether this is the default ([`Formats::Assert`]).
+    pub fn is_default(&self) -> bool {
+        *self == Formats::Assert
+    }
 }
 
 /// A task's queue policy, set at register time.

@@ -43,6 +43,7 @@ fn task_at(location: PathBuf, outputs: Option<Value>) -> PreparedTask {
         outputs,
         timeout: None,
         policy: Default::default(),
+        formats: Default::default(),
     })
     .unwrap()
 }
@@ -704,6 +705,7 @@ async fn task_timeout_and_default_timeout_apply() {
             outputs: None,
             timeout: Some(Duration::from_millis(200)),
             policy: Default::default(),
+            formats: Default::default(),
         };
         let prepared = PreparedTask::new(task.clone()).unwrap();
         let (report, _) = run_once(RunnerConfig::default(), &prepared).await;

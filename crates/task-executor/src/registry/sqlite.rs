@@ -200,6 +200,7 @@ impl RawRow {
             outputs,
             timeout,
             policy,
+            formats: Default::default(),
         })
     }
 }

@@ -22,6 +22,7 @@ pub fn task(n: &str) -> Task {
         outputs: None,
         timeout: None,
         policy: Default::default(),
+        formats: Default::default(),
     }
 }
 

@@ -403,6 +403,7 @@ fn record_from_value(name: TaskName, value: Value) -> Result<Record, String> {
             outputs,
             timeout,
             policy: Default::default(),
+            formats: Default::default(),
         },
         extra: fields,
     })

@@ -428,6 +428,7 @@ mod tests {
             outputs: None,
             timeout: Some(timeout),
             policy: Default::default(),
+            formats: Default::default(),
         })
         .unwrap();
         let runner = super::super::Runner::new(RunnerConfig {

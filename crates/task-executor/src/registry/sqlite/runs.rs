@@ -855,6 +855,7 @@ mod tests {
             outputs: None,
             timeout: None,
             policy,
+            formats: Default::default(),
         }
     }
 
