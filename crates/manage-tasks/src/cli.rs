@@ -66,16 +66,13 @@ pub enum Command {
 // (Not a doc comment: on a flattened `Args` struct that becomes the `about`
 // of every subcommand using it, which with `defer` would win over theirs.)
 #[derive(Debug, Args)]
+#[group(id = "task", required = true, multiple = false)]
 pub struct NameArgs {
-    /// The task's name.
-    #[arg(
-        long = "name",
-        value_name = "NAME",
-        required_unless_present = "name_pos"
-    )]
+    /// The task's name (or give it as NAME).
+    #[arg(long = "name", value_name = "NAME", group = "task")]
     pub name: Option<String>,
-    /// The task's name (alternative to --name).
-    #[arg(value_name = "NAME", conflicts_with = "name", hide = true)]
+    /// The task's name.
+    #[arg(value_name = "NAME", group = "task")]
     pub name_pos: Option<String>,
 }
 
@@ -118,9 +115,14 @@ pub struct RegisterArgs {
     /// How long `<location> schema` may take.
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub schema_timeout: Duration,
-    /// Replace an existing task of that name, re-reading its schema.
+    /// Replace an existing task of that name, re-reading its schema; the
+    /// settings below that are not given again keep their stored values.
     #[arg(long)]
     pub force: bool,
+    /// How `format` keywords (`date`, `email`, …) in its schemas are treated:
+    /// checked (`assert`, the default) or only annotations (`annotate`).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub formats: Option<FormatsArg>,
     /// Queue policy: retry a failed run (timeout, crash, no result) up to N times.
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
@@ -128,8 +130,11 @@ pub struct RegisterArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub backoff: Option<Duration>,
     /// Queue policy: also retry runs that report a status other than 1.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_retry_on_status")]
     pub retry_on_status: bool,
+    /// Queue policy: retry only run failures, not reported statuses (undoes --retry-on-status).
+    #[arg(long)]
+    pub no_retry_on_status: bool,
     /// Queue policy: at most K running attempts of this task across all workers.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Option<u32>,
@@ -141,9 +146,18 @@ pub struct RegisterArgs {
     pub json: bool,
 }
 
+/// `--formats` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FormatsArg {
+    /// Values must match their `format`.
+    Assert,
+    /// `format` is only an annotation.
+    Annotate,
+}
+
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print a JSON array of tasks on stdout.
+    /// Print `{"items":[…],"next":null}` on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -216,7 +230,7 @@ pub struct SubmitArgs {
     /// Wait for the run to end and exit like `execute`.
     #[arg(long)]
     pub wait: bool,
-    /// Print JSON on stdout (`{"run_id":…}`, or with --wait the run).
+    /// Print the run (with --wait: once it has ended) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -229,18 +243,23 @@ pub struct WorkerArgs {
     /// How long a claimed run is held without a heartbeat (renewed every third of it).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub lease: Duration,
-    /// On SIGTERM/Ctrl-C: how long running tasks may still take before they are cancelled and requeued.
+    /// On SIGTERM/Ctrl-C: how long running tasks may still take before they are stopped and requeued.
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
-    pub grace: Duration,
+    pub drain: Duration,
     /// Time between SIGTERM and SIGKILL when stopping a task.
-    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
-    pub kill_grace: Duration,
+    #[arg(long, alias = "kill-grace", value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    pub grace: Duration,
     /// How often to look for work when the queue is empty.
     #[arg(long, value_parser = parse_duration, default_value = "100ms", value_name = "DURATION")]
     pub poll: Duration,
-    /// Exit once no run is queued or running.
+    /// Exit once no run is running anywhere and none is due now (runs
+    /// queued for later, such as retries waiting out their backoff, do not
+    /// keep it waiting; add --wait-delayed for that).
     #[arg(long)]
     pub until_idle: bool,
+    /// With --until-idle: also wait for runs queued for later.
+    #[arg(long, requires = "until_idle")]
+    pub wait_delayed: bool,
     /// The worker's id in history (default: worker-<hostname>-<pid>).
     #[arg(long)]
     pub id: Option<String>,
@@ -277,9 +296,17 @@ pub enum RunsCommand {
 
 #[derive(Debug, Args)]
 pub struct RunsListArgs {
+    /// Only this task's runs (or give it as NAME).
+    #[arg(
+        long = "name",
+        visible_alias = "task",
+        value_name = "NAME",
+        conflicts_with = "name_pos"
+    )]
+    pub name: Option<String>,
     /// Only this task's runs.
-    #[arg(long, value_name = "NAME")]
-    pub task: Option<String>,
+    #[arg(value_name = "NAME")]
+    pub name_pos: Option<String>,
     /// Only runs in this state.
     #[arg(long, value_parser = ["queued", "running", "completed", "failed", "cancelled"])]
     pub state: Option<String>,
@@ -292,7 +319,7 @@ pub struct RunsListArgs {
     /// Continue after this cursor (printed with the previous page).
     #[arg(long, value_name = "CURSOR")]
     pub after: Option<String>,
-    /// Print `{"runs":[…],"next":CURSOR|null}` on stdout.
+    /// Print `{"items":[…],"next":CURSOR|null}` on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -316,7 +343,7 @@ pub struct RunsLogsArgs {
     /// Which attempt's log (default: the latest).
     #[arg(long, value_name = "N")]
     pub attempt: Option<u32>,
-    /// One JSON object per line: `{"seq","stream","text","truncated"}`.
+    /// One JSON object per line: `{"attempt","seq","stream","text","truncated"}`.
     #[arg(long)]
     pub json: bool,
 }
@@ -326,9 +353,13 @@ pub struct PruneArgs {
     /// Delete finished runs older than this (e.g. `30d`).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", required_unless_present = "keep")]
     pub older_than: Option<Duration>,
-    /// Keep only the newest N finished runs of each task.
+    /// Keep the newest N finished runs of each task (with --older-than: of
+    /// the old ones, still keep these N).
     #[arg(long, value_name = "N")]
     pub keep: Option<u64>,
+    /// Print `{"pruned":N}` on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -339,10 +370,7 @@ pub enum ScheduleCommand {
     /// List schedules.
     List(ListArgs),
     /// Remove a schedule.
-    Remove {
-        /// The schedule's id.
-        id: String,
-    },
+    Remove(ScheduleRemoveArgs),
 }
 
 #[derive(Debug, Args)]
@@ -357,9 +385,15 @@ pub struct ScheduleAddArgs {
     /// Caller recorded on each run.
     #[arg(long, default_value = "schedule")]
     pub caller: String,
-    /// Print `{"id":…}` on stdout.
+    /// Print the schedule as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleRemoveArgs {
+    /// The schedule's id.
+    pub id: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,14 @@
-//! Exit codes, in one place. Documented in the README; scripts rely on them.
+//! Exit codes, in one place, and the failure every command error becomes.
+//! Documented in the README; scripts rely on them.
 
-use task_executor::Outcome;
+use task_executor::history::{RunRecord, RunState};
+use task_executor::schema::Violation;
+use task_executor::service::{
+    ExecuteError, LookupError, PrepareError, ScheduleError, SubmitError, TaskError, register_kind,
+    store_kind,
+};
+use task_executor::view::ErrorView;
+use task_executor::{Outcome, RegisterError, StoreError};
 
 /// The task completed and reported status 1.
 pub const SUCCESS: u8 = 0;
@@ -20,14 +28,22 @@ pub fn for_outcome(outcome: &Outcome) -> u8 {
     }
 }
 
-/// An error that stops a command before or instead of a run, with its exit code
-/// and a stable kind for `--json` output.
+/// The exit code for a run as history has it, as `execute` would exit.
+pub fn for_run(r: &RunRecord) -> u8 {
+    match (&r.outcome, r.state) {
+        (Some(o), RunState::Completed | RunState::Failed) => for_outcome(o),
+        _ => RUN_FAILED,
+    }
+}
+
+/// An error that stops a command before or instead of a run, with its exit
+/// code and the stable kind `--json` shows.
 #[derive(Debug)]
 pub struct Failure {
     pub code: u8,
     pub kind: &'static str,
     pub message: String,
-    pub violations: Vec<task_executor::schema::Violation>,
+    pub violations: Vec<Violation>,
 }
 
 impl Failure {
@@ -38,6 +54,23 @@ impl Failure {
             kind,
             message: message.into(),
             violations: Vec::new(),
+        }
+    }
+
+    /// A "nothing ran" failure with schema violations.
+    fn with_violations(kind: &'static str, message: String, violations: &[Violation]) -> Self {
+        Self {
+            violations: violations.to_vec(),
+            ..Self::nothing_ran(kind, message)
+        }
+    }
+
+    /// The `{kind, message, violations?}` object of `--json` output.
+    pub fn view(&self) -> ErrorView {
+        ErrorView {
+            kind: self.kind.to_owned(),
+            message: self.message.clone(),
+            violations: self.violations.clone(),
         }
     }
 }
@@ -54,14 +87,118 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-impl From<task_executor::StoreError> for Failure {
-    fn from(e: task_executor::StoreError) -> Self {
-        use task_executor::StoreError as E;
-        let kind = match &e {
-            E::NotFound { .. } => "unknown_task",
-            E::Duplicate { .. } => "duplicate_task",
-            _ => "store",
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::from(&e)
+    }
+}
+
+impl From<&StoreError> for Failure {
+    fn from(e: &StoreError) -> Self {
+        Failure::nothing_ran(store_kind(e), e.to_string())
+    }
+}
+
+/// Implements `From<E>` for `Failure` through `From<&E>`.
+macro_rules! by_ref {
+    ($($e:ty),*) => {$(
+        impl From<$e> for Failure {
+            fn from(e: $e) -> Self {
+                Failure::from(&e)
+            }
+        }
+    )*};
+}
+
+by_ref!(
+    PrepareError,
+    ExecuteError,
+    SubmitError,
+    LookupError,
+    ScheduleError,
+    TaskError,
+    RegisterError
+);
+
+impl Failure {
+    /// What `err` (any error a command returns) means for the exit code and
+    /// `--json`: the service's typed errors keep their kinds and violations.
+    pub fn of(err: &anyhow::Error) -> Option<Failure> {
+        macro_rules! try_as {
+            ($($e:ty),*) => {$(
+                if let Some(e) = err.downcast_ref::<$e>() {
+                    return Some(Failure::from(e));
+                }
+            )*};
+        }
+        if let Some(f) = err.downcast_ref::<Failure>() {
+            return Some(Failure {
+                code: f.code,
+                kind: f.kind,
+                message: f.message.clone(),
+                violations: f.violations.clone(),
+            });
+        }
+        try_as!(
+            PrepareError,
+            ExecuteError,
+            SubmitError,
+            LookupError,
+            ScheduleError,
+            TaskError,
+            RegisterError,
+            StoreError
+        );
+        None
+    }
+}
+
+impl From<&PrepareError> for Failure {
+    fn from(e: &PrepareError) -> Self {
+        Failure::with_violations(e.kind(), e.to_string(), e.violations())
+    }
+}
+
+impl From<&ExecuteError> for Failure {
+    fn from(e: &ExecuteError) -> Self {
+        Failure::with_violations(e.kind(), e.to_string(), e.violations())
+    }
+}
+
+impl From<&SubmitError> for Failure {
+    fn from(e: &SubmitError) -> Self {
+        let violations = match &e {
+            SubmitError::InvalidArgs { source, .. } => source.violations().to_vec(),
+            SubmitError::Store(_) => Vec::new(),
         };
-        Failure::nothing_ran(kind, e.to_string())
+        Failure::with_violations(e.kind(), e.to_string(), &violations)
+    }
+}
+
+impl From<&LookupError> for Failure {
+    fn from(e: &LookupError) -> Self {
+        Failure::nothing_ran(e.kind(), e.to_string())
+    }
+}
+
+impl From<&ScheduleError> for Failure {
+    fn from(e: &ScheduleError) -> Self {
+        let violations = match &e {
+            ScheduleError::Prepare(p) => p.violations().to_vec(),
+            _ => Vec::new(),
+        };
+        Failure::with_violations(e.kind(), e.to_string(), &violations)
+    }
+}
+
+impl From<&TaskError> for Failure {
+    fn from(e: &TaskError) -> Self {
+        Failure::nothing_ran(e.kind(), e.to_string())
+    }
+}
+
+impl From<&RegisterError> for Failure {
+    fn from(e: &RegisterError) -> Self {
+        Failure::nothing_ran(register_kind(e), e.to_string())
     }
 }

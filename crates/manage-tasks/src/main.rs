@@ -30,11 +30,10 @@ fn main() -> ExitCode {
         }
     };
     let json = commands::wants_json(&cli.command);
-    // A worker runs its tasks' I/O on a second thread while its loop waits on the store.
-    let mut builder = if matches!(cli.command, cli::Command::Worker(_)) {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2);
-        b
+    // Servers and workers serve many requests and runs at once: the
+    // multi-thread runtime. A one-shot command needs one thread.
+    let mut builder = if matches!(cli.command, cli::Command::Worker(_) | cli::Command::Mcp(_)) {
+        tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
@@ -45,8 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::NOTHING_RAN);
         }
     };
-    // Boxed: the future of every subcommand is large, and as a local of
-    // `main` its stack frame was faulted in page by page (stack probes).
+    // Boxed: the future of every subcommand is large.
     match runtime.block_on(Box::pin(commands::run(cli))) {
         Ok(code) => ExitCode::from(code),
         Err(err) => report_error(err, json),
@@ -57,17 +55,28 @@ fn report_error(err: anyhow::Error, json: bool) -> ExitCode {
     if is_broken_pipe(&err) {
         return ExitCode::SUCCESS;
     }
-    let (code, kind, violations) = match err.downcast_ref::<Failure>() {
+    let failure = Failure::of(&err);
+    let (code, kind, violations) = match &failure {
         Some(f) => (f.code, f.kind, f.violations.clone()),
         None => (exit::NOTHING_RAN, "error", Vec::new()),
     };
     let style = output::Style::stderr();
-    let _ = writeln!(std::io::stderr(), "{} {err:#}", style.red("error:"));
+    let message = match &failure {
+        Some(f) => f.to_string(),
+        None => format!("{err:#}"),
+    };
+    let _ = writeln!(std::io::stderr(), "{} {message}", style.red("error:"));
     if json {
-        let doc = serde_json::json!({
-            "error": {"kind": kind, "message": format!("{err:#}"), "violations": violations}
-        });
-        let _ = writeln!(std::io::stdout(), "{doc}");
+        let doc = task_executor::view::ErrorDoc {
+            error: task_executor::view::ErrorView {
+                kind: kind.to_owned(),
+                message: failure.map_or_else(|| format!("{err:#}"), |f| f.message),
+                violations,
+            },
+        };
+        if let Ok(text) = serde_json::to_string(&doc) {
+            let _ = writeln!(std::io::stdout(), "{text}");
+        }
     }
     ExitCode::from(code)
 }

@@ -1,10 +1,13 @@
 //! Human output: colour decisions, the task log sink, and rendering of runs.
-//! Machine output (`--json`) is built in the commands and goes to stdout alone.
+//! Machine output (`--json`) is the library's views (`task_executor::view`),
+//! on stdout alone.
 
 use std::io::{IsTerminal, Write};
 
-use task_executor::{ExitInfo, LogLine, LogSink};
-use task_executor::{Outcome, RunReport};
+use std::time::Duration;
+
+use task_executor::history::RunRecord;
+use task_executor::{ExitInfo, LogLine, LogSink, Outcome};
 
 /// Whether to colour a stream: only on a terminal, and never when `NO_COLOR` is set.
 pub fn color_for(is_terminal: bool) -> bool {
@@ -88,17 +91,27 @@ impl LogSink for StderrLogs {
     }
 }
 
-/// Human rendering of a finished run, for stdout.
-pub fn render_report(report: &RunReport, style: Style) -> String {
+/// Human rendering of a run, for stdout: its result or failure when an
+/// attempt has ended, else its state and why.
+pub fn render_run(r: &RunRecord, style: Style) -> String {
     let mut out = String::new();
-    let took = humantime::format_duration(std::time::Duration::from_millis(
-        report.duration.as_millis() as u64,
-    ));
-    match &report.outcome {
+    let Some(outcome) = r.outcome.as_ref().filter(|_| r.state.is_terminal()) else {
+        let why = r.error.as_ref().map(|e| format!(": {}", e.message));
+        out.push_str(&format!(
+            "Run {} of task {} is {}{}\n",
+            r.id,
+            style.bold(r.task.as_str()),
+            r.state,
+            why.unwrap_or_default()
+        ));
+        return out;
+    };
+    let took = humantime::format_duration(Duration::from_millis(r.duration_ms().unwrap_or(0)));
+    match outcome {
         Outcome::Completed { result } if result.is_success() => {
             out.push_str(&format!(
                 "Task {} {} with status {} ({}) in {took}\n",
-                style.bold(report.task.as_str()),
+                style.bold(r.task.as_str()),
                 style.green("succeeded"),
                 result.status,
                 result.reason
@@ -107,18 +120,18 @@ pub fn render_report(report: &RunReport, style: Style) -> String {
         other => {
             out.push_str(&format!(
                 "Task {} {}: {} ({took})\n",
-                style.bold(report.task.as_str()),
+                style.bold(r.task.as_str()),
                 style.red("failed"),
                 other.describe()
             ));
         }
     }
-    if let Some(result) = report.outcome.result() {
+    if let Some(result) = outcome.result() {
         let payload = serde_json::to_string_pretty(&result.payload).unwrap_or_default();
         out.push_str(&format!("payload:\n{payload}\n"));
     }
-    out.push_str(&style.dim(&format!("run {}", report.run_id)));
-    if let Some(exit) = &report.exit {
+    out.push_str(&style.dim(&format!("run {}", r.id)));
+    if let Some(exit) = &r.exit {
         out.push_str(&style.dim(&format!(", {}", exit_text(exit))));
     }
     out.push('\n');
@@ -130,4 +143,15 @@ pub fn exit_text(exit: &ExitInfo) -> String {
         ExitInfo::Code { code } => format!("exit code {code}"),
         ExitInfo::Signal { name, .. } => format!("killed by {name}"),
     }
+}
+
+/// `value` as compact JSON of at most `max` characters, cut with `…`.
+pub fn short_json(value: &serde_json::Value, max: usize) -> String {
+    let text = value.to_string();
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }

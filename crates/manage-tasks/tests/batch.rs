@@ -75,9 +75,13 @@ fn bad_lines_are_reported_and_the_rest_still_run() {
         "worst of the runs is 'nothing ran'"
     );
     let r = lines_json(&out);
+    // A run says how it ended; a line that could not run, why (`error.kind`).
     let summary: Vec<(u64, &str)> = r
         .iter()
-        .map(|v| (v["line"].as_u64().unwrap(), v["outcome"].as_str().unwrap()))
+        .map(|v| {
+            let what = v["outcome"].as_str().or(v["error"]["kind"].as_str());
+            (v["line"].as_u64().unwrap(), what.unwrap())
+        })
         .collect();
     assert_eq!(
         summary,
@@ -89,7 +93,8 @@ fn bad_lines_are_reported_and_the_rest_still_run() {
             (6, "completed")
         ]
     );
-    assert_eq!(r[2]["violations"][0]["pointer"], "/n");
+    assert_eq!(r[2]["error"]["violations"][0]["pointer"], "/n");
+    assert!(r[1].get("run_id").is_none(), "{}", r[1]);
     assert_eq!(r[4]["payload"], 5);
 }
 

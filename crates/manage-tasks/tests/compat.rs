@@ -67,7 +67,7 @@ fn a_store_written_by_the_original_loads_and_runs() {
     std::fs::write(&env.store, &store).unwrap();
 
     let list = json_stdout(&env.cmd().args(["list", "--json"]).output().unwrap());
-    let names: Vec<_> = list
+    let names: Vec<_> = list["items"]
         .as_array()
         .unwrap()
         .iter()

@@ -150,7 +150,7 @@ fn invalid_arguments_list_every_violation_and_nothing_runs() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    for pointer in ["`/user`", "`/n`", "`/`"] {
+    for pointer in ["at \"/user\"", "at \"/n\"", "at \"\""] {
         assert!(err.contains(pointer), "missing {pointer} in {err}");
     }
     let doc = json_stdout(&out);
@@ -274,7 +274,8 @@ fn output_schema_violations_fail_the_run_with_pointers() {
     assert_eq!(out.status.code(), Some(3));
     let r = json_stdout(&out);
     assert_eq!(r["outcome"], "output_violation");
-    assert_eq!(r["violations"][0]["pointer"], "/payload");
+    assert_eq!(r["error"]["kind"], "output_violation");
+    assert_eq!(r["error"]["violations"][0]["pointer"], "/payload");
 }
 
 #[test]

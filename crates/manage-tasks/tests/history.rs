@@ -119,7 +119,7 @@ fn runs_list_filters_and_pages_newest_first() {
     env.cmd().args(["runs", "cancel", &a[0]]).assert().success();
 
     let ids = |v: &serde_json::Value| -> Vec<String> {
-        v["runs"]
+        v["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -133,14 +133,14 @@ fn runs_list_filters_and_pages_newest_first() {
     let cancelled = env.json(&["runs", "list", "--json", "--state", "cancelled"]);
     assert_eq!(ids(&cancelled), [a[0].clone()]);
     assert_eq!(
-        env.json(&["runs", "list", "--json", "--since", "1h"])["runs"]
+        env.json(&["runs", "list", "--json", "--since", "1h"])["items"]
             .as_array()
             .unwrap()
             .len(),
         8
     );
     assert!(
-        env.json(&["runs", "list", "--json", "--since", "2999-01-01T00:00:00Z"])["runs"]
+        env.json(&["runs", "list", "--json", "--since", "2999-01-01T00:00:00Z"])["items"]
             .as_array()
             .unwrap()
             .is_empty()
@@ -235,7 +235,7 @@ fn logs_follow_streams_a_running_run_until_it_ends() {
     let mut id = String::new();
     wait_until(10.0, "a running run", || {
         let runs = env.json(&["runs", "list", "--json", "--state", "running"]);
-        match runs["runs"][0]["run_id"].as_str() {
+        match runs["items"][0]["run_id"].as_str() {
             Some(r) => {
                 id = r.to_owned();
                 true

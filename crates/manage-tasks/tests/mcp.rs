@@ -210,9 +210,9 @@ fn calls_a_task_and_returns_its_result_and_logs() {
         .unwrap();
     assert!(out.status.success(), "{}", common::stderr(&out));
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let runs = runs["runs"]
+    let runs = runs["items"]
         .as_array()
-        .expect("runs list --json has a `runs` array");
+        .expect("runs list --json has an `items` array");
     // The scenario makes calls in each protocol mode; none may be missing.
     assert!(runs.len() >= MODES.len(), "{runs:?}");
     for run in runs {
@@ -357,7 +357,7 @@ fn a_removed_executable_is_an_explained_tool_error() {
     assert_eq!(reply["result"]["isError"], true, "{reply}");
     let text = reply["result"]["content"][0]["text"].as_str().unwrap();
     assert!(
-        text.starts_with("Task gone cannot be run: `") && text.contains("` no longer exists;"),
+        text.starts_with("Task `gone` cannot be run: `") && text.contains("` no longer exists;"),
         "{text}"
     );
 }

@@ -272,11 +272,11 @@ fn sigterm_lets_short_runs_finish_and_requeues_the_rest() {
         "worker",
         "--concurrency",
         "3",
-        "--grace",
+        "--drain",
         "1500ms",
         "--poll",
         "20ms",
-        "--kill-grace",
+        "--grace",
         "1s",
     ]);
     wait_until(10.0, "3 runs started", || {
@@ -436,8 +436,28 @@ fn a_delayed_run_is_not_claimed_before_its_time() {
         .output()
         .unwrap();
     let id = json_stdout(&out)["run_id"].as_str().unwrap().to_owned();
-    let mut w = env.spawn(&["-q", "worker", "--poll", "20ms", "--until-idle"]);
-    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(json_stdout(&out)["state"], "queued");
+    // Nothing is runnable now: --until-idle alone does not wait for it.
+    let started = std::time::Instant::now();
+    env.cmd()
+        .args(["-q", "worker", "--poll", "20ms", "--until-idle"])
+        .assert()
+        .success();
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(run(&env, &id)["state"], "queued");
+    let mut w = env.spawn(&[
+        "-q",
+        "worker",
+        "--poll",
+        "20ms",
+        "--until-idle",
+        "--wait-delayed",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(run(&env, &id)["state"], "queued");
     assert!(w.wait().unwrap().success());
     let r = run(&env, &id);

@@ -23,7 +23,7 @@ fn registers_lists_and_shows_the_examples() {
         let out = env.cmd().args(["list", "--json"]).output().unwrap();
         assert!(out.status.success(), "{kind}: {}", stderr(&out));
         let list = json_stdout(&out);
-        let names: Vec<_> = list
+        let names: Vec<_> = list["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -252,7 +252,11 @@ fn unregister_removes_and_reports_unknown_names() {
             .assert()
             .success();
         let out = env.cmd().args(["list", "--json"]).output().unwrap();
-        assert_eq!(json_stdout(&out), json!([]), "{kind}");
+        assert_eq!(
+            json_stdout(&out),
+            json!({"items": [], "next": null}),
+            "{kind}"
+        );
         env.cmd()
             .args(["unregister", "--name", "greet"])
             .assert()
@@ -383,7 +387,7 @@ fn thirty_concurrent_registers_all_land() {
         }
         let list = json_stdout(&env.cmd().args(["list", "--json"]).output().unwrap());
         assert_eq!(
-            list.as_array().unwrap().len(),
+            list["items"].as_array().unwrap().len(),
             30,
             "{kind}: registers were lost"
         );

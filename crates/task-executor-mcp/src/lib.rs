@@ -3,10 +3,11 @@
 //! Built on the official Rust SDK (`rmcp`, pinned), which stays inside this
 //! crate. [`serve_stdio`] speaks MCP on stdin/stdout; [`serve_http`] serves
 //! the streamable HTTP transport at `/mcp`. Both run `tools/call` through
-//! the same [`task_executor::Runner`] as the CLI.
+//! the library's service layer, like every other front end.
 //!
 //! - [`mapping`]: pure task → tool and run → result translations;
-//! - [`server`]: the rmcp handler.
+//! - [`server`]: the rmcp handler;
+//! - `stdio`: line framing that answers unparsable lines with `-32700`.
 //!
 //! Protocol revisions: [`PROTOCOL_VERSIONS`] (2026-07-28, and 2025-11-25 for
 //! clients that use the `initialize` handshake). Like the library, this crate
@@ -14,6 +15,7 @@
 
 pub mod mapping;
 pub mod server;
+mod stdio;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,10 +48,11 @@ pub enum ServeError {
 /// Serves one MCP session on stdin/stdout until the client disconnects or `cancel` fires.
 pub async fn serve_stdio(config: McpConfig, cancel: CancellationToken) -> Result<(), ServeError> {
     let server = TaskServer::new(Arc::new(config));
+    // Pipes (how MCP clients start servers) are read without a blocking
+    // thread, so a cancelled server exits without waiting for stdin.
+    let (stdin, stdout) = rmcp::transport::stdio_pipes();
     let running = server
-        // Pipes (how MCP clients start servers) are read without a blocking
-        // thread, so a cancelled server exits without waiting for stdin.
-        .serve_with_ct(rmcp::transport::stdio_pipes(), cancel)
+        .serve_with_ct(stdio::filtered(stdin, stdout), cancel)
         .await
         .map_err(|e| ServeError::Init(e.to_string()))?;
     let _ = running.waiting().await;

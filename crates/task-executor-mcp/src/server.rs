@@ -2,9 +2,10 @@
 //! store, task log lines as logging notifications, and `tools/list_changed`
 //! when the store changes while a client is connected.
 //!
-//! The store is opened per request, so what a client sees is the store at
-//! call time; changes made by other processes (`manage_tasks register`) are
-//! noticed by polling a fingerprint of the task list.
+//! Every operation goes through the library's service layer
+//! ([`task_executor::service::Service`]): the store is read at call time,
+//! so changes made by other processes (`manage_tasks register`) are seen,
+//! and noticed for `list_changed` by polling a fingerprint of the task list.
 
 // MCP logging (`notifications/message`, `logging/setLevel`) is deprecated by
 // SEP-2577 but is the only way the protocol carries a tool's log lines.
@@ -23,12 +24,8 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::json;
-use task_executor::history;
-use task_executor::queue;
-use task_executor::runner::{DiscoveryError, check_executable};
-use task_executor::secrets::{self, HideSecrets};
-use task_executor::{LogLine, LogSink, Stream};
-use task_executor::{PreparedTask, RunRequest, Runner, Store, StoreSpec, Task, TaskName};
+use task_executor::service::{Call, ExecuteError, PrepareError, Service};
+use task_executor::{LogLine, LogSink, Stream, Task, TaskName};
 use tokio::sync::mpsc;
 
 use crate::mapping;
@@ -40,13 +37,11 @@ pub const PROTOCOL_VERSIONS: &[ProtocolVersion] =
 /// How many task log lines may wait to be sent before further lines are dropped (and counted).
 const LOG_BACKLOG: usize = 1024;
 
-/// What the server needs: where the tasks are and how to run them.
+/// What the server needs: the tasks and how to run them.
 #[derive(Debug, Clone)]
 pub struct McpConfig {
-    /// The task store.
-    pub store: StoreSpec,
-    /// Runs every `tools/call`.
-    pub runner: Runner,
+    /// The tasks, and how `tools/call` runs them.
+    pub service: Service,
     /// The `meta.caller` tasks see in their envelope.
     pub caller: String,
     /// How often the store is checked for changes while a client is connected.
@@ -71,8 +66,7 @@ impl TaskServer {
     }
 
     async fn tasks(&self) -> Result<Vec<Task>, ErrorData> {
-        let store = Store::open(&self.config.store).await.map_err(internal)?;
-        store.list().await.map_err(internal)
+        self.config.service.tasks().await.map_err(internal)
     }
 
     /// A fingerprint of the registered tasks; `None` when the store cannot be read.
@@ -101,38 +95,23 @@ impl TaskServer {
     ) -> Result<CallToolResult, ErrorData> {
         let unknown = || ErrorData::invalid_params(format!("unknown tool `{}`", params.name), None);
         let name = TaskName::new(params.name.as_ref()).map_err(|_| unknown())?;
-        let store = Store::open(&self.config.store).await.map_err(internal)?;
-        let task = store
-            .get(&name)
-            .await
-            .map_err(internal)?
-            .ok_or_else(unknown)?;
-
-        let shape = mapping::input_shape(&task.inputs);
-        let data = shape.data(params.arguments);
-        if let Err(e) = check_executable(&task.location) {
-            let e = match e {
-                DiscoveryError::NotFound { path } => {
-                    format!("`{}` no longer exists", path.display())
-                }
-                other => other.to_string(),
-            };
-            let why = format!(
-                "{e}; restore the file, or point the task at its new place with `manage_tasks register --force --name {name} --location PATH`"
-            );
-            return Ok(cannot_run(&name, &why));
-        }
-        let prepared = match PreparedTask::new(task) {
-            Ok(p) => p,
-            Err(e) => {
-                let why = format!(
-                    "its stored schema no longer compiles: {e}; register it again with --force"
-                );
-                return Ok(cannot_run(&name, &why));
-            }
+        let service = &self.config.service;
+        let task = match service.prepare(&name).await {
+            Ok(task) => task,
+            Err(PrepareError::NotRegistered { .. }) => return Err(unknown()),
+            Err(PrepareError::Store(e)) => return Err(internal(e)),
+            // The task exists but cannot run: a tool result the model can read.
+            Err(e) => return Ok(cannot_run(&e)),
         };
-        if let Err(violations) = prepared.validate_args(&data) {
-            let violations: Vec<_> = violations.into_iter().map(|v| shape.locate(v)).collect();
+        let shape = mapping::input_shape(&task.task().inputs);
+        let data = shape.data(params.arguments);
+        if let Err(e) = task.check(&data) {
+            let violations: Vec<_> = e
+                .violations()
+                .iter()
+                .cloned()
+                .map(|v| shape.locate(v))
+                .collect();
             return Err(mapping::invalid_arguments(&name, &violations));
         }
 
@@ -144,38 +123,14 @@ impl TaskServer {
             threshold: threshold.map(rank),
         };
         let forward = tokio::spawn(forward_logs(rx, ctx.peer.clone(), name.clone()));
-        let request = RunRequest {
+        let call = Call {
             args: data,
             caller: self.config.caller.clone(),
             timeout: None,
-            run_id: None,
         };
-        // Secret arguments (`writeOnly`, `format: password`) never reach the client's logs.
-        let logs = HideSecrets {
-            inner: &sink,
-            secrets: secrets::secrets(&prepared.task().inputs, &request.args),
-        };
-        // Recorded in run history exactly like `execute`, when the store keeps history.
-        let report = if store.has_history() {
-            queue::run_inline(
-                &store,
-                &self.config.runner,
-                &prepared,
-                request,
-                &logs,
-                &ctx.ct,
-                history::DEFAULT_LOG_LIMIT,
-                INLINE_LEASE,
-            )
-            .await
-            .map_err(internal)?
-        } else {
-            self.config
-                .runner
-                .run(&prepared, request, &logs, &ctx.ct)
-                .await
-        };
-        drop(logs);
+        // Recorded in run history exactly like `execute`, where the store keeps
+        // history; secret arguments never reach the client's logs.
+        let executed = service.execute(&task, call, &sink, &ctx.ct).await;
         let dropped = sink.dropped.load(std::sync::atomic::Ordering::Relaxed);
         drop(sink);
         let _ = forward.await;
@@ -189,17 +144,23 @@ impl TaskServer {
                 )
                 .await;
         }
-        Ok(mapping::call_result(&report))
+        match executed {
+            Ok(run) => Ok(mapping::call_result(&run.report)),
+            Err(ExecuteError::Prepare(e)) => Err(internal(e)),
+            Err(ExecuteError::Store(e)) => Err(internal(e)),
+        }
     }
 }
 
-/// How long a call's run stays `running` in history if the server dies without a word.
-const INLINE_LEASE: Duration = Duration::from_secs(30);
-
-fn cannot_run(name: &TaskName, why: &str) -> CallToolResult {
-    CallToolResult::error(vec![ContentBlock::text(format!(
-        "Task {name} cannot be run: {why}"
-    ))])
+/// A tool result saying why the task cannot run (its message names the task).
+fn cannot_run(e: &PrepareError) -> CallToolResult {
+    let text = e.to_string();
+    // "task `x` cannot be run: …" reads as a sentence at the start of a result.
+    let text = match text.strip_prefix('t') {
+        Some(rest) => format!("T{rest}"),
+        None => text,
+    };
+    CallToolResult::error(vec![ContentBlock::text(text)])
 }
 
 fn internal(e: impl std::fmt::Display) -> ErrorData {

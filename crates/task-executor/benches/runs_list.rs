@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use task_executor::history::{Cursor, RunFilter, RunState, now_ms};
-use task_executor::queue::NewRun;
 use task_executor::{InsertMode, Store, StoreSpec, Task, TaskName};
 
 fn median_ms(mut f: impl FnMut()) -> f64 {
@@ -38,9 +37,7 @@ fn task(name: &str) -> Task {
 }
 
 async fn store_at(path: &std::path::Path) -> Store {
-    let store = Store::open(&StoreSpec::Sqlite(path.to_owned()))
-        .await
-        .unwrap();
+    let store = Store::open(&StoreSpec::Sqlite(path.to_owned()));
     for name in ["noop", "other"] {
         store
             .insert(&task(name), InsertMode::Replace)
@@ -48,7 +45,7 @@ async fn store_at(path: &std::path::Path) -> Store {
             .unwrap();
     }
     // Creates the run tables (migration) with one real run.
-    let run = NewRun::new(&task("noop"), &json!({}), "bench");
+    let run = task_executor::queue::new_run(&task("noop"), &json!({}), "bench");
     store.enqueue(&[run]).await.unwrap();
     store
 }
@@ -60,9 +57,9 @@ fn fill(path: &std::path::Path, rows: u64) {
         let mut stmt = tx
             .prepare(
                 "INSERT INTO runs (id, task, args, caller, state, attempt, max_attempts, fence, \
-                 queued_at, available_at, started_at, finished_at, outcome) \
+                 queued_at, available_at, started_at, finished_at, outcome, seq) \
                  VALUES (?1, ?2, '{\"n\":1}', 'bench', ?3, 1, 1, 1, ?4, ?4, ?4, ?5, \
-                 '{\"kind\":\"completed\",\"result\":{\"status\":1,\"reason\":\"ok\",\"payload\":null}}')",
+                 '{\"kind\":\"completed\",\"result\":{\"status\":1,\"reason\":\"ok\",\"payload\":null}}', ?6)",
             )
             .unwrap();
         let start = now_ms() - rows as i64 * 10;
@@ -71,7 +68,7 @@ fn fill(path: &std::path::Path, rows: u64) {
             let task = if i % 10 == 0 { "other" } else { "noop" };
             let state = if i % 100 == 0 { "failed" } else { "completed" };
             let id = format!("{:016x}-bench-{i:012}", at);
-            stmt.execute(rusqlite::params![id, task, state, at, at + 3])
+            stmt.execute(rusqlite::params![id, task, state, at, at + 3, i as i64 + 2])
                 .unwrap();
         }
     }
@@ -149,12 +146,12 @@ async fn main() {
     let conn = rusqlite::Connection::open(&big_path).unwrap();
     let deep: Cursor = conn
         .query_row(
-            "SELECT queued_at, id FROM runs ORDER BY queued_at DESC, id DESC LIMIT 1 OFFSET ?1",
+            "SELECT queued_at, seq FROM runs ORDER BY queued_at DESC, seq DESC LIMIT 1 OFFSET ?1",
             [(rows * 9 / 10) as i64],
             |r| {
                 Ok(Cursor {
                     queued_at: r.get(0)?,
-                    id: r.get(1)?,
+                    seq: r.get(1)?,
                 })
             },
         )

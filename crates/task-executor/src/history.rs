@@ -1,5 +1,4 @@
-//! Run history: what is recorded about every run, how its log is bounded, and
-//! how secret arguments are kept out of it.
+//! Run history: what is recorded about every run and how its log is bounded.
 //!
 //! - [`RunRecord`] is one row of history as every store returns it; its
 //!   [`RunState`] is `queued → running → completed | failed | cancelled`.
@@ -9,9 +8,9 @@
 //!   reader can show a marker. Lines keep their stream and order (`seq`). Of
 //!   a line longer than half the budget only the start is kept (4 KiB, marked
 //!   cut like a line the runner cut): whole, it would push out every other.
-//! - [`mask`] replaces the values of input fields whose schema says
-//!   `"writeOnly": true` or `"format": "password"` by [`MASK`]; [`RunLogs`]
-//!   also hides those values where a task echoes them.
+//!   It also hides secret argument values ([`crate::secrets`]) where a task
+//!   echoes them.
+//! - [`RunFilter`], [`Cursor`] and [`RunPage`]: keyset-paginated listing.
 //!
 //! Storing is the store's business (`Store::record_logs`, …); nothing here does I/O.
 
@@ -23,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::log::{LogLine, LogSink, Stream};
-use crate::outcome::{ExitInfo, Outcome, RunReport};
+use crate::outcome::{ExitInfo, Outcome};
 use crate::secrets::hide_secrets;
 use crate::task::TaskName;
 
@@ -121,7 +120,7 @@ impl std::fmt::Display for RunState {
 /// One run as history keeps it. Arguments are masked.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRecord {
-    /// The run id (UUID v7, time-ordered).
+    /// The run id (a random UUID: ids differ from their first character).
     pub id: String,
     /// The task.
     pub task: TaskName,
@@ -153,8 +152,9 @@ pub struct RunRecord {
     pub outcome: Option<Outcome>,
     /// How the last attempt's process ended.
     pub exit: Option<ExitInfo>,
-    /// Why the run failed when no outcome says it (e.g. the lease expired).
-    pub error: Option<String>,
+    /// What went wrong (or, for a queued run, why it waits again) when the
+    /// outcome does not say it all: a lapsed lease, a cancel, a retry.
+    pub error: Option<RunError>,
     /// Log lines cut from the middle of the current attempt's log.
     pub log_cut_lines: u64,
     /// Bytes cut from the middle of the current attempt's log.
@@ -164,19 +164,30 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// The finished run as a [`RunReport`], when an attempt produced an outcome.
-    pub fn report(&self) -> Option<RunReport> {
-        let outcome = self.outcome.clone()?;
-        let started = self.started_at.unwrap_or(self.queued_at);
-        let finished = self.finished_at.unwrap_or(started);
-        Some(RunReport {
-            run_id: self.id.clone(),
-            task: self.task.clone(),
-            outcome,
-            exit: self.exit.clone(),
-            started_at: from_ms(started),
-            duration: Duration::from_millis(finished.saturating_sub(started).max(0) as u64),
-        })
+    /// How long the last attempt took, when it has started and ended.
+    pub fn duration_ms(&self) -> Option<u64> {
+        let (start, end) = (self.started_at?, self.finished_at?);
+        Some(end.saturating_sub(start).max(0) as u64)
+    }
+}
+
+/// Why a run failed, waits again, or was cancelled, beyond its outcome:
+/// a stable `kind` (`lease_lost`, `cancelled`, `retrying`, …) and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunError {
+    /// A short, stable name for scripts.
+    pub kind: String,
+    /// What happened, for people.
+    pub message: String,
+}
+
+impl RunError {
+    /// An error of `kind` saying `message`.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -195,27 +206,28 @@ pub struct RunFilter {
     pub after: Option<Cursor>,
 }
 
-/// A keyset position in the newest-first order: `(queued_at, id)` of the last row seen.
+/// A keyset position in the newest-first order: `(queued_at, seq)` of the
+/// last row seen, `seq` being the store's insertion order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
     /// The last row's `queued_at`.
     pub queued_at: i64,
-    /// The last row's id.
-    pub id: String,
+    /// The last row's place in insertion order.
+    pub seq: i64,
 }
 
 impl Cursor {
-    /// The opaque text form, `<queued_at>:<id>`.
+    /// The opaque text form, `<queued_at>.<seq>`.
     pub fn encode(&self) -> String {
-        format!("{}:{}", self.queued_at, self.id)
+        format!("{}.{}", self.queued_at, self.seq)
     }
 
     /// Parses [`Cursor::encode`]'s form.
     pub fn decode(s: &str) -> Option<Self> {
-        let (at, id) = s.split_once(':')?;
+        let (at, seq) = s.trim().split_once('.')?;
         Some(Self {
             queued_at: at.parse().ok()?,
-            id: id.to_owned(),
+            seq: seq.parse().ok()?,
         })
     }
 }

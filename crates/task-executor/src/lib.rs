@@ -5,14 +5,16 @@
 //! envelope on stdin and ends by printing a JSON result. This crate holds
 //! everything but the user interface:
 //!
-//! - [`protocol`]: the wire types of protocol v1;
-//! - [`schema`]: checking schemas and validating values;
-//! - [`registry`]: where tasks are registered (YAML file, SQLite);
-//! - [`mod@register`]: discovering a task and storing it;
-//! - [`runner`]: executing one task robustly;
-//! - [`pool`]: executing many with bounded concurrency;
-//! - [`history`]: what is recorded about each run (masked arguments, bounded logs);
-//! - [`queue`]: the durable queue, its workers and schedules.
+//! - model, no I/O: [`task`] (names, definitions), [`protocol`] (the wire
+//!   types of protocol v1), [`schema`] (checking schemas, validating
+//!   values), [`secrets`] (masking secret arguments), [`log`] and
+//!   [`outcome`] (what a run prints and comes to), [`history`] (what is
+//!   recorded about runs), [`view`] (the JSON every front end prints);
+//! - [`service`]: every operation a front end offers, once;
+//! - [`queue`]: the queue's rules and the worker loop; [`mod@register`]:
+//!   discovering a task and storing it;
+//! - [`store`]: the store contract and its backends (YAML file, SQLite);
+//! - [`runner`]: executing one task robustly; [`pool`]: many at once.
 //!
 //! It never prints and knows nothing of terminals: binaries (`manage_tasks`)
 //! and servers sit on top.
@@ -23,22 +25,21 @@
 //!
 //! ```no_run
 //! use task_executor::log::DiscardLogs;
-//! use task_executor::{PreparedTask, RegisterOptions, RunRequest, Runner, Store, StoreSpec, TaskName};
+//! use task_executor::service::{Call, Registration, Service};
+//! use task_executor::{Runner, StoreSpec, TaskName};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = Store::open(&StoreSpec::parse("/tmp/tasks.db")?).await?;
-//! let runner = Runner::default();
+//! let service = Service::open(&StoreSpec::parse("/tmp/tasks.db")?, Runner::default());
 //! let name = TaskName::new("greet")?;
-//! task_executor::register(&store, &runner, name.clone(), "examples/bash.sh".as_ref(), &RegisterOptions::default()).await?;
+//! service.register(name.clone(), "examples/bash.sh".as_ref(), &Registration::default()).await?;
 //!
-//! let task = PreparedTask::new(store.get(&name).await?.expect("just registered"))?;
-//! let args = serde_json::json!({"name": "Ada"});
-//! task.validate_args(&args).map_err(|v| format!("invalid arguments: {v:?}"))?;
-//! let report = runner.run(&task, RunRequest::new(args), &DiscardLogs, &CancellationToken::new()).await;
-//! match report.outcome.result() {
+//! let task = service.prepare(&name).await?;
+//! let call = Call { args: serde_json::json!({"name": "Ada"}), caller: "me".into(), timeout: None };
+//! let run = service.execute(&task, call, &DiscardLogs, &CancellationToken::new()).await?;
+//! match run.report.outcome.result() {
 //!     Some(result) => println!("status {}: {}", result.status, result.payload),
-//!     None => println!("the run failed: {}", report.outcome.kind()),
+//!     None => println!("the run failed: {}", run.report.outcome.describe()),
 //! }
 //! # Ok(())
 //! # }
@@ -51,17 +52,19 @@ pub mod pool;
 pub mod protocol;
 pub mod queue;
 pub mod register;
-pub mod registry;
 pub mod runner;
 pub mod schema;
 pub mod secrets;
+pub mod service;
+pub mod store;
 pub mod task;
+pub mod view;
 
 pub use log::{LogLine, LogSink, Stream};
 pub use outcome::{ExitInfo, Outcome, RunReport};
 pub use pool::Pool;
 pub use protocol::{AutoSchema, Envelope, TaskResult};
 pub use register::{RegisterError, RegisterOptions, describe, register};
-pub use registry::{InsertMode, Store, StoreError, StoreSpec};
 pub use runner::{RunRequest, Runner, RunnerConfig};
+pub use store::{InsertMode, Store, StoreError, StoreSpec};
 pub use task::{Formats, Policy, PreparedTask, Task, TaskName};

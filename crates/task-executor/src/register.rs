@@ -8,9 +8,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::registry::{InsertMode, Store, StoreError};
 use crate::runner::{DEFAULT_SCHEMA_TIMEOUT, DiscoveryError, Runner, check_executable};
 use crate::schema::{SchemaError, check_schema};
+use crate::store::{InsertMode, Store, StoreError};
 use crate::task::{Task, TaskName};
 
 /// How to register a task.
@@ -24,6 +24,8 @@ pub struct RegisterOptions {
     pub mode: InsertMode,
     /// The task's queue policy, stored with it.
     pub policy: crate::task::Policy,
+    /// Whether the task's schemas assert `format` (the default) or only annotate it.
+    pub formats: crate::task::Formats,
 }
 
 impl Default for RegisterOptions {
@@ -33,6 +35,7 @@ impl Default for RegisterOptions {
             timeout: None,
             mode: InsertMode::CreateNew,
             policy: Default::default(),
+            formats: Default::default(),
         }
     }
 }
@@ -94,7 +97,7 @@ pub async fn describe(
         outputs: auto.outputs,
         timeout: options.timeout,
         policy: options.policy.clone(),
-        formats: Default::default(),
+        formats: options.formats,
     })
 }
 

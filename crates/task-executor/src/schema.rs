@@ -59,14 +59,12 @@ pub struct Violation {
     pub message: String,
 }
 
+/// `at "/user": …`: the pointer as the JSON string it is in `--json`
+/// output, so the root (`""`, as RFC 6901 writes it) reads the same in both.
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at = if self.pointer.is_empty() {
-            "/"
-        } else {
-            &self.pointer
-        };
-        write!(f, "at `{at}`: {}", self.message)
+        let at = serde_json::to_string(&self.pointer).unwrap_or_default();
+        write!(f, "at {at}: {}", self.message)
     }
 }
 

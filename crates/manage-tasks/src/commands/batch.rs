@@ -1,26 +1,31 @@
-//! `execute --batch`: one run per JSON Lines input line, through the library's [`Pool`].
+//! `execute --batch`: one run per JSON Lines input line, through the
+//! service's [`Batch`].
 //!
 //! Input is streamed and output is written in input order through a bounded
 //! reorder buffer, so memory stays flat whatever the number of lines. A bad
-//! line becomes that line's error result; the other lines still run.
+//! line (not UTF-8, not JSON, not an object, against the schema) becomes that
+//! line's error; the other lines still run. Text output gives one line per
+//! input line as its run finishes, then a summary whose counts add up to the
+//! lines read.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde_json::Value;
+use task_executor::Outcome;
+use task_executor::history::RunRecord;
 use task_executor::log::{DiscardLogs, LogSink};
-use task_executor::pool::{Job, Pool};
-use task_executor::{Outcome, PreparedTask, RunReport, RunRequest};
+use task_executor::service::{Batch, Prepared, Service};
+use task_executor::view::{ErrorView, RejectedLineView, RunView};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use super::Context;
-use super::execute::{ReportDoc, cancel_on_signal, runner_for};
+use super::{Context, cancel_on_signal, parse_args};
 use crate::cli::ExecuteArgs;
 use crate::exit::{self, Failure};
-use crate::output::{StderrLogs, Style};
+use crate::output::{StderrLogs, Style, short_json};
 
 /// How long output may wait in the buffer while no run finishes.
 const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
@@ -28,36 +33,41 @@ const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 /// runs arrive faster than a wake-up is worth, so those that come within
 /// this of the last wake-up are collected together.
 const WAKE_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
+/// How much of a payload a text line shows.
+const PAYLOAD_CHARS: usize = 60;
 
 /// What one input line came to.
 enum Item {
     /// A blank line: no run, no output.
     Blank,
-    /// The line could not run (bad JSON, not an object, schema violation).
-    Rejected {
-        kind: &'static str,
-        message: String,
-        violations: Vec<task_executor::schema::Violation>,
-    },
+    /// The line could not run.
+    Rejected(ErrorView),
     /// The line ran.
-    Ran(Box<RunReport>),
+    Ran(Box<RunRecord>),
 }
 
 /// Counts for the closing summary.
 #[derive(Default)]
 struct Summary {
-    by_kind: BTreeMap<&'static str, u64>,
+    ran: BTreeMap<&'static str, u64>,
+    rejected: BTreeMap<String, u64>,
     runs: u64,
+    lines: u64,
     worst: u8,
 }
 
-pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyhow::Result<u8> {
+pub async fn run(
+    ctx: &Context,
+    service: &Service,
+    args: &ExecuteArgs,
+    task: Prepared,
+) -> anyhow::Result<u8> {
     let path = args.batch.as_ref().expect("batch::run needs --batch");
     let parallel = args.parallel.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let from_stdin = path.as_os_str() == "-";
-    let input: Box<dyn AsyncBufRead + Unpin> = if from_stdin {
+    let mut input: Box<dyn AsyncBufRead + Unpin> = if from_stdin {
         Box::new(BufReader::new(tokio::io::stdin()))
     } else {
         let file = tokio::fs::File::open(path).await.map_err(|e| {
@@ -68,7 +78,6 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
         })?;
         Box::new(BufReader::with_capacity(64 * 1024, file))
     };
-    let mut lines = input.lines();
 
     let bar = (std::io::stderr().is_terminal() && !ctx.quiet).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
@@ -87,9 +96,7 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
         Arc::new(StderrLogs::with_bar(bar.clone()))
     };
 
-    let task = Arc::new(task);
-    let runner = runner_for(args);
-    let mut pool = Pool::new(runner, parallel, logs);
+    let mut batch: Batch = service.batch(&task, parallel, &args.caller, args.timeout, logs);
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
 
@@ -107,28 +114,29 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut unflushed = false;
     let mut last_wake = Instant::now();
+    let mut buf = Vec::new();
 
     loop {
         // Read and submit while there is room in the pool and the reorder buffer.
         while !input_done
             && !cancelled
-            && pool.in_flight() < window
-            && pool.in_flight() + pending.len() < max_held
+            && batch.in_flight() < window
+            && batch.in_flight() + pending.len() < max_held
         {
-            let line = tokio::select! {
-                line = lines.next_line() => line,
-                _ = cancel.cancelled() => Err(std::io::Error::from(std::io::ErrorKind::Interrupted)),
-            };
-            let line: String = match line {
-                Ok(Some(line)) => line,
-                Ok(None) => {
-                    input_done = true;
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted && cancel.is_cancelled() => {
+            buf.clear();
+            let read = tokio::select! {
+                read = input.read_until(b'\n', &mut buf) => read,
+                _ = cancel.cancelled() => {
                     cancelled = true;
                     break;
                 }
+            };
+            match read {
+                Ok(0) => {
+                    input_done = true;
+                    break;
+                }
+                Ok(_) => {}
                 Err(e) => {
                     return Err(Failure::nothing_ran(
                         "batch_input",
@@ -136,27 +144,15 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
                     )
                     .into());
                 }
-            };
+            }
             line_no += 1;
-            match parse_line(&task, &line) {
-                Ok(Some(data)) => {
-                    let request = RunRequest {
-                        args: data,
-                        caller: args.caller.clone(),
-                        timeout: args.timeout,
-                        run_id: None,
-                    };
-                    pool.submit(Job {
-                        id: line_no,
-                        task: task.clone(),
-                        request,
-                    });
-                }
+            match parse_line(&task, &buf, line_no) {
+                Ok(Some(data)) => batch.submit(line_no, data),
                 Ok(None) => {
                     pending.insert(line_no, Item::Blank);
                 }
-                Err(item) => {
-                    pending.insert(line_no, item);
+                Err(error) => {
+                    pending.insert(line_no, Item::Rejected(error));
                 }
             }
         }
@@ -173,27 +169,27 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
             next_out += 1;
         }
 
-        if pool.in_flight() == 0 {
+        if batch.in_flight() == 0 {
             if input_done || cancelled {
                 break;
             }
             continue;
         }
         tokio::select! {
-            done = pool.next() => {
+            done = batch.next() => {
                 let since = last_wake.elapsed();
                 if since < WAKE_EVERY {
                     tokio::time::sleep(WAKE_EVERY - since).await;
                 }
                 last_wake = Instant::now();
                 // This one, and those that finished while this thread slept.
-                for done in done.into_iter().chain(std::iter::from_fn(|| pool.try_next())) {
-                    pending.insert(done.id, Item::Ran(Box::new(done.report)));
+                for (line, record) in done.into_iter().chain(std::iter::from_fn(|| batch.try_next())) {
+                    pending.insert(line, Item::Ran(Box::new(record)));
                 }
             }
             _ = cancel.cancelled(), if !cancelled => {
                 cancelled = true;
-                pool.cancel_all();
+                batch.cancel_all();
             }
             // Results stream: written out once nothing has finished for a
             // moment, not only when the buffer fills, so a consumer of slow
@@ -214,9 +210,12 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
 
     let not_run = if cancelled && !input_done && !from_stdin {
         let mut rest = 0u64;
-        while let Ok(Some(line)) = lines.next_line().await {
-            if !line.trim().is_empty() {
-                rest += 1;
+        loop {
+            buf.clear();
+            match input.read_until(b'\n', &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) if buf.trim_ascii().is_empty() => {}
+                Ok(_) => rest += 1,
             }
         }
         Some(rest)
@@ -238,37 +237,34 @@ pub async fn run(ctx: &Context, args: &ExecuteArgs, task: PreparedTask) -> anyho
     Ok(code)
 }
 
-/// Parses and validates one input line: `Ok(None)` for a blank line.
-fn parse_line(task: &PreparedTask, line: &str) -> Result<Option<Value>, Item> {
-    if line.trim().is_empty() {
+/// Reads one input line as the arguments of a run: `Ok(None)` for a blank line.
+fn parse_line(task: &Prepared, bytes: &[u8], line: u64) -> Result<Option<Value>, ErrorView> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Err(ErrorView::new(
+            "invalid_json",
+            format!("line {line} is not valid UTF-8, so it is not JSON"),
+        ));
+    };
+    if text.trim().is_empty() {
         return Ok(None);
     }
-    let data: Value = serde_json::from_str(line).map_err(|e| Item::Rejected {
-        kind: "invalid_json",
-        message: format!("not valid JSON at column {}: {e}", e.column()),
-        violations: Vec::new(),
+    let data = parse_args(text, &format!("line {line}")).map_err(|f| f.view())?;
+    task.check(&data).map_err(|e| {
+        let mut view = crate::exit::Failure::from(e).view();
+        view.message = format!("line {line}: {}", view.message);
+        view
     })?;
-    if !data.is_object() {
-        return Err(Item::Rejected {
-            kind: "invalid_args",
-            message: format!(
-                "arguments must be a JSON object, not {}",
-                task_executor::protocol::json_type(&data)
-            ),
-            violations: Vec::new(),
-        });
-    }
-    if let Err(violations) = task.validate_args(&data) {
-        return Err(Item::Rejected {
-            kind: "invalid_args",
-            message: format!(
-                "arguments do not match the input schema of task `{}`",
-                task.task().name
-            ),
-            violations,
-        });
-    }
     Ok(Some(data))
+}
+
+/// The summary name of how a run ended.
+fn ended(r: &RunRecord) -> &'static str {
+    match &r.outcome {
+        Some(Outcome::Completed { result }) if result.is_success() => "succeeded",
+        Some(Outcome::Completed { .. }) => "reported failure",
+        Some(other) => other.kind(),
+        None => "not run",
+    }
 }
 
 fn emit(
@@ -281,52 +277,83 @@ fn emit(
 ) -> anyhow::Result<()> {
     match item {
         Item::Blank => {}
-        Item::Rejected {
-            kind,
-            message,
-            violations,
-        } => {
-            *summary.by_kind.entry(kind).or_default() += 1;
+        Item::Rejected(error) => {
+            summary.lines += 1;
+            *summary
+                .rejected
+                .entry(error.kind.replace('_', " "))
+                .or_default() += 1;
             summary.worst = summary.worst.max(exit::NOTHING_RAN);
             if json {
-                let doc = json!({
-                    "line": line, "success": false, "outcome": kind,
-                    "error": message, "violations": violations,
-                });
+                let doc = RejectedLineView {
+                    line,
+                    error: error.clone(),
+                };
                 serde_json::to_writer(&mut *out, &doc)?;
                 out.write_all(b"\n")?;
             } else {
-                writeln!(out, "line {line}: {} {message}", style.red("rejected:"))?;
-                for v in violations {
+                writeln!(
+                    out,
+                    "line {line}: {} {}",
+                    style.red("rejected:"),
+                    error.message
+                )?;
+                for v in &error.violations {
                     writeln!(out, "  - {v}")?;
                 }
             }
         }
-        Item::Ran(report) => {
+        Item::Ran(record) => {
+            summary.lines += 1;
             summary.runs += 1;
-            let kind = match &report.outcome {
-                Outcome::Completed { result } if result.is_success() => "succeeded",
-                Outcome::Completed { .. } => "reported_failure",
-                other => other.kind(),
-            };
-            *summary.by_kind.entry(kind).or_default() += 1;
-            summary.worst = summary.worst.max(exit::for_outcome(&report.outcome));
+            *summary.ran.entry(ended(record)).or_default() += 1;
+            let outcome = record.outcome.as_ref();
+            summary.worst = summary
+                .worst
+                .max(outcome.map_or(exit::RUN_FAILED, exit::for_outcome));
             if json {
-                let mut doc = ReportDoc::new(report);
-                doc.line = Some(line);
-                serde_json::to_writer(&mut *out, &doc)?;
+                let mut view = RunView::from(record.as_ref());
+                view.line = Some(line);
+                serde_json::to_writer(&mut *out, &view)?;
                 out.write_all(b"\n")?;
-            } else if !report.outcome.is_success() {
-                writeln!(
-                    out,
-                    "line {line}: {} {}",
-                    style.red("failed:"),
-                    report.outcome.describe()
-                )?;
+            } else {
+                writeln!(out, "{}", text_line(line, record, style))?;
             }
         }
     }
     Ok(())
+}
+
+/// `line 3: succeeded, status 1 (ok), 41ms: {"words":11}`, or what went wrong.
+fn text_line(line: u64, r: &RunRecord, style: Style) -> String {
+    let took = humantime::format_duration(std::time::Duration::from_millis(
+        r.duration_ms().unwrap_or(0),
+    ));
+    match &r.outcome {
+        Some(Outcome::Completed { result }) => {
+            let head = if result.is_success() {
+                style.green("succeeded")
+            } else {
+                style.red("reported failure")
+            };
+            let reason = if result.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", result.reason)
+            };
+            format!(
+                "line {line}: {head}, status {}{reason}, {took}: {}",
+                result.status,
+                short_json(&result.payload, PAYLOAD_CHARS)
+            )
+        }
+        Some(other) => format!(
+            "line {line}: {} {} ({took})",
+            style.red("failed:"),
+            other.describe()
+        ),
+        None => format!("line {line}: {}", style.red("did not run")),
+    }
 }
 
 fn print_summary(
@@ -337,21 +364,30 @@ fn print_summary(
     lines_read: u64,
     json: bool,
 ) -> anyhow::Result<()> {
-    let counts: Vec<String> = summary
-        .by_kind
-        .iter()
-        .map(|(k, n)| format!("{n} {}", k.replace('_', " ")))
-        .collect();
     let secs = wall.as_secs_f64();
     let rate = if secs > 0.0 {
         summary.runs as f64 / secs
     } else {
         0.0
     };
+    let mut counts: Vec<String> = summary
+        .ran
+        .iter()
+        .map(|(k, n)| format!("{n} {}", k.replace('_', " ")))
+        .collect();
+    let rejected: u64 = summary.rejected.values().sum();
+    if rejected > 0 {
+        let why: Vec<String> = summary
+            .rejected
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        counts.push(format!("{rejected} rejected ({})", why.join(", ")));
+    }
     let mut text = format!(
-        "{} runs in {:.2}s ({rate:.0} runs/s): {}",
+        "{} lines, {} runs in {secs:.2}s ({rate:.0} runs/s): {}",
+        summary.lines,
         summary.runs,
-        secs,
         if counts.is_empty() {
             "nothing to do".to_owned()
         } else {

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use task_executor::service::ServiceConfig;
 use task_executor::{Runner, RunnerConfig};
 use task_executor_mcp::McpConfig;
 use tokio_util::sync::CancellationToken;
@@ -15,17 +16,24 @@ use crate::exit;
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 pub async fn run(ctx: &Context, args: McpArgs) -> anyhow::Result<u8> {
+    let runner = Runner::new(RunnerConfig {
+        grace: args.grace,
+        ..RunnerConfig::default()
+    });
+    let service = ctx.service_with(
+        runner,
+        ServiceConfig {
+            inline_worker: format!("mcp-{}", std::process::id()),
+            ..ServiceConfig::default()
+        },
+    )?;
     let config = McpConfig {
-        store: ctx.store_spec()?,
-        runner: Runner::new(RunnerConfig {
-            grace: args.grace,
-            ..RunnerConfig::default()
-        }),
+        service,
         caller: args.caller,
         poll_interval: POLL_INTERVAL,
     };
     let cancel = CancellationToken::new();
-    let signals = tokio::spawn(super::execute::cancel_on_signal(cancel.clone()));
+    let signals = tokio::spawn(super::cancel_on_signal(cancel.clone()));
     let served = match args.http {
         None => task_executor_mcp::serve_stdio(config, cancel).await,
         Some(addr) => {

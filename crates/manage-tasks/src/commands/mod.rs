@@ -1,4 +1,9 @@
-//! One function per subcommand, plus what they share: opening the store.
+//! One function per subcommand, plus what they share: the service, task
+//! names, arguments from the command line, and writing JSON.
+//!
+//! A command parses its flags into the service's types, calls
+//! [`task_executor::service::Service`] and renders the result; the
+//! orchestration is in the library.
 
 mod batch;
 mod execute;
@@ -8,12 +13,14 @@ mod register;
 mod runs;
 mod tasks;
 
-use std::io::Write;
+use std::io::{Read, Write};
 
-use task_executor::registry::ENV_TASK_STORE;
-use task_executor::{Store, StoreSpec, TaskName};
+use serde_json::Value;
+use task_executor::service::{Service, ServiceConfig};
+use task_executor::store::ENV_TASK_STORE;
+use task_executor::{Runner, Store, StoreSpec, TaskName};
 
-use crate::cli::{Cli, Command, RunsCommand, ScheduleCommand};
+use crate::cli::{ArgsSource, Cli, Command, RunsCommand, ScheduleCommand};
 use crate::exit::Failure;
 
 /// Whether the command asked for machine output.
@@ -27,14 +34,14 @@ pub fn wants_json(command: &Command) -> bool {
         Command::Runs(RunsCommand::List(a)) => a.json,
         Command::Runs(RunsCommand::Show(a) | RunsCommand::Cancel(a)) => a.json,
         Command::Runs(RunsCommand::Logs(a)) => a.json,
+        Command::Runs(RunsCommand::Prune(a)) => a.json,
         Command::Schedule(ScheduleCommand::Add(a)) => a.json,
         Command::Schedule(ScheduleCommand::List(a)) => a.json,
         Command::Unregister(_)
         | Command::Mcp(_)
         | Command::Completions { .. }
         | Command::Worker(_)
-        | Command::Runs(RunsCommand::Prune(_))
-        | Command::Schedule(ScheduleCommand::Remove { .. }) => false,
+        | Command::Schedule(ScheduleCommand::Remove(_)) => false,
     }
 }
 
@@ -57,7 +64,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Schedule(cmd) => queue::schedule(&ctx, cmd).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "manage_tasks", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a write error
+            // (a closed pipe, `| head`); ours is handled like any other.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "manage_tasks", &mut script);
+            std::io::stdout().lock().write_all(&script)?;
             Ok(crate::exit::SUCCESS)
         }
     }
@@ -88,9 +99,18 @@ impl Context {
         })
     }
 
-    /// Opens the store named by `--store`/`TASK_STORE`, or the default one with a notice.
-    pub async fn open_store(&self) -> Result<Store, Failure> {
-        Ok(Store::open(&self.store_spec()?).await?)
+    /// The service over this command's store, running tasks with `runner`.
+    pub fn service_with(&self, runner: Runner, config: ServiceConfig) -> Result<Service, Failure> {
+        Ok(Service::new(
+            Store::open(&self.store_spec()?),
+            runner,
+            config,
+        ))
+    }
+
+    /// The service with default settings.
+    pub fn service(&self) -> Result<Service, Failure> {
+        self.service_with(Runner::default(), ServiceConfig::default())
     }
 }
 
@@ -108,16 +128,80 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The JSON shape of a task in `show --json` / `list --json` / `register --json`.
-pub fn task_json(task: &task_executor::Task) -> serde_json::Value {
-    serde_json::json!({
-        "name": task.name,
-        "location": task.location,
-        "description": task.description,
-        "inputs": task.inputs,
-        "outputs": task.outputs,
-        "timeout": task.timeout.map(|t| humantime::format_duration(t).to_string()),
-        "timeout_ms": task.timeout.map(|t| t.as_millis() as u64),
-        "policy": task.policy,
-    })
+/// The caller's arguments from `--taskArgs`, `--taskArgs -` (stdin) or `--args-file`; `{}` if none.
+pub fn read_args(source: &ArgsSource) -> Result<Value, Failure> {
+    let (text, source) = match (source.task_args.as_deref(), source.args_file.as_deref()) {
+        (Some("-"), _) => {
+            let mut buf = String::new();
+            std::io::stdin().read_to_string(&mut buf).map_err(|e| {
+                Failure::nothing_ran(
+                    "invalid_args",
+                    format!("cannot read arguments from stdin: {e}"),
+                )
+            })?;
+            (buf, "stdin".to_owned())
+        }
+        (Some(s), _) => (s.to_owned(), "--taskArgs".to_owned()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::nothing_ran(
+                    "invalid_args",
+                    format!("cannot read arguments file `{}`: {e}", path.display()),
+                )
+            })?;
+            (text, format!("`{}`", path.display()))
+        }
+        (None, None) => return Ok(Value::Object(Default::default())),
+    };
+    parse_args(&text, &source)
+}
+
+/// Parses one arguments object, naming where it came from (`--taskArgs`, `line 3`, …) in errors.
+pub fn parse_args(text: &str, source: &str) -> Result<Value, Failure> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Failure::nothing_ran(
+            "invalid_json",
+            format!(
+                "arguments in {source} are not valid JSON at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(Failure::nothing_ran(
+            "invalid_args",
+            format!(
+                "arguments in {source} must be a JSON object (the envelope's `data`), not {}",
+                task_executor::protocol::json_type(&value)
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM, so running tasks are stopped cleanly.
+///
+/// The handlers are installed when this is called, not when the returned
+/// future first runs: on the current-thread runtime a spawned future starts
+/// only at the caller's next yield, which may come after the task has been
+/// started, and a signal arriving in between would kill the executor instead.
+pub fn cancel_on_signal(
+    token: tokio_util::sync::CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let handlers = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term)) = handlers else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        token.cancel();
+    }
 }

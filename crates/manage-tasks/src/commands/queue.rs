@@ -1,59 +1,42 @@
 //! `submit`, `worker` and `schedule`: the durable queue from the command line.
 
 use std::io::{BufRead, Write};
-use std::time::Duration;
 
 use comfy_table::{ContentArrangement, Table, presets};
-use serde_json::{Value, json};
-use task_executor::history::{now_ms, to_ms};
-use task_executor::queue::{NewRun, NewSchedule, WorkerConfig, WorkerEvent, run_worker};
-use task_executor::{Runner, RunnerConfig, Store, StoreError};
+use task_executor::history::to_ms;
+use task_executor::queue::{WorkerConfig, WorkerEvent};
+use task_executor::service::{ServiceConfig, SubmitError, SubmitOptions};
+use task_executor::store::Availability;
+use task_executor::view::{ListView, RunView, ScheduleView, time_text};
+use task_executor::{Runner, RunnerConfig};
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{cancel_on_signal, invalid_args, prepare_in, read_args};
-use super::runs::{exit_for, render_run, run_json, time_text};
-use super::{Context, print_json, task_name};
+use super::{Context, cancel_on_signal, parse_args, print_json, read_args, task_name};
 use crate::cli::{ScheduleAddArgs, ScheduleCommand, SubmitArgs, WorkerArgs};
 use crate::exit::{self, Failure};
-use crate::output::Style;
-
-/// Opens the store and checks it has a queue.
-async fn queue_store(ctx: &Context) -> Result<Store, Failure> {
-    let store = ctx.open_store().await?;
-    if !store.has_history() {
-        return Err(StoreError::Unsupported {
-            what: "the run queue",
-            backend: "yaml",
-        }
-        .into());
-    }
-    Ok(store)
-}
+use crate::output::{Style, render_run};
 
 pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<u8> {
     let name = task_name(args.name.get())?;
-    let store = queue_store(ctx).await?;
-    let prepared = prepare_in(&store, &name).await?;
-    let available_at = match (&args.at, args.delay) {
+    let service = ctx.service()?;
+    let task = service.prepare(&name).await?;
+    let available = match (&args.at, args.delay) {
         (Some(at), _) => humantime::parse_rfc3339_weak(at.trim())
-            .map(to_ms)
+            .map(|t| Availability::At(to_ms(t)))
             .map_err(|e| {
                 Failure::nothing_ran(
                     "usage",
                     format!("--at `{at}` is not an RFC 3339 time ({e}); e.g. 2026-01-01T09:00:00Z"),
                 )
             })?,
-        (None, Some(d)) => now_ms() + d.as_millis() as i64,
-        (None, None) => now_ms(),
+        (None, Some(d)) => Availability::After(d),
+        (None, None) => Availability::Now,
     };
-    let make = |data: &Value| {
-        let mut run = NewRun::new(prepared.task(), data, &args.caller);
-        if let Some(p) = args.priority {
-            run.priority = p;
-        }
-        run.timeout = args.timeout;
-        run.available_at = available_at;
-        run
+    let options = SubmitOptions {
+        caller: args.caller.clone(),
+        priority: args.priority,
+        available,
+        timeout: args.timeout,
     };
 
     if let Some(path) = &args.batch {
@@ -69,33 +52,43 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<u8> {
                 },
             )?))
         };
-        let mut runs = Vec::new();
-        for (i, line) in reader.lines().enumerate() {
+        let mut all = Vec::new();
+        let mut lines = Vec::new();
+        for (i, line) in reader.split(b'\n').enumerate() {
             let line = line?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let data: Value = serde_json::from_str(&line).map_err(|e| {
+            let no = i + 1;
+            let nothing = "; nothing was queued";
+            let text = std::str::from_utf8(&line).map_err(|_| {
                 Failure::nothing_ran(
                     "invalid_json",
-                    format!(
-                        "line {} of the batch is not valid JSON: {e}; nothing was queued",
-                        i + 1
-                    ),
+                    format!("line {no} of the batch is not valid UTF-8{nothing}"),
                 )
             })?;
-            if let Err(violations) = prepared.validate_args(&data) {
-                let mut f = invalid_args(&name, violations);
-                f.message = format!("line {}: {}; nothing was queued", i + 1, f.message);
-                return Err(f.into());
+            if text.trim().is_empty() {
+                continue;
             }
-            runs.push(make(&data));
+            let data = parse_args(text, &format!("line {no} of the batch")).map_err(|mut f| {
+                f.message.push_str(nothing);
+                f
+            })?;
+            all.push(data);
+            lines.push(no);
         }
-        store.enqueue(&runs).await.map_err(Failure::from)?;
+        let runs = service
+            .submit(&task, &all, &options)
+            .await
+            .map_err(|e| match e {
+                SubmitError::InvalidArgs { index, source } => {
+                    let mut f = Failure::from(source);
+                    f.message = format!("line {}: {}; nothing was queued", lines[index], f.message);
+                    f
+                }
+                other => Failure::from(other),
+            })?;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         for r in &runs {
             if args.json {
-                serde_json::to_writer(&mut out, &json!({"run_id": r.id}))?;
+                serde_json::to_writer(&mut out, &RunView::from(r))?;
                 out.write_all(b"\n")?;
             } else {
                 writeln!(out, "{}", r.id)?;
@@ -106,19 +99,17 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<u8> {
     }
 
     let data = read_args(&args.args)?;
-    if let Err(violations) = prepared.validate_args(&data) {
-        return Err(invalid_args(&name, violations).into());
-    }
-    let run = make(&data);
-    store
-        .enqueue(std::slice::from_ref(&run))
+    let run = service
+        .submit(&task, std::slice::from_ref(&data), &options)
         .await
-        .map_err(Failure::from)?;
+        .map_err(|e| match e {
+            SubmitError::InvalidArgs { source, .. } => Failure::from(source),
+            other => Failure::from(other),
+        })?
+        .remove(0);
     if !args.wait {
         if args.json {
-            print_json(
-                &json!({"run_id": run.id, "state": "queued", "available_at": time_text(run.available_at)}),
-            )?;
+            print_json(&RunView::from(&run))?;
         } else {
             writeln!(std::io::stdout(), "{}", run.id)?;
         }
@@ -131,51 +122,38 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<u8> {
             run.id
         )?;
     }
-    let record = loop {
-        match store.get_run(&run.id).await.map_err(Failure::from)? {
-            Some(r) if r.state.is_terminal() => break r,
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let done = service.wait(&run.id, None).await?;
     if args.json {
-        print_json(&run_json(&record))?;
+        print_json(&RunView::from(&done))?;
     } else {
         std::io::stdout()
             .lock()
-            .write_all(render_run(&record, Style::stdout()).as_bytes())?;
+            .write_all(render_run(&done, Style::stdout()).as_bytes())?;
     }
-    Ok(exit_for(&record))
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    Ok(exit::for_run(&done))
 }
 
 pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
-    let store = queue_store(ctx).await?;
     let config = WorkerConfig {
         id: args
             .id
             .clone()
-            .unwrap_or_else(|| format!("worker-{}-{}", hostname(), std::process::id())),
+            .unwrap_or_else(|| WorkerConfig::default().id),
         concurrency: usize::from(args.concurrency),
         lease: args.lease,
         poll: args.poll,
-        grace: args.grace,
+        grace: args.drain,
         log_limit: args.log_limit,
         until_idle: args.until_idle,
+        wait_delayed: args.wait_delayed,
         keep_runs: (args.keep_runs > 0).then_some(args.keep_runs),
     };
     let runner = Runner::new(RunnerConfig {
-        grace: args.kill_grace,
+        grace: args.grace,
         result_limit: args.result_limit,
         ..RunnerConfig::default()
     });
+    let service = ctx.service_with(runner, ServiceConfig::default())?;
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     let quiet = ctx.quiet;
@@ -205,14 +183,15 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
                 format!("run {run}: stopped at shutdown and queued again")
             }
             WorkerEvent::Expired { count } => {
-                format!("{count} runs with expired leases requeued or failed")
+                format!("{count} runs with lapsed leases settled (requeued, failed or cancelled)")
             }
             WorkerEvent::Fired { run, task } => format!("schedule queued run {run} ({task})"),
             WorkerEvent::Unrunnable { run, message } => format!("run {run} failed: {message}"),
         };
         let _ = writeln!(std::io::stderr(), "{line}");
     };
-    let stats = run_worker(&store, &runner, &config, &shutdown, &mut events)
+    let stats = service
+        .work(&config, &shutdown, &mut events)
         .await
         .map_err(Failure::from)?;
     signals.abort();
@@ -227,17 +206,21 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn schedule(ctx: &Context, cmd: ScheduleCommand) -> anyhow::Result<u8> {
-    let store = queue_store(ctx).await?;
+    let service = ctx.service()?;
     match cmd {
-        ScheduleCommand::Add(a) => add(&store, a).await,
+        ScheduleCommand::Add(a) => add(ctx, a).await,
         ScheduleCommand::List(a) => {
-            let all = store.list_schedules().await.map_err(Failure::from)?;
+            let all = service.schedules().await.map_err(Failure::from)?;
             if a.json {
-                let docs: Vec<Value> = all
-                    .iter()
-                    .map(|s| json!({"id": s.id, "task": s.task, "cron": s.cron, "args": s.args, "caller": s.caller, "next_fire_at": time_text(s.next_fire_at)}))
-                    .collect();
-                print_json(&docs)?;
+                print_json(&ListView::all(all.iter().map(ScheduleView::from).collect()))?;
+                return Ok(exit::SUCCESS);
+            }
+            let mut out = std::io::stdout().lock();
+            if all.is_empty() {
+                writeln!(
+                    out,
+                    "No schedules. Add one with: manage_tasks schedule add NAME --cron EXPR"
+                )?;
                 return Ok(exit::SUCCESS);
             }
             let mut table = Table::new();
@@ -254,43 +237,33 @@ pub async fn schedule(ctx: &Context, cmd: ScheduleCommand) -> anyhow::Result<u8>
                     s.args.to_string(),
                 ]);
             }
-            writeln!(std::io::stdout(), "{table}")?;
+            writeln!(out, "{table}")?;
             Ok(exit::SUCCESS)
         }
-        ScheduleCommand::Remove { id } => {
-            if !store.remove_schedule(&id).await.map_err(Failure::from)? {
-                return Err(Failure::nothing_ran(
-                    "unknown_schedule",
-                    format!(
-                        "schedule `{id}` does not exist; `manage_tasks schedule list` shows them"
-                    ),
-                )
-                .into());
-            }
-            writeln!(std::io::stdout(), "Schedule {id} removed")?;
+        ScheduleCommand::Remove(a) => {
+            service.remove_schedule(&a.id).await?;
+            writeln!(std::io::stdout(), "Schedule {} removed", a.id)?;
             Ok(exit::SUCCESS)
         }
     }
 }
 
-async fn add(store: &Store, a: ScheduleAddArgs) -> anyhow::Result<u8> {
+async fn add(ctx: &Context, a: ScheduleAddArgs) -> anyhow::Result<u8> {
     let name = task_name(a.name.get())?;
-    let prepared = prepare_in(store, &name).await?;
+    let service = ctx.service()?;
+    let task = service.prepare(&name).await?;
     let data = read_args(&a.args)?;
-    if let Err(violations) = prepared.validate_args(&data) {
-        return Err(invalid_args(&name, violations).into());
-    }
-    let new = NewSchedule::new(prepared.task(), &a.cron, &data, &a.caller)
-        .map_err(|e| Failure::nothing_ran("invalid_cron", e.to_string()))?;
-    let id = store.add_schedule(&new).await.map_err(Failure::from)?;
+    let schedule = service
+        .add_schedule(&task, &a.cron, &data, &a.caller)
+        .await?;
     if a.json {
-        print_json(&json!({"id": id, "next_fire_at": time_text(new.next_fire_at)}))?;
+        print_json(&ScheduleView::from(&schedule))?;
     } else {
-        writeln!(std::io::stdout(), "{id}")?;
+        writeln!(std::io::stdout(), "{}", schedule.id)?;
         writeln!(
             std::io::stderr(),
             "first run at {}",
-            time_text(new.next_fire_at)
+            time_text(schedule.next_fire_at)
         )?;
     }
     Ok(exit::SUCCESS)

@@ -2,48 +2,40 @@
 
 use std::io::Write;
 
-use task_executor::{InsertMode, RegisterError, RegisterOptions, Runner};
+use task_executor::Formats;
+use task_executor::service::Registration;
+use task_executor::view::TaskView;
 
-use super::{Context, print_json, task_json, task_name};
-use crate::cli::RegisterArgs;
-use crate::exit::{self, Failure};
+use super::{Context, print_json, task_name};
+use crate::cli::{FormatsArg, RegisterArgs};
+use crate::exit;
 
 pub async fn run(ctx: &Context, args: RegisterArgs) -> anyhow::Result<u8> {
     let name = task_name(args.name.get())?;
-    let store = ctx.open_store().await?;
-    let options = RegisterOptions {
-        schema_timeout: args.schema_timeout,
+    let registration = Registration {
+        schema_timeout: Some(args.schema_timeout),
+        replace: args.force,
         timeout: args.timeout,
-        mode: if args.force {
-            InsertMode::Replace
-        } else {
-            InsertMode::CreateNew
+        retries: args.retries,
+        backoff: args.backoff,
+        retry_on_status: match (args.retry_on_status, args.no_retry_on_status) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
         },
-        policy: task_executor::Policy {
-            retries: args.retries,
-            backoff: args.backoff,
-            retry_on_status: args.retry_on_status,
-            concurrency: args.concurrency,
-            priority: args.priority,
-        },
+        concurrency: args.concurrency,
+        priority: args.priority,
+        formats: args.formats.map(|f| match f {
+            FormatsArg::Assert => Formats::Assert,
+            FormatsArg::Annotate => Formats::Annotate,
+        }),
     };
-    let task = task_executor::register(&store, &Runner::default(), name, &args.location, &options)
-        .await
-        .map_err(|e| {
-            let kind = match &e {
-                RegisterError::Discovery(_) => "discovery",
-                RegisterError::InvalidInputs { .. } | RegisterError::InvalidOutputs { .. } => {
-                    "invalid_schema"
-                }
-                RegisterError::Store(_) => "store",
-            };
-            match e {
-                RegisterError::Store(s) => Failure::from(s),
-                other => Failure::nothing_ran(kind, other.to_string()),
-            }
-        })?;
+    let task = ctx
+        .service()?
+        .register(name, &args.location, &registration)
+        .await?;
     if args.json {
-        print_json(&task_json(&task))?;
+        print_json(&TaskView::from(&task))?;
     } else {
         writeln!(
             std::io::stdout(),

@@ -4,114 +4,29 @@ use std::io::Write;
 use std::time::Duration;
 
 use comfy_table::{ContentArrangement, Table, presets};
-use serde_json::{Value, json};
-use task_executor::Store;
-use task_executor::Stream;
-use task_executor::history::{Cursor, RunFilter, RunRecord, RunState, from_ms, now_ms};
+use task_executor::history::{Cursor, RunFilter, RunState, from_ms, now_ms};
 use task_executor::queue::CancelResult;
+use task_executor::service::{LogEvent, Service};
+use task_executor::store::Prune;
+use task_executor::view::{
+    CancelView, CutCounts, ListView, LogCutView, LogLineView, RunView, time_text,
+};
+use task_executor::{Outcome, Stream};
 
-use super::execute::report_json;
 use super::{Context, print_json, task_name};
 use crate::cli::{PruneArgs, RunIdArgs, RunsCommand, RunsListArgs, RunsLogsArgs};
 use crate::exit::{self, Failure};
-use crate::output::{Style, render_report};
+use crate::output::Style;
 
 pub async fn run(ctx: &Context, cmd: RunsCommand) -> anyhow::Result<u8> {
-    let store = ctx.open_store().await?;
+    let service = ctx.service()?;
     match cmd {
-        RunsCommand::List(a) => list(&store, a).await,
-        RunsCommand::Show(a) => show(&store, a).await,
-        RunsCommand::Logs(a) => logs(&store, a).await,
-        RunsCommand::Cancel(a) => cancel(&store, a).await,
-        RunsCommand::Prune(a) => prune(&store, a).await,
+        RunsCommand::List(a) => list(&service, a).await,
+        RunsCommand::Show(a) => show(&service, a).await,
+        RunsCommand::Logs(a) => logs(&service, a).await,
+        RunsCommand::Cancel(a) => cancel(&service, a).await,
+        RunsCommand::Prune(a) => prune(&service, a).await,
     }
-}
-
-/// RFC 3339 (milliseconds, UTC) of an epoch-ms time.
-pub fn time_text(ms: i64) -> String {
-    humantime::format_rfc3339_millis(from_ms(ms)).to_string()
-}
-
-/// The `--json` document of a run: `execute --json`'s fields plus the history's.
-pub fn run_json(r: &RunRecord) -> Value {
-    let mut doc = match r.report() {
-        Some(report) => report_json(&report),
-        None => json!({
-            "task": r.task, "run_id": r.id, "success": false, "outcome": null,
-            "status": null, "reason": null, "payload": null, "error": r.error,
-            "violations": [], "exit_code": null, "signal": null,
-            "started_at": r.started_at.map(time_text), "duration_ms": null,
-        }),
-    };
-    let extra = json!({
-        "state": r.state,
-        "args": r.args,
-        "caller": r.caller,
-        "attempt": r.attempt,
-        "max_attempts": r.max_attempts,
-        "priority": r.priority,
-        "worker": r.worker,
-        "cancel_requested": r.cancel_requested,
-        "queued_at": time_text(r.queued_at),
-        "available_at": time_text(r.available_at),
-        "finished_at": r.finished_at.map(time_text),
-        "log_cut_lines": r.log_cut_lines,
-        "log_cut_bytes": r.log_cut_bytes,
-        "schedule": r.schedule,
-    });
-    if let (Value::Object(doc), Value::Object(extra)) = (&mut doc, extra) {
-        doc.extend(extra);
-        if r.state != RunState::Completed {
-            // A queued or running run has not succeeded yet, whatever an earlier attempt said.
-            doc.insert("success".into(), json!(false));
-        }
-        if doc.get("error").is_none_or(Value::is_null) {
-            doc.insert("error".into(), json!(r.error));
-        }
-    }
-    doc
-}
-
-/// The exit code for a finished run, as `execute` would exit.
-pub fn exit_for(r: &RunRecord) -> u8 {
-    match (&r.outcome, r.state) {
-        (Some(o), RunState::Completed | RunState::Failed) => exit::for_outcome(o),
-        _ => exit::RUN_FAILED,
-    }
-}
-
-/// Human rendering of a finished (or not) run.
-pub fn render_run(r: &RunRecord, style: Style) -> String {
-    let mut out = String::new();
-    match (r.state.is_terminal(), r.report()) {
-        (true, Some(report)) if r.state != RunState::Cancelled || r.outcome.is_some() => {
-            out.push_str(&render_report(&report, style));
-        }
-        _ => {
-            let why = r.error.clone().unwrap_or_default();
-            out.push_str(&format!(
-                "Run {} of task {} is {}{}\n",
-                r.id,
-                style.bold(r.task.as_str()),
-                r.state,
-                if why.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {why}")
-                }
-            ));
-        }
-    }
-    out
-}
-
-async fn get(store: &Store, id: &str) -> Result<RunRecord, Failure> {
-    store.get_run(id).await?.ok_or_else(|| {
-        Failure::nothing_ran(
-            "unknown_run",
-            format!("run `{id}` is not in the history; `manage_tasks runs list` shows recent runs"),
-        )
-    })
 }
 
 fn parse_since(s: &str) -> Result<i64, Failure> {
@@ -128,9 +43,10 @@ fn parse_since(s: &str) -> Result<i64, Failure> {
         })
 }
 
-async fn list(store: &Store, a: RunsListArgs) -> anyhow::Result<u8> {
+async fn list(service: &Service, a: RunsListArgs) -> anyhow::Result<u8> {
+    let task = a.name.as_deref().or(a.name_pos.as_deref());
     let filter = RunFilter {
-        task: a.task.as_deref().map(task_name).transpose()?,
+        task: task.map(task_name).transpose()?,
         state: a.state.as_deref().and_then(RunState::parse),
         since: a.since.as_deref().map(parse_since).transpose()?,
         limit: a.limit as usize,
@@ -147,11 +63,13 @@ async fn list(store: &Store, a: RunsListArgs) -> anyhow::Result<u8> {
             })
             .transpose()?,
     };
-    let page = store.list_runs(&filter).await.map_err(Failure::from)?;
+    let page = service.runs(&filter).await.map_err(Failure::from)?;
     let next = page.next.as_ref().map(Cursor::encode);
     if a.json {
-        let runs: Vec<Value> = page.runs.iter().map(run_json).collect();
-        print_json(&json!({"runs": runs, "next": next}))?;
+        print_json(&ListView {
+            items: page.runs.iter().map(RunView::from).collect(),
+            next,
+        })?;
         return Ok(exit::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
@@ -167,18 +85,18 @@ async fn list(store: &Store, a: RunsListArgs) -> anyhow::Result<u8> {
             "RUN", "TASK", "STATE", "ATTEMPT", "QUEUED", "DURATION", "OUTCOME",
         ]);
     for r in &page.runs {
-        let duration = match (r.started_at, r.finished_at) {
-            (Some(s), Some(f)) => {
-                humantime::format_duration(Duration::from_millis((f - s).max(0) as u64)).to_string()
-            }
-            _ => "-".into(),
-        };
+        let duration = r
+            .duration_ms()
+            .map(|ms| humantime::format_duration(Duration::from_millis(ms)).to_string())
+            .unwrap_or_else(|| "-".into());
         let outcome = match &r.outcome {
-            Some(task_executor::Outcome::Completed { result }) => {
-                format!("status {}", result.status)
-            }
+            Some(Outcome::Completed { result }) => format!("status {}", result.status),
             Some(o) => o.kind().to_owned(),
-            None => r.error.clone().unwrap_or_else(|| "-".into()),
+            None => r
+                .error
+                .as_ref()
+                .map(|e| e.kind.clone())
+                .unwrap_or_else(|| "-".into()),
         };
         table.add_row([
             r.id.clone(),
@@ -194,16 +112,48 @@ async fn list(store: &Store, a: RunsListArgs) -> anyhow::Result<u8> {
     if let Some(next) = next {
         writeln!(
             std::io::stderr(),
-            "more: manage_tasks runs list --after {next}"
+            "more: manage_tasks runs list {}",
+            next_page_args(&a, &next)
         )?;
     }
     Ok(exit::SUCCESS)
 }
 
-async fn show(store: &Store, a: RunIdArgs) -> anyhow::Result<u8> {
-    let r = get(store, &a.id).await?;
+/// The arguments that list the next page: the same filters, `--after` the cursor.
+fn next_page_args(a: &RunsListArgs, cursor: &str) -> String {
+    let mut args = Vec::new();
+    if let Some(task) = a.name.as_deref().or(a.name_pos.as_deref()) {
+        args.push(format!("--name {task}"));
+    }
+    if let Some(state) = &a.state {
+        args.push(format!("--state {state}"));
+    }
+    if let Some(since) = &a.since {
+        args.push(format!("--since {}", shell_word(since)));
+    }
+    if a.limit != 20 {
+        args.push(format!("--limit {}", a.limit));
+    }
+    args.push(format!("--after {cursor}"));
+    args.join(" ")
+}
+
+/// `s` as one shell word.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:+/".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+async fn show(service: &Service, a: RunIdArgs) -> anyhow::Result<u8> {
+    let r = service.run(&a.id).await?;
     if a.json {
-        print_json(&run_json(&r))?;
+        print_json(&RunView::from(&r))?;
         return Ok(exit::SUCCESS);
     }
     let style = Style::stdout();
@@ -216,12 +166,15 @@ async fn show(store: &Store, a: RunIdArgs) -> anyhow::Result<u8> {
     writeln!(out, "caller:    {}", r.caller)?;
     writeln!(out, "worker:    {}", r.worker.as_deref().unwrap_or("-"))?;
     writeln!(out, "queued:    {}", time_text(r.queued_at))?;
+    if r.available_at > r.queued_at {
+        writeln!(out, "not before: {}", time_text(r.available_at))?;
+    }
     writeln!(out, "started:   {}", opt(r.started_at))?;
     writeln!(out, "finished:  {}", opt(r.finished_at))?;
     writeln!(out, "arguments: {}", r.args)?;
     if let Some(o) = &r.outcome {
         let text = match o {
-            task_executor::Outcome::Completed { result } => {
+            Outcome::Completed { result } => {
                 format!("status {} ({})", result.status, result.reason)
             }
             other => other.describe(),
@@ -232,101 +185,89 @@ async fn show(store: &Store, a: RunIdArgs) -> anyhow::Result<u8> {
         }
     }
     if let Some(e) = &r.error {
-        writeln!(out, "note:      {e}")?;
+        writeln!(out, "note:      {} ({})", e.message, e.kind)?;
     }
     Ok(exit::SUCCESS)
 }
 
-async fn logs(store: &Store, a: RunsLogsArgs) -> anyhow::Result<u8> {
-    let mut r = get(store, &a.id).await?;
-    let mut attempt = a.attempt.unwrap_or(r.attempt.max(1));
-    let mut next_seq = 0u64;
-    let mut marked = false;
+async fn logs(service: &Service, a: RunsLogsArgs) -> anyhow::Result<u8> {
+    let mut stream = service.logs(&a.id, a.attempt, a.follow).await?;
     let mut out = std::io::stdout().lock();
-    loop {
-        let lines = store
-            .run_logs(&r.id, attempt, next_seq)
-            .await
-            .map_err(Failure::from)?;
-        for l in &lines {
-            if l.seq > next_seq && !marked {
-                marked = true;
-                let cut = store.get_run(&r.id).await?.unwrap_or(r.clone());
-                let marker = format!(
-                    "[… {} lines ({} bytes) cut from the middle of this log …]",
-                    cut.log_cut_lines, cut.log_cut_bytes
-                );
+    while let Some(event) = stream.next().await? {
+        match event {
+            LogEvent::Line { attempt, entry } => {
                 if a.json {
-                    serde_json::to_writer(
-                        &mut out,
-                        &json!({"cut": {"lines": cut.log_cut_lines, "bytes": cut.log_cut_bytes}}),
-                    )?;
+                    serde_json::to_writer(&mut out, &LogLineView::new(attempt, &entry))?;
                     out.write_all(b"\n")?;
                 } else {
-                    writeln!(out, "{marker}")?;
+                    let tag = match entry.stream {
+                        Stream::Stdout => "out",
+                        Stream::Stderr => "err",
+                    };
+                    let cut = if entry.truncated {
+                        " […line cut]"
+                    } else {
+                        ""
+                    };
+                    writeln!(out, "{tag}| {}{cut}", entry.text)?;
                 }
             }
-            if a.json {
-                serde_json::to_writer(&mut out, l)?;
-                out.write_all(b"\n")?;
-            } else {
-                let tag = match l.stream {
-                    Stream::Stdout => "out",
-                    Stream::Stderr => "err",
-                };
-                writeln!(
-                    out,
-                    "{tag}| {}{}",
-                    l.text,
-                    if l.truncated { " […line cut]" } else { "" }
-                )?;
+            LogEvent::Cut { lines, bytes } => {
+                if a.json {
+                    let view = LogCutView {
+                        cut: CutCounts { lines, bytes },
+                    };
+                    serde_json::to_writer(&mut out, &view)?;
+                    out.write_all(b"\n")?;
+                } else {
+                    writeln!(
+                        out,
+                        "[… {lines} lines ({bytes} bytes) cut from the middle of this log …]"
+                    )?;
+                }
             }
-            next_seq = l.seq + 1;
+            LogEvent::Attempt(n) => {
+                if !a.json {
+                    writeln!(out, "[attempt {n}]")?;
+                }
+            }
         }
         out.flush()?;
-        if !a.follow || r.state.is_terminal() && lines.is_empty() {
-            break;
-        }
-        if lines.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        r = get(store, &r.id).await?;
-        if a.attempt.is_none() && r.attempt > attempt {
-            attempt = r.attempt;
-            next_seq = 0;
-            marked = false;
-            writeln!(out, "[attempt {attempt}]")?;
-        }
     }
     Ok(exit::SUCCESS)
 }
 
-async fn cancel(store: &Store, a: RunIdArgs) -> anyhow::Result<u8> {
-    let r = get(store, &a.id).await?;
-    let result = store.cancel_run(&r.id, now_ms()).await?.ok_or_else(|| {
-        Failure::nothing_ran(
-            "unknown_run",
-            format!("run `{}` is not in the history", a.id),
-        )
-    })?;
-    let text = match result {
-        CancelResult::Cancelled => format!("Run {} cancelled before it ran", r.id),
-        CancelResult::Requested => format!("Run {} is running; its worker will stop it", r.id),
+async fn cancel(service: &Service, a: RunIdArgs) -> anyhow::Result<u8> {
+    let done = service.cancel(&a.id).await?;
+    if a.json {
+        print_json(&CancelView {
+            run_id: &done.run_id,
+            result: done.result,
+        })?;
+        return Ok(exit::SUCCESS);
+    }
+    let id = &done.run_id;
+    let text = match done.result {
+        CancelResult::Cancelled => format!("Run {id} cancelled before it ran"),
+        CancelResult::Requested => format!("Run {id} is running; its worker will stop it"),
         CancelResult::AlreadyOver(state) => {
-            format!("Run {} is already {state}; nothing to cancel", r.id)
+            format!("Run {id} is already {state}; nothing to cancel")
         }
     };
-    if a.json {
-        print_json(&json!({"run_id": r.id, "result": result}))?;
-    } else {
-        writeln!(std::io::stdout(), "{text}")?;
-    }
+    writeln!(std::io::stdout(), "{text}")?;
     Ok(exit::SUCCESS)
 }
 
-async fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<u8> {
-    let before = a.older_than.map(|d| now_ms() - d.as_millis() as i64);
-    let pruned = store.prune(before, a.keep).await.map_err(Failure::from)?;
-    writeln!(std::io::stdout(), "Pruned {} finished runs", pruned.runs)?;
+async fn prune(service: &Service, a: PruneArgs) -> anyhow::Result<u8> {
+    let prune = Prune {
+        older_than: a.older_than,
+        keep: a.keep,
+    };
+    let pruned = service.prune(&prune).await.map_err(Failure::from)?;
+    if a.json {
+        print_json(&serde_json::json!({ "pruned": pruned }))?;
+    } else {
+        writeln!(std::io::stdout(), "Pruned {pruned} finished runs")?;
+    }
     Ok(exit::SUCCESS)
 }

@@ -1,20 +1,23 @@
-//! `list`, `show` and `unregister`: reading and removing registry entries.
+//! `list`, `show` and `unregister`: reading and removing registered tasks.
 
 use std::io::Write;
 
 use comfy_table::{ContentArrangement, Table, presets};
+use task_executor::view::{ListView, TaskView};
 
-use super::{Context, print_json, task_json, task_name};
+use super::{Context, print_json, task_name};
 use crate::cli::{ListArgs, NameArgs, ShowArgs};
-use crate::exit::{self, Failure};
+use crate::exit;
 use crate::output::Style;
 
 pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<u8> {
-    let store = ctx.open_store().await?;
-    let tasks = store.list().await.map_err(Failure::from)?;
+    let tasks = ctx
+        .service()?
+        .tasks()
+        .await
+        .map_err(crate::exit::Failure::from)?;
     if args.json {
-        let all: Vec<_> = tasks.iter().map(task_json).collect();
-        print_json(&all)?;
+        print_json(&ListView::all(tasks.iter().map(TaskView::from).collect()))?;
         return Ok(exit::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
@@ -46,14 +49,9 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<u8> {
 
 pub async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<u8> {
     let name = task_name(args.name.get())?;
-    let store = ctx.open_store().await?;
-    let task = store
-        .get(&name)
-        .await
-        .map_err(Failure::from)?
-        .ok_or_else(|| unknown(&name))?;
+    let task = ctx.service()?.task(&name).await?;
     if args.json {
-        print_json(&task_json(&task))?;
+        print_json(&TaskView::from(&task))?;
         return Ok(exit::SUCCESS);
     }
     let style = Style::stdout();
@@ -73,6 +71,33 @@ pub async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<u8> {
         .map(|d| humantime::format_duration(d).to_string())
         .unwrap_or_else(|| "default".into());
     writeln!(out, "{}  {timeout}", style.bold("timeout:"))?;
+    if !task.formats.is_default() {
+        writeln!(
+            out,
+            "{}  annotations only (not checked)",
+            style.bold("formats:")
+        )?;
+    }
+    let p = &task.policy;
+    if !p.is_default() {
+        let mut parts = vec![];
+        if let Some(n) = p.retries {
+            parts.push(format!("{n} retries"));
+        }
+        if let Some(b) = p.backoff {
+            parts.push(format!("backoff {}", humantime::format_duration(b)));
+        }
+        if p.retry_on_status {
+            parts.push("statuses retried".into());
+        }
+        if let Some(c) = p.concurrency {
+            parts.push(format!("at most {c} at once"));
+        }
+        if let Some(pr) = p.priority {
+            parts.push(format!("priority {pr}"));
+        }
+        writeln!(out, "{}  {}", style.bold("queue:"), parts.join(", "))?;
+    }
     writeln!(
         out,
         "{}\n{}",
@@ -93,24 +118,17 @@ pub async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<u8> {
 
 pub async fn unregister(ctx: &Context, args: NameArgs) -> anyhow::Result<u8> {
     let name = task_name(args.get())?;
-    let store = ctx.open_store().await?;
-    let task = store.remove(&name).await.map_err(|e| match e {
-        task_executor::StoreError::NotFound { name } => unknown(&name),
-        other => other.into(),
-    })?;
+    let gone = ctx.service()?.unregister(&name).await?;
+    let schedules = match gone.schedules {
+        0 => String::new(),
+        1 => "; removed its schedule".to_owned(),
+        n => format!("; removed its {n} schedules"),
+    };
     writeln!(
         std::io::stdout(),
-        "Task {} unregistered ({})",
-        task.name,
-        task.location.display()
+        "Task {} unregistered ({}){schedules}",
+        gone.task.name,
+        gone.task.location.display()
     )?;
     Ok(exit::SUCCESS)
-}
-
-/// The error for a name that is not registered.
-pub fn unknown(name: &task_executor::TaskName) -> Failure {
-    Failure::nothing_ran(
-        "unknown_task",
-        format!("task `{name}` is not registered; `manage_tasks list` shows the registered tasks"),
-    )
 }

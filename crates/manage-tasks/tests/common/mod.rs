@@ -143,7 +143,7 @@ impl Env {
 
     /// Every run in the history, newest first (all pages).
     pub fn all_runs(&self) -> Vec<Value> {
-        self.json(&["runs", "list", "--json", "--limit", "10000"])["runs"]
+        self.json(&["runs", "list", "--json", "--limit", "10000"])["items"]
             .as_array()
             .unwrap()
             .clone()

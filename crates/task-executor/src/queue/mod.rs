@@ -1,156 +1,178 @@
-//! The durable queue: enqueueing runs, workers claiming them under a lease,
-//! retries with backoff, per-task concurrency, priority, delayed runs and
-//! cron schedules.
+//! The queue's rules, written once above the store contract: how a run is
+//! made, when a failed attempt is retried and how long it waits, what an
+//! attempt whose lease lapsed becomes, how a cancel proceeds, how a schedule
+//! tick becomes a run, and every text a user reads about these. Backends only
+//! store and guard ([`crate::store::contract`]).
 //!
-//! The protocol every store implements (SQLite now, PostgreSQL next):
-//!
-//! - **claim** (one write transaction): pick due `queued` runs by priority,
-//!   then age, skipping tasks at their concurrency limit; each becomes
-//!   `running` with `attempt + 1`, a lease (`lease_until`) and a new fencing
-//!   token (`fence + 1`).
-//! - **heartbeat**: extends the lease only where `(id, fence)` still match; a
-//!   miss means the lease was lost, and the worker kills that attempt's
-//!   process group. The answer also carries `runs cancel` requests.
-//! - **finish / retry / release**: `UPDATE … WHERE id = ? AND fence = ? AND
-//!   state = 'running'`; 0 rows means a newer attempt owns the run, and the
-//!   stale result is dropped.
-//! - **requeue expired**: a running attempt whose lease expired (its worker
-//!   died) is queued again, or failed when its attempts are exhausted.
-//! - **schedules**: a due schedule is fired by compare-and-set on its
-//!   `next_fire_at`, in the same transaction as the run it enqueues, so each
-//!   tick fires once whatever the number of workers.
+//! The protocol, on any backend:
+//! - **claim**: due `queued` runs by priority, then age, skipping tasks at
+//!   their concurrency cap; each becomes `running` with `attempt + 1`, a
+//!   lease and a new fencing token (`fence + 1`).
+//! - **heartbeat** extends a lease only while `(id, fence)` match; a miss
+//!   means the lease was lost, and the worker kills that attempt's process
+//!   group. The answer also carries `runs cancel` requests.
+//! - **finish / retry / release** are guarded by `id AND fence AND state =
+//!   'running'`: a stale attempt's result is dropped.
+//! - **lapsed leases** ([`requeue_expired`]): the attempt's worker died or
+//!   stalled. A queued run goes back to the queue, counted, and fails once
+//!   both its attempts and [`LEASE_ATTEMPTS`] are used up; a run executed
+//!   in-process is never re-run by a worker (its caller is gone): it fails.
+//! - **schedules** ([`fire_schedules`]): a due tick is moved on by
+//!   compare-and-set in the transaction that queues its run, so each tick
+//!   fires once whatever the number of workers; missed ticks are not replayed.
 
 mod worker;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
-pub use worker::{WorkerConfig, WorkerEvent, WorkerStats, run_inline, run_worker};
+pub use worker::{WorkerConfig, WorkerEvent, WorkerStats, hostname, run_worker};
 
-use crate::history::{RunState, now_ms};
-use crate::outcome::{ExitInfo, Outcome, new_run_id};
+use crate::history::{RunError, RunState};
+use crate::outcome::{Outcome, new_run_id};
 use crate::secrets::mask;
+use crate::store::{Availability, Expired, NewRun, NewSchedule, Store, StoreError, Verdict};
 use crate::task::{Task, TaskName};
 
 /// The longest delay between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// The first retry's delay when the task sets none.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+/// Attempts a run may lose to dead workers (lapsed leases) even when its
+/// task allows fewer: a worker's death is not the task's failure.
+pub const LEASE_ATTEMPTS: u32 = 3;
 
-/// A run to enqueue (or to record as running, for `execute`).
-#[derive(Debug, Clone)]
-pub struct NewRun {
-    /// The run id.
-    pub id: String,
-    /// The task.
-    pub task: TaskName,
-    /// The arguments with secrets masked: what history shows.
-    pub args: Value,
-    /// The full arguments, when they differ from `args`; dropped once the run is over.
-    pub secret_args: Option<Value>,
-    /// Who asked.
-    pub caller: String,
-    /// Higher is claimed first.
-    pub priority: i64,
-    /// Attempts allowed (1 + retries).
-    pub max_attempts: u32,
-    /// The first retry's delay.
-    pub backoff: Option<Duration>,
-    /// Whether a status other than 1 is retried.
-    pub retry_on_status: bool,
-    /// Run timeout overriding the task's.
-    pub timeout: Option<Duration>,
-    /// Not claimed before this time (epoch ms).
-    pub available_at: i64,
-    /// The schedule that fired it.
-    pub schedule: Option<String>,
-}
-
-impl NewRun {
-    /// A run of `task` with `args` (already validated), due now, following the task's policy.
-    pub fn new(task: &Task, args: &Value, caller: &str) -> Self {
-        let masked = mask(&task.inputs, args);
-        let secret_args = (masked != *args).then(|| args.clone());
-        Self {
-            id: new_run_id(),
-            task: task.name.clone(),
-            args: masked,
-            secret_args,
-            caller: caller.to_owned(),
-            priority: task.policy.priority.unwrap_or(0),
-            max_attempts: task.policy.max_attempts(),
-            backoff: task.policy.backoff,
-            retry_on_status: task.policy.retry_on_status,
-            timeout: None,
-            available_at: now_ms(),
-            schedule: None,
-        }
+/// A run of `task` with `args` (already validated), due now, following the
+/// task's policy: the one constructor that `submit`, schedules and `execute`
+/// all use. History keeps `args` masked; the unmasked copy a worker needs is
+/// kept only while the run waits or runs.
+pub fn new_run(task: &Task, args: &Value, caller: &str) -> NewRun {
+    let masked = mask(&task.inputs, args);
+    let secret_args = (masked != *args).then(|| args.clone());
+    NewRun {
+        id: new_run_id(),
+        task: task.name.clone(),
+        args: masked,
+        secret_args,
+        caller: caller.to_owned(),
+        priority: task.policy.priority.unwrap_or(0),
+        max_attempts: task.policy.max_attempts(),
+        backoff: task.policy.backoff,
+        retry_on_status: task.policy.retry_on_status,
+        timeout: None,
+        available: Availability::Now,
+        schedule: None,
     }
 }
 
-/// A run a worker has claimed: everything needed to execute this attempt.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    /// The run id.
-    pub id: String,
-    /// The task.
-    pub task: TaskName,
-    /// The full (unmasked) arguments.
-    pub args: Value,
-    /// Who asked.
-    pub caller: String,
-    /// This attempt's number, from 1.
-    pub attempt: u32,
-    /// Attempts allowed.
-    pub max_attempts: u32,
-    /// This attempt's fencing token.
-    pub fence: i64,
-    /// Run timeout overriding the task's.
-    pub timeout: Option<Duration>,
-    /// The first retry's delay.
-    pub backoff: Option<Duration>,
-    /// Whether a status other than 1 is retried.
-    pub retry_on_status: bool,
+/// A schedule of `task` with validated `args`, its first tick after `now`
+/// (the store's time); fails on a bad cron expression.
+pub fn new_schedule(
+    task: &Task,
+    cron: &str,
+    args: &Value,
+    caller: &str,
+    now: i64,
+) -> Result<NewSchedule, CronError> {
+    let masked = mask(&task.inputs, args);
+    Ok(NewSchedule {
+        id: new_run_id(),
+        task: task.name.clone(),
+        cron: cron.trim().to_owned(),
+        secret_args: (masked != *args).then(|| args.clone()),
+        args: masked,
+        caller: caller.to_owned(),
+        next_fire_at: next_tick(cron, now)?,
+    })
 }
 
-/// A held attempt, as a heartbeat names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Lease {
-    /// The run id.
-    pub id: String,
-    /// The attempt's fencing token.
-    pub fence: i64,
+/// What a running attempt whose lease lapsed becomes.
+pub fn verdict(e: &Expired) -> Verdict {
+    if e.cancel_requested {
+        return Verdict::Cancel(RunError::new(
+            "cancelled",
+            "cancelled; its worker stopped renewing the lease before it could stop the task",
+        ));
+    }
+    if e.inline {
+        return Verdict::Fail(RunError::new(
+            "executor_lost",
+            "the process executing it (execute or mcp) stopped renewing its lease; \
+             it was not run again (submit it to the queue for retries)",
+        ));
+    }
+    if e.attempt >= e.max_attempts && e.attempt >= LEASE_ATTEMPTS {
+        return Verdict::Fail(RunError::new(
+            "lease_lost",
+            format!(
+                "attempt {} of {} lost its lease (worker died or stalled); no attempts left",
+                e.attempt, e.max_attempts
+            ),
+        ));
+    }
+    Verdict::Requeue(RunError::new(
+        "lease_lost",
+        format!(
+            "attempt {} lost its lease (worker died or stalled); queued again",
+            e.attempt
+        ),
+    ))
 }
 
-/// What a heartbeat learned about one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseStatus {
-    /// Still ours; lease extended.
-    Held,
-    /// Still ours, and `runs cancel` asked to stop it.
-    CancelRequested,
-    /// No longer ours: it expired and another attempt took over, or the run was removed.
-    Lost,
+/// How many lapsed attempts [`requeue_expired`] settles per call.
+const EXPIRED_BATCH: usize = 500;
+
+/// Settles every attempt whose lease has lapsed, by [`verdict`]. Returns how many.
+pub async fn requeue_expired(store: &Store) -> Result<u64, StoreError> {
+    let mut settled = 0;
+    for e in store.expired(EXPIRED_BATCH).await? {
+        if store.settle(&e, &verdict(&e)).await? {
+            settled += 1;
+        }
+    }
+    Ok(settled)
 }
 
-/// How an attempt ended, to record.
-#[derive(Debug, Clone)]
-pub struct Finish {
-    /// The final state.
-    pub state: RunState,
-    /// The attempt's outcome.
-    pub outcome: Outcome,
-    /// How its process ended.
-    pub exit: Option<ExitInfo>,
-    /// When it ended (epoch ms).
-    pub finished_at: i64,
-    /// The attempt that ended (1-based).
-    pub attempt: u32,
-    /// Its last log lines, stored in the same transaction as its end: one
-    /// commit less per run than a separate `record_logs`.
-    pub logs: crate::history::LogBatch,
+/// Why a run waits again after a failed attempt, and for how long.
+pub fn retry_note(outcome: &Outcome, attempt: u32, max_attempts: u32, delay: Duration) -> RunError {
+    RunError::new(
+        "retrying",
+        format!(
+            "attempt {attempt} of {max_attempts} failed ({}); retrying in {}",
+            outcome.kind(),
+            humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+        ),
+    )
+}
+
+/// Queues a run for each due schedule tick, each exactly once. Returns the runs queued.
+pub async fn fire_schedules(store: &Store) -> Result<Vec<NewRun>, StoreError> {
+    let due = store.due_schedules().await?;
+    let mut tasks: HashMap<TaskName, Option<Task>> = HashMap::new();
+    let mut fired = Vec::new();
+    for s in &due.schedules {
+        // A cron that no longer parses is moved out of the way rather than spinning.
+        let next = next_tick(&s.cron, due.now).unwrap_or(i64::MAX);
+        if !tasks.contains_key(&s.task) {
+            let task = store.get(&s.task).await?;
+            tasks.insert(s.task.clone(), task);
+        }
+        // The task is gone: the tick passes without a run.
+        let run = tasks[&s.task].as_ref().map(|task| {
+            let mut run = new_run(task, &s.args, &s.caller);
+            run.schedule = Some(s.id.clone());
+            run
+        });
+        if store.fire(s, next, run.as_ref()).await?
+            && let Some(run) = run
+        {
+            fired.push(run);
+        }
+    }
+    Ok(fired)
 }
 
 /// What `runs cancel` did.
@@ -165,60 +187,39 @@ pub enum CancelResult {
     AlreadyOver(RunState),
 }
 
-/// What pruning removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Pruned {
-    /// Finished runs deleted (with their logs).
-    pub runs: u64,
-}
-
-/// A cron schedule that enqueues a run of a task at each tick.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Schedule {
-    /// The schedule's id.
-    pub id: String,
-    /// The task.
-    pub task: TaskName,
-    /// The cron expression (5 fields, or 6 with seconds first).
-    pub cron: String,
-    /// The arguments, masked.
-    pub args: Value,
-    /// Recorded as each run's caller.
-    pub caller: String,
-    /// The next tick (epoch ms).
-    pub next_fire_at: i64,
-}
-
-/// A schedule to add.
-#[derive(Debug, Clone)]
-pub struct NewSchedule {
-    /// The task.
-    pub task: TaskName,
-    /// The cron expression, already checked with [`next_tick`].
-    pub cron: String,
-    /// The arguments, masked.
-    pub args: Value,
-    /// The full arguments when they differ.
-    pub secret_args: Option<Value>,
-    /// The caller recorded on each run.
-    pub caller: String,
-    /// The first tick (epoch ms).
-    pub next_fire_at: i64,
-}
-
-impl NewSchedule {
-    /// A schedule of `task` with validated `args`; fails on a bad cron expression.
-    pub fn new(task: &Task, cron: &str, args: &Value, caller: &str) -> Result<Self, CronError> {
-        let masked = mask(&task.inputs, args);
-        Ok(Self {
-            task: task.name.clone(),
-            cron: cron.trim().to_owned(),
-            secret_args: (masked != *args).then(|| args.clone()),
-            args: masked,
-            caller: caller.to_owned(),
-            next_fire_at: next_tick(cron, now_ms())?,
-        })
+/// Cancels the run `id` (a full id) that was last seen in `state`: a queued
+/// run at once, a running one by asking its worker. The state may change
+/// under us (a worker claims it, it ends); each step is guarded, so this
+/// follows it.
+pub async fn cancel(
+    store: &Store,
+    id: &str,
+    mut state: RunState,
+) -> Result<CancelResult, StoreError> {
+    for _ in 0..4 {
+        let done = match state {
+            RunState::Queued => {
+                let note = RunError::new("cancelled", "cancelled before it ran");
+                store
+                    .cancel_queued(id, &note)
+                    .await?
+                    .then_some(CancelResult::Cancelled)
+            }
+            RunState::Running => store
+                .request_cancel(id)
+                .await?
+                .then_some(CancelResult::Requested),
+            over => return Ok(CancelResult::AlreadyOver(over)),
+        };
+        if let Some(done) = done {
+            return Ok(done);
+        }
+        state = match store.get_run(id).await? {
+            crate::store::RunLookup::Found(r) => r.state,
+            _ => return Ok(CancelResult::AlreadyOver(RunState::Cancelled)),
+        };
     }
+    Ok(CancelResult::AlreadyOver(state))
 }
 
 /// A cron expression that does not parse or never fires.
@@ -287,6 +288,7 @@ pub fn is_retryable(outcome: &Outcome, retry_on_status: bool) -> bool {
 mod tests {
     use super::*;
     use crate::protocol::TaskResult;
+    use crate::store::Lease;
 
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {
@@ -320,6 +322,42 @@ mod tests {
             false
         ));
         assert!(!is_retryable(&Outcome::Cancelled, true));
+    }
+
+    #[test]
+    fn a_lapsed_lease_is_requeued_until_attempts_and_lease_attempts_are_used_up() {
+        let expired = |attempt, max_attempts, cancel_requested, inline| Expired {
+            lease: Lease {
+                id: "r".into(),
+                fence: 1,
+            },
+            attempt,
+            max_attempts,
+            cancel_requested,
+            inline,
+        };
+        let kind = |v: Verdict| match v {
+            Verdict::Requeue(e) => ("requeue", e.kind),
+            Verdict::Fail(e) => ("fail", e.kind),
+            Verdict::Cancel(e) => ("cancel", e.kind),
+        };
+        let cases = [
+            ((1, 1, false, false), ("requeue", "lease_lost")),
+            ((2, 1, false, false), ("requeue", "lease_lost")),
+            ((3, 1, false, false), ("fail", "lease_lost")),
+            ((3, 5, false, false), ("requeue", "lease_lost")),
+            ((5, 5, false, false), ("fail", "lease_lost")),
+            ((1, 1, true, false), ("cancel", "cancelled")),
+            ((1, 3, false, true), ("fail", "executor_lost")),
+        ];
+        for ((a, m, c, i), (want, want_kind)) in cases {
+            let (got, got_kind) = kind(verdict(&expired(a, m, c, i)));
+            assert_eq!(
+                (got, got_kind.as_str()),
+                (want, want_kind),
+                "{a}/{m} cancel={c} inline={i}"
+            );
+        }
     }
 
     #[test]

@@ -14,19 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::{Claimed, Finish, Lease, LeaseStatus, NewRun, backoff_delay, is_retryable};
-use crate::history::{DEFAULT_LOG_LIMIT, LogBatch, RunLogs, RunState, now_ms, to_ms};
-use crate::log::LogSink;
-use crate::log::Tee;
+use super::{backoff_delay, fire_schedules, is_retryable, requeue_expired, retry_note};
+use crate::history::{DEFAULT_LOG_LIMIT, LogBatch, RunLogs, RunState};
 use crate::outcome::RunReport;
-use crate::registry::{Store, StoreError};
 use crate::runner::{RunRequest, Runner};
 use crate::secrets::secrets;
-use crate::task::PreparedTask;
-use crate::task::{Task, TaskName};
+use crate::store::{Claimed, Finish, Lease, LeaseStatus, NewRun, Prune, Store, StoreError};
+use crate::task::{PreparedTask, Task, TaskName};
 
 /// How a worker behaves.
 #[derive(Debug, Clone)]
@@ -43,22 +40,37 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// Log budget per attempt (head + tail).
     pub log_limit: usize,
-    /// Exit once no run is queued or running anywhere.
+    /// Exit once no run is running anywhere and none is due now.
     pub until_idle: bool,
+    /// With `until_idle`, also wait for runs queued for later (delays, retry backoffs).
+    pub wait_delayed: bool,
     /// Keep at most this many finished runs per task (pruned every minute).
     pub keep_runs: Option<u64>,
 }
 
+/// This machine's name, for worker ids (`localhost` if it has none).
+pub fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_str()
+        .ok()
+        .map(str::to_owned)
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 impl Default for WorkerConfig {
+    /// The id is `worker-<host>-<pid>`.
     fn default() -> Self {
         Self {
-            id: format!("worker-{}", std::process::id()),
+            id: format!("worker-{}-{}", hostname(), std::process::id()),
             concurrency: 1,
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(100),
             grace: Duration::from_secs(30),
             log_limit: DEFAULT_LOG_LIMIT,
             until_idle: false,
+            wait_delayed: false,
             keep_runs: None,
         }
     }
@@ -192,7 +204,6 @@ pub async fn run_worker(
     let mut cache = TaskCache::default();
     let mut inflight: HashMap<String, InFlight> = HashMap::new();
     let mut running: JoinSet<(String, RunReport)> = JoinSet::new();
-    let lease_ms = config.lease.as_millis() as i64;
     let mut heartbeat = interval((config.lease / 3).max(Duration::from_millis(50)));
     let mut flush = interval(Duration::from_millis(250));
     let mut maintain = interval(Duration::from_secs(1));
@@ -218,9 +229,8 @@ pub async fn run_worker(
         let stopping = grace_until.is_some();
         let mut idle = false;
         if !stopping && inflight.len() < config.concurrency {
-            let now = now_ms();
             let free = config.concurrency - inflight.len();
-            match store.claim(&config.id, free, now, now + lease_ms).await {
+            match store.claim(&config.id, free, config.lease).await {
                 Ok(claimed) => {
                     // Fewer than asked: nothing more is due; look again after `poll`.
                     idle = claimed.len() < free;
@@ -245,8 +255,12 @@ pub async fn run_worker(
             break;
         }
         if idle && inflight.is_empty() && config.until_idle {
-            match store.count_active().await {
-                Ok(0) => break,
+            match store.active().await {
+                Ok(a)
+                    if a.due == 0 && a.running == 0 && (a.delayed == 0 || !config.wait_delayed) =>
+                {
+                    break;
+                }
                 Ok(_) => {}
                 Err(e) => result = Err(e),
             }
@@ -263,7 +277,7 @@ pub async fn run_worker(
             }
             _ = heartbeat.tick() => {
                 let leases: Vec<Lease> = inflight.values().map(|r| r.lease.clone()).collect();
-                match store.heartbeat(&leases, now_ms() + lease_ms).await {
+                match store.heartbeat(&leases, config.lease).await {
                     Ok(statuses) => {
                         for (lease, status) in leases.iter().zip(statuses) {
                             let Some(run) = inflight.get_mut(&lease.id) else { continue };
@@ -291,13 +305,12 @@ pub async fn run_worker(
                 }
             }
             _ = maintain.tick(), if !stopping => {
-                let now = now_ms();
-                match store.requeue_expired(now).await {
+                match requeue_expired(store).await {
                     Ok(0) => {}
                     Ok(count) => events(WorkerEvent::Expired { count }),
                     Err(e) => result = Err(e),
                 }
-                match store.fire_schedules(now).await {
+                match fire_schedules(store).await {
                     Ok(fired) => {
                         for NewRun { id, task, .. } in fired {
                             events(WorkerEvent::Fired { run: id, task });
@@ -307,7 +320,8 @@ pub async fn run_worker(
                 }
             }
             _ = prune.tick(), if !stopping && config.keep_runs.is_some() => {
-                if let Err(e) = store.prune(None, config.keep_runs).await {
+                let keep = Prune { older_than: None, keep: config.keep_runs };
+                if let Err(e) = store.prune(&keep).await {
                     result = Err(e);
                 }
             }
@@ -336,10 +350,7 @@ async fn start(
     running: &mut JoinSet<(String, RunReport)>,
     events: &mut dyn FnMut(WorkerEvent),
 ) {
-    let lease = Lease {
-        id: c.id.clone(),
-        fence: c.fence,
-    };
+    let lease = c.lease();
     let prepared = match cache.get(store, &c.task).await {
         Ok(p) => p,
         Err(message) => {
@@ -349,7 +360,6 @@ async fn start(
                     message: message.clone(),
                 },
                 exit: None,
-                finished_at: now_ms(),
                 attempt: c.attempt,
                 logs: LogBatch::default(),
             };
@@ -414,7 +424,7 @@ async fn record(
     let logs = run.logs.take();
     if run.released && !run.cancel_requested {
         store.record_logs(&run.lease, run.attempt, &logs).await?;
-        if store.release(&run.lease, now_ms()).await? {
+        if store.release(&run.lease).await? {
             stats.released += 1;
             events(WorkerEvent::Released { run: id });
         } else {
@@ -423,12 +433,10 @@ async fn record(
         }
         return Ok(());
     }
-    let finished_at = to_ms(report.started_at + report.duration);
     let finish = Finish {
         state: RunState::for_outcome(&report.outcome),
         outcome: report.outcome,
         exit: report.exit,
-        finished_at,
         attempt: run.attempt,
         logs,
     };
@@ -436,10 +444,11 @@ async fn record(
         && run.attempt < run.max_attempts
         && is_retryable(&finish.outcome, run.retry_on_status);
     let (held, state) = if retry {
-        let at = now_ms() + backoff_delay(run.backoff, run.attempt).as_millis() as i64;
+        let delay = backoff_delay(run.backoff, run.attempt);
+        let note = retry_note(&finish.outcome, run.attempt, run.max_attempts, delay);
         stats.retried += 1;
         (
-            store.retry(&run.lease, &finish, at).await?,
+            store.retry(&run.lease, &finish, delay, &note).await?,
             RunState::Queued,
         )
     } else {
@@ -460,77 +469,4 @@ async fn record(
         events(WorkerEvent::LeaseLost { run: id });
     }
     Ok(())
-}
-
-/// How often `run_inline` stores the log lines printed so far.
-const FLUSH_EVERY: Duration = Duration::from_millis(250);
-
-/// Runs `task` in this process (`execute`) and records it in history like a
-/// queued run: `running` with a lease renewed while it runs (so that a killed
-/// caller's run is failed, not left running), logs flushed every 250 ms, a
-/// `runs cancel` honoured, and the outcome recorded at the end. Lines also go to `also`.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_inline(
-    store: &Store,
-    runner: &Runner,
-    task: &PreparedTask,
-    request: RunRequest,
-    also: &dyn LogSink,
-    cancel: &CancellationToken,
-    log_limit: usize,
-    lease: Duration,
-) -> Result<RunReport, StoreError> {
-    let mut new = NewRun::new(task.task(), &request.args, &request.caller);
-    new.max_attempts = 1;
-    new.timeout = request.timeout;
-    // `execute` records only what history shows: the masked arguments.
-    new.secret_args = None;
-    if let Some(id) = &request.run_id {
-        new.id = id.clone();
-    }
-    let worker = format!("execute-{}", std::process::id());
-    let lease_ms = lease.as_millis() as i64;
-    let fence = store
-        .start_inline(&new, &worker, now_ms() + lease_ms)
-        .await?;
-    let held = Lease {
-        id: new.id.clone(),
-        fence,
-    };
-    let logs = RunLogs::new(log_limit, secrets(&task.task().inputs, &request.args));
-    let tee = Tee(also, &logs);
-    let request = RunRequest {
-        run_id: Some(new.id.clone()),
-        ..request
-    };
-    let run = runner.run(task, request, &tee, cancel);
-    tokio::pin!(run);
-    // The first flush comes after 250 ms: a quick run is stored in two commits (start, finish).
-    let mut tick = interval_at(Instant::now() + FLUSH_EVERY, FLUSH_EVERY);
-    let mut last_beat = Instant::now();
-    let report = loop {
-        tokio::select! {
-            report = &mut run => break report,
-            _ = tick.tick() => {
-                store.record_logs(&held, 1, &logs.take()).await?;
-                if last_beat.elapsed() >= lease / 3 {
-                    last_beat = Instant::now();
-                    let status = store.heartbeat(std::slice::from_ref(&held), now_ms() + lease_ms).await?;
-                    if status.first() != Some(&LeaseStatus::Held) {
-                        cancel.cancel();
-                    }
-                }
-            }
-        }
-    };
-    let finish = Finish {
-        state: RunState::for_outcome(&report.outcome),
-        outcome: report.outcome.clone(),
-        exit: report.exit.clone(),
-        finished_at: to_ms(report.started_at + report.duration),
-        attempt: 1,
-        logs: logs.take(),
-    };
-    store.finish(&held, &finish).await?;
-    Ok(report)
 }

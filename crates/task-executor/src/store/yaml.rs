@@ -28,11 +28,11 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::{InsertMode, StoreError};
-use crate::task::{Task, TaskName};
+use super::{InsertMode, Registry, StoreError};
+use crate::task::{Formats, Policy, Task, TaskName};
 
 /// A YAML file in the original tool's format.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct YamlStore {
     path: PathBuf,
 }
@@ -48,21 +48,27 @@ struct Record {
 type Doc = BTreeMap<TaskName, Record>;
 
 /// Fields of a record this build understands; everything else goes to `extra`.
-const KNOWN_FIELDS: [&str; 6] = [
+const KNOWN_FIELDS: [&str; 12] = [
     "name",
     "location",
     "schema",
     "description",
     "outputs",
     "timeout",
+    "formats",
+    "retries",
+    "backoff",
+    "retry_on_status",
+    "concurrency",
+    "priority",
 ];
 
 impl YamlStore {
     /// Opens the store at `path`. Nothing is read or created until first use.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(Self {
+    pub fn open(path: &Path) -> Self {
+        Self {
             path: path.to_owned(),
-        })
+        }
     }
 
     /// The store file.
@@ -70,18 +76,36 @@ impl YamlStore {
         &self.path
     }
 
+    /// Runs `f` on a copy of this handle on the blocking pool: file locks and
+    /// fsyncs must not hold up an async runtime's thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(YamlStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        let path = self.path.clone();
+        match tokio::task::spawn_blocking(move || f(store)).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(StoreError::Internal {
+                path,
+                message: format!("the store's thread was cancelled: {e}"),
+            }),
+        }
+    }
+
     /// Every task, sorted by name.
-    pub fn list(&self) -> Result<Vec<Task>, StoreError> {
+    fn list_now(&self) -> Result<Vec<Task>, StoreError> {
         Ok(self.load()?.into_values().map(|r| r.task).collect())
     }
 
     /// The task called `name`.
-    pub fn get(&self, name: &TaskName) -> Result<Option<Task>, StoreError> {
+    fn get_now(&self, name: &TaskName) -> Result<Option<Task>, StoreError> {
         Ok(self.load()?.remove(name).map(|r| r.task))
     }
 
     /// Stores `task`; with [`InsertMode::CreateNew`] a taken name is [`StoreError::Duplicate`].
-    pub fn insert(&self, task: &Task, mode: InsertMode) -> Result<(), StoreError> {
+    fn insert_now(&self, task: &Task, mode: InsertMode) -> Result<(), StoreError> {
         self.modify(|doc| {
             if mode == InsertMode::CreateNew && doc.contains_key(&task.name) {
                 return Err(StoreError::Duplicate {
@@ -100,7 +124,7 @@ impl YamlStore {
     }
 
     /// Removes and returns the task called `name`; [`StoreError::NotFound`] if absent.
-    pub fn remove(&self, name: &TaskName) -> Result<Task, StoreError> {
+    fn remove_now(&self, name: &TaskName) -> Result<Task, StoreError> {
         if !exists(&self.path)? {
             return Err(StoreError::NotFound { name: name.clone() });
         }
@@ -181,6 +205,27 @@ impl YamlStore {
         write_atomically(&target, text.as_bytes(), old_perms)?;
         drop(lock);
         Ok(out)
+    }
+}
+
+impl Registry for YamlStore {
+    async fn list(&self) -> Result<Vec<Task>, StoreError> {
+        self.blocking(|s| s.list_now()).await
+    }
+
+    async fn get(&self, name: &TaskName) -> Result<Option<Task>, StoreError> {
+        let name = name.clone();
+        self.blocking(move |s| s.get_now(&name)).await
+    }
+
+    async fn insert(&self, task: &Task, mode: InsertMode) -> Result<(), StoreError> {
+        let task = task.clone();
+        self.blocking(move |s| s.insert_now(&task, mode)).await
+    }
+
+    async fn remove(&self, name: &TaskName) -> Result<Task, StoreError> {
+        let name = name.clone();
+        self.blocking(move |s| s.remove_now(&name)).await
     }
 }
 
@@ -283,6 +328,7 @@ fn parse_doc(path: &Path, bytes: &[u8]) -> Result<Doc, StoreError> {
     for (key, value) in raw.unwrap_or_default() {
         let corrupt = |message: String| StoreError::Corrupt {
             path: path.to_owned(),
+            what: "task",
             key: key.clone(),
             message,
         };
@@ -393,6 +439,40 @@ fn record_from_value(name: TaskName, value: Value) -> Result<Record, String> {
             ));
         }
     };
+    let formats = match fields.remove("formats") {
+        None | Some(Value::Null) => Formats::default(),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+            format!(
+                "formats must be \"assert\" or \"annotate\", found {}",
+                show(&v)
+            )
+        })?,
+    };
+    let policy = Policy {
+        retries: take_uint(&mut fields, "retries")?,
+        backoff: take_duration(&mut fields, "backoff")?,
+        retry_on_status: match fields.remove("retry_on_status") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => b,
+            Some(other) => {
+                return Err(format!(
+                    "retry_on_status must be true or false, found {}",
+                    kind(&other)
+                ));
+            }
+        },
+        concurrency: take_uint(&mut fields, "concurrency")?,
+        priority: match fields.remove("priority") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
+            Some(other) => {
+                return Err(format!(
+                    "priority must be an integer, found {}",
+                    show(&other)
+                ));
+            }
+        },
+    };
     fields.remove("name");
     Ok(Record {
         task: Task {
@@ -402,11 +482,44 @@ fn record_from_value(name: TaskName, value: Value) -> Result<Record, String> {
             inputs,
             outputs,
             timeout,
-            policy: Default::default(),
-            formats: Default::default(),
+            policy,
+            formats,
         },
         extra: fields,
     })
+}
+
+/// A value as it appears in a message: `"x"` for strings, the JSON otherwise.
+fn show(v: &Value) -> String {
+    v.to_string()
+}
+
+fn take_uint(fields: &mut Map<String, Value>, key: &str) -> Result<Option<u32>, String> {
+    match fields.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| format!("{key} must be a whole number ≥ 0, found {n}")),
+        Some(other) => Err(format!(
+            "{key} must be a whole number, found {}",
+            kind(&other)
+        )),
+    }
+}
+
+fn take_duration(fields: &mut Map<String, Value>, key: &str) -> Result<Option<Duration>, String> {
+    match fields.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => humantime::parse_duration(&s)
+            .map(Some)
+            .map_err(|e| format!("{key} `{s}` is not a duration like \"30s\": {e}")),
+        Some(other) => Err(format!(
+            "{key} must be a duration string like \"30s\", found {}",
+            kind(&other)
+        )),
+    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -447,6 +560,8 @@ struct Row<'a> {
     description: Option<&'a str>,
     outputs: Option<&'a Value>,
     timeout: Option<String>,
+    formats: Formats,
+    policy: &'a Policy,
     extra: &'a Map<String, Value>,
 }
 
@@ -472,6 +587,8 @@ impl<'a> Row<'a> {
             description: r.task.description.as_deref(),
             outputs: r.task.outputs.as_ref(),
             timeout: r.task.timeout.map(format_duration),
+            formats: r.task.formats,
+            policy: &r.task.policy,
             extra: &r.extra,
         })
     }
@@ -507,6 +624,25 @@ impl Serialize for Row<'_> {
         }
         if let Some(t) = &self.timeout {
             map.serialize_entry("timeout", t)?;
+        }
+        if !self.formats.is_default() {
+            map.serialize_entry("formats", &self.formats)?;
+        }
+        let p = self.policy;
+        if let Some(n) = p.retries {
+            map.serialize_entry("retries", &n)?;
+        }
+        if let Some(d) = p.backoff {
+            map.serialize_entry("backoff", &format_duration(d))?;
+        }
+        if p.retry_on_status {
+            map.serialize_entry("retry_on_status", &true)?;
+        }
+        if let Some(n) = p.concurrency {
+            map.serialize_entry("concurrency", &n)?;
+        }
+        if let Some(n) = p.priority {
+            map.serialize_entry("priority", &n)?;
         }
         let mut extra: Vec<_> = self
             .extra
@@ -560,16 +696,16 @@ mod tests {
 
     const FIXTURE: &str = include_str!("../../tests/fixtures/original_tasks.yaml");
 
-    use crate::registry::test_support::{name, task};
+    use crate::store::test_support::{name, task};
 
     /// Sub-second precision where the backend keeps it.
     fn full_task(n: &str) -> Task {
-        crate::registry::test_support::full_task(n, Duration::from_secs(90))
+        crate::store::test_support::full_task(n, Duration::from_secs(90))
     }
 
     fn store_in(dir: &tempfile::TempDir) -> (YamlStore, PathBuf) {
         let path = dir.path().join("tasks.yaml");
-        (YamlStore::open(&path).unwrap(), path)
+        (YamlStore::open(&path), path)
     }
 
     #[test]
@@ -578,41 +714,43 @@ mod tests {
         let (store, path) = store_in(&dir);
         let full = full_task("greet");
         let plain = task("alpha");
-        store.insert(&full, InsertMode::CreateNew).unwrap();
-        store.insert(&plain, InsertMode::CreateNew).unwrap();
+        store.insert_now(&full, InsertMode::CreateNew).unwrap();
+        store.insert_now(&plain, InsertMode::CreateNew).unwrap();
 
         // A second handle sees what the first wrote.
-        let other = YamlStore::open(&path).unwrap();
-        assert_eq!(other.get(&name("greet")).unwrap(), Some(full.clone()));
-        assert_eq!(other.get(&name("nope")).unwrap(), None);
-        assert_eq!(other.list().unwrap(), vec![plain.clone(), full.clone()]);
+        let other = YamlStore::open(&path);
+        assert_eq!(other.get_now(&name("greet")).unwrap(), Some(full.clone()));
+        assert_eq!(other.get_now(&name("nope")).unwrap(), None);
+        assert_eq!(other.list_now().unwrap(), vec![plain.clone(), full.clone()]);
 
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.contains("timeout: 1m 30s"), "{text}");
         assert!(text.contains("description: Greets someone"), "{text}");
 
-        assert_eq!(store.remove(&name("greet")).unwrap(), full);
-        assert_eq!(store.list().unwrap(), vec![plain]);
+        assert_eq!(store.remove_now(&name("greet")).unwrap(), full);
+        assert_eq!(store.list_now().unwrap(), vec![plain]);
     }
 
     #[test]
     fn create_new_refuses_a_taken_name_and_replace_overwrites() {
         let dir = tempfile::tempdir().unwrap();
         let (store, path) = store_in(&dir);
-        store.insert(&task("t"), InsertMode::CreateNew).unwrap();
+        store.insert_now(&task("t"), InsertMode::CreateNew).unwrap();
         let before = fs::read(&path).unwrap();
 
         let changed = full_task("t");
-        let err = store.insert(&changed, InsertMode::CreateNew).unwrap_err();
+        let err = store
+            .insert_now(&changed, InsertMode::CreateNew)
+            .unwrap_err();
         assert!(
             matches!(&err, StoreError::Duplicate { name: n } if n.as_str() == "t"),
             "{err}"
         );
         assert_eq!(fs::read(&path).unwrap(), before);
-        assert_eq!(store.get(&name("t")).unwrap(), Some(task("t")));
+        assert_eq!(store.get_now(&name("t")).unwrap(), Some(task("t")));
 
-        store.insert(&changed, InsertMode::Replace).unwrap();
-        assert_eq!(store.list().unwrap(), vec![changed]);
+        store.insert_now(&changed, InsertMode::Replace).unwrap();
+        assert_eq!(store.list_now().unwrap(), vec![changed]);
     }
 
     #[test]
@@ -620,14 +758,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, path) = store_in(&dir);
 
-        let err = store.remove(&name("ghost")).unwrap_err();
+        let err = store.remove_now(&name("ghost")).unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
         assert!(!path.exists(), "remove on a missing store created it");
 
-        store.insert(&task("a"), InsertMode::CreateNew).unwrap();
+        store.insert_now(&task("a"), InsertMode::CreateNew).unwrap();
         let before = fs::read(&path).unwrap();
         let mtime = fs::metadata(&path).unwrap().modified().unwrap();
-        let err = store.remove(&name("ghost")).unwrap_err();
+        let err = store.remove_now(&name("ghost")).unwrap_err();
         assert!(
             matches!(&err, StoreError::NotFound { name: n } if n.as_str() == "ghost"),
             "{err}"
@@ -640,8 +778,8 @@ mod tests {
     fn missing_empty_and_null_files_are_empty_stores() {
         let dir = tempfile::tempdir().unwrap();
         let (store, path) = store_in(&dir);
-        assert_eq!(store.list().unwrap(), vec![]);
-        assert_eq!(store.get(&name("a")).unwrap(), None);
+        assert_eq!(store.list_now().unwrap(), vec![]);
+        assert_eq!(store.get_now(&name("a")).unwrap(), None);
         assert!(!path.exists(), "reading created the store");
         assert!(!lock_path(&path).exists(), "reading created the lock file");
 
@@ -655,9 +793,9 @@ mod tests {
             "{}\n",
         ] {
             fs::write(&path, text).unwrap();
-            assert_eq!(store.list().unwrap(), vec![], "{text:?}");
-            store.insert(&task("a"), InsertMode::CreateNew).unwrap();
-            assert_eq!(store.list().unwrap(), vec![task("a")], "{text:?}");
+            assert_eq!(store.list_now().unwrap(), vec![], "{text:?}");
+            store.insert_now(&task("a"), InsertMode::CreateNew).unwrap();
+            assert_eq!(store.list_now().unwrap(), vec![task("a")], "{text:?}");
         }
     }
 
@@ -666,7 +804,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, path) = store_in(&dir);
         fs::write(&path, FIXTURE).unwrap();
-        let tasks = store.list().unwrap();
+        let tasks = store.list_now().unwrap();
         assert_eq!(tasks.len(), 2);
 
         let bash = &tasks[0];
@@ -722,19 +860,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, path) = store_in(&dir);
         fs::write(&path, FIXTURE).unwrap();
-        let original = store.list().unwrap();
+        let original = store.list_now().unwrap();
 
         store
-            .insert(&full_task("newTask"), InsertMode::CreateNew)
+            .insert_now(&full_task("newTask"), InsertMode::CreateNew)
             .unwrap();
-        let after = store.list().unwrap();
+        let after = store.list_now().unwrap();
         assert_eq!(after.len(), 3);
         assert_eq!(after[0], original[0]);
         assert_eq!(after[1], full_task("newTask"));
         assert_eq!(after[2], original[1]);
 
         // Our writer produces the very bytes yaml.v2 wrote for the Go records.
-        store.remove(&name("newTask")).unwrap();
+        store.remove_now(&name("newTask")).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), FIXTURE);
     }
 
@@ -760,11 +898,11 @@ mod tests {
                 }),
                 ..task(&format!("t{i}"))
             };
-            store.insert(&t, InsertMode::CreateNew).unwrap();
+            store.insert_now(&t, InsertMode::CreateNew).unwrap();
             tricky.push(t);
         }
         tricky.sort_by(|a, b| a.name.cmp(&b.name));
-        assert_eq!(store.list().unwrap(), tricky);
+        assert_eq!(store.list_now().unwrap(), tricky);
 
         let text = fs::read_to_string(&path).unwrap();
         for line in [
@@ -816,8 +954,8 @@ mod tests {
                 location: PathBuf::from(format!("/tmp/with space/#{i}: x.sh")),
                 ..task(&format!("s{i}"))
             };
-            store.insert(&t, InsertMode::CreateNew).unwrap();
-            assert_eq!(store.get(&t.name).unwrap(), Some(t));
+            store.insert_now(&t, InsertMode::CreateNew).unwrap();
+            assert_eq!(store.get_now(&t.name).unwrap(), Some(t));
         }
     }
 
@@ -830,11 +968,11 @@ mod tests {
             "a:\n  name: a\n  location: /bin/a\n  schema: {type: object}\n  labels: {team: core}\n",
         )
         .unwrap();
-        store.insert(&task("b"), InsertMode::CreateNew).unwrap();
+        store.insert_now(&task("b"), InsertMode::CreateNew).unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.contains("  labels:\n    team: core\n"), "{text}");
         assert_eq!(
-            store.get(&name("a")).unwrap().unwrap().location,
+            store.get_now(&name("a")).unwrap().unwrap().location,
             Path::new("/bin/a")
         );
     }
@@ -846,7 +984,7 @@ mod tests {
         let bad = "a:\n  name: a\n  location: /bin/a\n  schema: {type: [object\nb: 1\n";
         fs::write(&path, bad).unwrap();
 
-        let err = store.list().unwrap_err();
+        let err = store.list_now().unwrap_err();
         let StoreError::Parse { line, path: p, .. } = &err else {
             panic!("expected Parse, got {err}");
         };
@@ -854,9 +992,11 @@ mod tests {
         assert_eq!(p, &path);
         assert!(err.to_string().contains("tasks.yaml"), "{err}");
 
-        let err = store.insert(&task("c"), InsertMode::Replace).unwrap_err();
+        let err = store
+            .insert_now(&task("c"), InsertMode::Replace)
+            .unwrap_err();
         assert!(matches!(err, StoreError::Parse { .. }), "{err}");
-        let err = store.remove(&name("a")).unwrap_err();
+        let err = store.remove_now(&name("a")).unwrap_err();
         assert!(matches!(err, StoreError::Parse { .. }), "{err}");
         assert_eq!(fs::read_to_string(&path).unwrap(), bad);
 
@@ -866,7 +1006,7 @@ mod tests {
             ("a: 1\n---\nb: 2\n", 3),
         ] {
             fs::write(&path, text).unwrap();
-            match store.list() {
+            match store.list_now() {
                 Err(StoreError::Parse { line, .. }) => {
                     assert_eq!(line, Some(want_line), "{text:?}")
                 }
@@ -876,7 +1016,7 @@ mod tests {
 
         fs::write(&path, b"a: \xff\n").unwrap();
         assert!(matches!(
-            store.list(),
+            store.list_now(),
             Err(StoreError::Parse { line: Some(1), .. })
         ));
     }
@@ -917,14 +1057,16 @@ mod tests {
         ];
         for (what, text, needle) in cases {
             fs::write(&path, text).unwrap();
-            let err = store.list().unwrap_err();
+            let err = store.list_now().unwrap_err();
             let StoreError::Corrupt { key, message, .. } = &err else {
                 panic!("{what}: expected Corrupt, got {err}");
             };
             let want_key = if what == "bad key" { "bad key" } else { "a" };
             assert_eq!(key, want_key, "{what}");
             assert!(err.to_string().contains(needle), "{what}: {message}");
-            let err = store.insert(&task("z"), InsertMode::CreateNew).unwrap_err();
+            let err = store
+                .insert_now(&task("z"), InsertMode::CreateNew)
+                .unwrap_err();
             assert!(matches!(err, StoreError::Corrupt { .. }), "{what}: {err}");
             assert_eq!(fs::read_to_string(&path).unwrap(), text, "{what}");
         }
@@ -936,12 +1078,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/deeper/tasks.yml");
-        let store = YamlStore::open(&path).unwrap();
-        store.insert(&task("a"), InsertMode::CreateNew).unwrap();
+        let store = YamlStore::open(&path);
+        store.insert_now(&task("a"), InsertMode::CreateNew).unwrap();
         assert!(path.is_file());
 
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        store.insert(&task("b"), InsertMode::CreateNew).unwrap();
+        store.insert_now(&task("b"), InsertMode::CreateNew).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
         // No temporary files are left behind.
@@ -962,9 +1104,9 @@ mod tests {
             .map(|i| {
                 let path = Arc::clone(&path);
                 std::thread::spawn(move || {
-                    let store = YamlStore::open(&path).unwrap();
+                    let store = YamlStore::open(&path);
                     store
-                        .insert(&full_task(&format!("task{i:02}")), InsertMode::CreateNew)
+                        .insert_now(&full_task(&format!("task{i:02}")), InsertMode::CreateNew)
                         .unwrap();
                 })
             })
@@ -973,8 +1115,7 @@ mod tests {
             h.join().unwrap();
         }
         let names: Vec<String> = YamlStore::open(&path)
-            .unwrap()
-            .list()
+            .list_now()
             .unwrap()
             .into_iter()
             .map(|t| t.name.to_string())

@@ -1,0 +1,1000 @@
+//! The conformance suite: the store contract's behaviour, written once and
+//! run against every backend (River's `riverdrivertest` is the model).
+//!
+//! A backend joins by implementing [`Harness`] (a fresh store, handles on
+//! it, and a way to move its clock) and adding one line at the bottom of
+//! this file: `registry_suite!(name, harness)` for a task registry,
+//! `run_store_suite!(name, harness)` for history, the queue and schedules.
+//! The queue's rules ([`crate::queue`]) run on top, so these tests also
+//! prove that the rules and the guards work together on that backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{
+    Availability, Finish, InsertMode, LeaseStatus, ManualClock, NewRun, Prune, RunLookup, Store,
+    StoreError,
+};
+use crate::history::{LogBatch, LogEntry, RunError, RunFilter, RunState};
+use crate::log::Stream;
+use crate::outcome::Outcome;
+use crate::protocol::TaskResult;
+use crate::queue::{self, CancelResult};
+use crate::task::{Formats, Policy, Task, TaskName};
+
+/// A backend under test.
+pub(super) trait Harness: Send + Sync {
+    /// Another handle on the same store (its own connections, where it has any).
+    fn handle(&self) -> Store;
+    /// Moves the store's clock forward.
+    fn advance(&self, by: Duration);
+}
+
+/// The SQLite backend, on a file in a temporary directory and a manual clock.
+pub(super) struct SqliteHarness {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    clock: Arc<ManualClock>,
+}
+
+impl SqliteHarness {
+    pub(super) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conformance.db");
+        Self {
+            _dir: dir,
+            path,
+            clock: Arc::new(ManualClock::new(1_767_225_600_000)),
+        }
+    }
+}
+
+impl Harness for SqliteHarness {
+    fn handle(&self) -> Store {
+        Store::Sqlite(super::SqliteStore::with_clock(
+            &self.path,
+            self.clock.clone(),
+        ))
+    }
+
+    fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+}
+
+/// The YAML backend (a registry only).
+pub(super) struct YamlHarness {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl YamlHarness {
+    pub(super) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.yaml");
+        Self { _dir: dir, path }
+    }
+}
+
+impl Harness for YamlHarness {
+    fn handle(&self) -> Store {
+        Store::Yaml(super::YamlStore::open(&self.path))
+    }
+
+    fn advance(&self, _by: Duration) {}
+}
+
+fn name(s: &str) -> TaskName {
+    TaskName::new(s).unwrap()
+}
+
+/// A task whose `pw` input is secret.
+fn task(n: &str, policy: Policy) -> Task {
+    Task {
+        name: name(n),
+        location: format!("/opt/tasks/{n}.sh").into(),
+        description: None,
+        inputs: json!({"type": "object", "properties": {"pw": {"type": "string", "writeOnly": true}}}),
+        outputs: None,
+        timeout: None,
+        policy,
+        formats: Formats::Assert,
+    }
+}
+
+/// A task with every optional field set.
+fn full_task(n: &str) -> Task {
+    Task {
+        description: Some("Greets someone".into()),
+        outputs: Some(json!({"type": "object", "required": ["status"]})),
+        timeout: Some(Duration::from_secs(90)),
+        policy: Policy {
+            retries: Some(3),
+            backoff: Some(Duration::from_secs(2)),
+            retry_on_status: true,
+            concurrency: Some(4),
+            priority: Some(-2),
+        },
+        formats: Formats::Annotate,
+        ..task(n, Policy::default())
+    }
+}
+
+async fn registered(store: &Store, t: &Task) {
+    store.insert(t, InsertMode::CreateNew).await.unwrap();
+}
+
+async fn run_of(store: &Store, id: &str) -> crate::history::RunRecord {
+    match store.get_run(id).await.unwrap() {
+        RunLookup::Found(r) => *r,
+        other => panic!("run {id}: {other:?}"),
+    }
+}
+
+fn done(attempt: u32, logs: LogBatch) -> Finish {
+    Finish {
+        state: RunState::Completed,
+        outcome: Outcome::Completed {
+            result: TaskResult {
+                status: 1,
+                reason: "ok".into(),
+                payload: json!({"n": attempt}),
+            },
+        },
+        exit: None,
+        attempt,
+        logs,
+    }
+}
+
+fn failed(attempt: u32) -> Finish {
+    Finish {
+        state: RunState::Failed,
+        outcome: Outcome::NoResult,
+        exit: None,
+        attempt,
+        logs: LogBatch::default(),
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(10);
+
+// ---- the registry ------------------------------------------------------
+
+pub(super) async fn registry_round_trip(h: &dyn Harness) {
+    let store = h.handle();
+    assert_eq!(store.list().await.unwrap(), vec![]);
+    assert_eq!(store.get(&name("greet")).await.unwrap(), None);
+    let (full, plain) = (full_task("greet"), task("alpha", Policy::default()));
+    registered(&store, &full).await;
+    registered(&store, &plain).await;
+    let other = h.handle();
+    assert_eq!(other.get(&name("greet")).await.unwrap(), Some(full.clone()));
+    assert_eq!(other.get(&name("nope")).await.unwrap(), None);
+    assert_eq!(
+        other.list().await.unwrap(),
+        vec![plain.clone(), full.clone()]
+    );
+    assert_eq!(store.remove(&name("greet")).await.unwrap(), full);
+    assert_eq!(other.list().await.unwrap(), vec![plain]);
+}
+
+pub(super) async fn registry_refuses_a_taken_name_unless_replacing(h: &dyn Harness) {
+    let store = h.handle();
+    registered(&store, &task("t", Policy::default())).await;
+    let err = store
+        .insert(&full_task("t"), InsertMode::CreateNew)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Duplicate { name } if name.as_str() == "t"),
+        "{err}"
+    );
+    assert_eq!(
+        store.get(&name("t")).await.unwrap(),
+        Some(task("t", Policy::default()))
+    );
+    store
+        .insert(&full_task("t"), InsertMode::Replace)
+        .await
+        .unwrap();
+    assert_eq!(store.list().await.unwrap(), vec![full_task("t")]);
+}
+
+pub(super) async fn registry_removing_a_missing_task_is_not_found(h: &dyn Harness) {
+    let store = h.handle();
+    let err = store.remove(&name("ghost")).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { name } if name.as_str() == "ghost"),
+        "{err}"
+    );
+    registered(&store, &task("a", Policy::default())).await;
+    assert!(matches!(
+        store.remove(&name("ghost")).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.list().await.unwrap().len(), 1);
+}
+
+pub(super) async fn registry_concurrent_writers_all_land(h: &dyn Harness) {
+    let writes = (0..30).map(|i| {
+        let store = h.handle();
+        async move {
+            store
+                .insert(&full_task(&format!("task{i:02}")), InsertMode::CreateNew)
+                .await
+        }
+    });
+    for result in futures_join_all(writes).await {
+        result.unwrap();
+    }
+    let names: Vec<String> = h
+        .handle()
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    let want: Vec<String> = (0..30).map(|i| format!("task{i:02}")).collect();
+    assert_eq!(names, want);
+}
+
+/// Runs every future at once (each store call goes to its own thread).
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+// ---- runs and the queue ------------------------------------------------
+
+pub(super) async fn queued_runs_keep_masked_args_and_are_found_by_prefix(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task("t", Policy::default());
+    registered(&store, &t).await;
+    let run = queue::new_run(&t, &json!({"pw": "hunter2", "x": 1}), "me");
+    let queued_at = store.enqueue(std::slice::from_ref(&run)).await.unwrap();
+    let rec = run_of(&store, &run.id).await;
+    assert_eq!(rec.args, json!({"pw": "********", "x": 1}));
+    assert_eq!(
+        (rec.state, rec.attempt, rec.max_attempts),
+        (RunState::Queued, 0, 1)
+    );
+    assert_eq!((rec.queued_at, rec.available_at), (queued_at, queued_at));
+    assert_eq!(rec.caller, "me");
+    // The worker still gets the real arguments.
+    let claimed = store.claim("w", 1, LEASE).await.unwrap();
+    assert_eq!(claimed[0].args, json!({"pw": "hunter2", "x": 1}));
+
+    assert_eq!(run_of(&store, &run.id[..8]).await.id, run.id);
+    assert_eq!(
+        run_of(&store, &run.id.to_uppercase()[..12]).await.id,
+        run.id
+    );
+    assert_eq!(
+        store.get_run(&run.id[..7]).await.unwrap(),
+        RunLookup::Missing
+    );
+    assert_eq!(
+        store.get_run("ffffffff-none").await.unwrap(),
+        RunLookup::Missing
+    );
+    let mut twins = vec![];
+    for i in 0..3 {
+        let mut r = queue::new_run(&t, &json!({}), "me");
+        r.id = format!("abcdef01-0000-4000-8000-00000000000{i}");
+        twins.push(r);
+    }
+    store.enqueue(&twins).await.unwrap();
+    assert_eq!(
+        store.get_run("abcdef01").await.unwrap(),
+        RunLookup::Ambiguous { count: 3 }
+    );
+    assert_eq!(
+        run_of(&store, "abcdef01-0000-4000-8000-000000000002")
+            .await
+            .id,
+        twins[2].id
+    );
+}
+
+pub(super) async fn a_claim_bumps_the_fence_and_a_stale_attempt_cannot_write(h: &dyn Harness) {
+    let (a, b) = (h.handle(), h.handle());
+    let t = task(
+        "t",
+        Policy {
+            retries: Some(1),
+            ..Policy::default()
+        },
+    );
+    registered(&a, &t).await;
+    let run = queue::new_run(&t, &json!({}), "me");
+    a.enqueue(std::slice::from_ref(&run)).await.unwrap();
+    let first = a.claim("A", 5, LEASE).await.unwrap();
+    assert_eq!((first.len(), first[0].attempt, first[0].fence), (1, 1, 1));
+    assert!(b.claim("B", 5, LEASE).await.unwrap().is_empty());
+
+    // A stalls past its lease; B takes over with a newer fence.
+    h.advance(LEASE + Duration::from_millis(1));
+    assert_eq!(queue::requeue_expired(&b).await.unwrap(), 1);
+    let second = b.claim("B", 5, LEASE).await.unwrap();
+    assert_eq!((second[0].attempt, second[0].fence), (2, 2));
+    let (stale, held) = (first[0].lease(), second[0].lease());
+    assert_eq!(
+        a.heartbeat(&[stale.clone(), held.clone()], LEASE)
+            .await
+            .unwrap(),
+        [LeaseStatus::Lost, LeaseStatus::Held]
+    );
+    let line = |seq, text: &str| LogEntry {
+        seq,
+        stream: Stream::Stdout,
+        text: text.into(),
+        truncated: false,
+    };
+    let stale_logs = LogBatch {
+        lines: vec![line(0, "from the stale attempt")],
+        ..LogBatch::default()
+    };
+    assert!(!a.record_logs(&stale, 1, &stale_logs).await.unwrap());
+    assert!(
+        !a.finish(&stale, &done(1, stale_logs.clone()))
+            .await
+            .unwrap()
+    );
+    let note = RunError::new("retrying", "x");
+    assert!(
+        !a.retry(&stale, &failed(1), Duration::ZERO, &note)
+            .await
+            .unwrap()
+    );
+    assert!(!a.release(&stale).await.unwrap());
+    assert!(a.run_logs(&run.id, 1, 0).await.unwrap().is_empty());
+
+    let logs = LogBatch {
+        lines: vec![line(0, "from attempt 2")],
+        ..LogBatch::default()
+    };
+    assert!(b.finish(&held, &done(2, logs)).await.unwrap());
+    let rec = run_of(&a, &run.id).await;
+    assert_eq!(
+        (rec.state, rec.attempt, rec.worker.as_deref()),
+        (RunState::Completed, 2, Some("B"))
+    );
+    assert_eq!(
+        rec.outcome.unwrap().result().unwrap().payload,
+        json!({"n": 2})
+    );
+    let stored: Vec<String> = a
+        .run_logs(&run.id, 2, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.text)
+        .collect();
+    assert_eq!(stored, ["from attempt 2"]);
+    // The finished run cannot be written to either.
+    assert_eq!(
+        a.heartbeat(std::slice::from_ref(&held), LEASE)
+            .await
+            .unwrap(),
+        [LeaseStatus::Lost]
+    );
+    assert!(
+        !a.finish(&held, &done(2, LogBatch::default()))
+            .await
+            .unwrap()
+    );
+}
+
+pub(super) async fn lapsed_leases_requeue_until_attempts_are_used_up(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task("t", Policy::default());
+    registered(&store, &t).await;
+    let run = queue::new_run(&t, &json!({}), "me");
+    store.enqueue(std::slice::from_ref(&run)).await.unwrap();
+    for attempt in 1..=queue::LEASE_ATTEMPTS {
+        let claimed = store.claim("w", 1, LEASE).await.unwrap();
+        assert_eq!(claimed.len(), 1, "attempt {attempt}");
+        assert_eq!(claimed[0].attempt, attempt);
+        // Not lapsed yet: nothing to settle.
+        assert_eq!(queue::requeue_expired(&store).await.unwrap(), 0);
+        h.advance(LEASE + Duration::from_millis(1));
+        assert_eq!(queue::requeue_expired(&store).await.unwrap(), 1);
+    }
+    let rec = run_of(&store, &run.id).await;
+    assert_eq!(rec.state, RunState::Failed);
+    let error = rec.error.unwrap();
+    assert_eq!(error.kind, "lease_lost");
+    assert!(error.message.contains("no attempts left"), "{error:?}");
+    assert!(store.claim("w", 1, LEASE).await.unwrap().is_empty());
+}
+
+pub(super) async fn an_inline_run_whose_executor_died_fails_and_is_never_rerun(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task(
+        "t",
+        Policy {
+            retries: Some(5),
+            ..Policy::default()
+        },
+    );
+    registered(&store, &t).await;
+    let mut run = queue::new_run(&t, &json!({}), "me");
+    run.max_attempts = 1;
+    let started = store.start_inline(&run, "execute-1", LEASE).await.unwrap();
+    assert_eq!(started.lease.fence, 1);
+    let rec = run_of(&store, &run.id).await;
+    assert_eq!(
+        (rec.state, rec.attempt, rec.started_at),
+        (RunState::Running, 1, Some(started.at))
+    );
+    assert!(store.claim("w", 5, LEASE).await.unwrap().is_empty());
+    h.advance(LEASE + Duration::from_millis(1));
+    assert_eq!(queue::requeue_expired(&store).await.unwrap(), 1);
+    let rec = run_of(&store, &run.id).await;
+    assert_eq!(rec.state, RunState::Failed);
+    assert_eq!(rec.error.unwrap().kind, "executor_lost");
+    assert!(store.claim("w", 5, LEASE).await.unwrap().is_empty());
+}
+
+pub(super) async fn a_retry_waits_for_its_delay(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task(
+        "t",
+        Policy {
+            retries: Some(2),
+            ..Policy::default()
+        },
+    );
+    registered(&store, &t).await;
+    let run = queue::new_run(&t, &json!({}), "me");
+    store.enqueue(std::slice::from_ref(&run)).await.unwrap();
+    let c = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    let delay = Duration::from_secs(10);
+    let note = queue::retry_note(&Outcome::NoResult, 1, 3, delay);
+    assert!(
+        store
+            .retry(&c.lease(), &failed(1), delay, &note)
+            .await
+            .unwrap()
+    );
+    let rec = run_of(&store, &run.id).await;
+    assert_eq!((rec.state, rec.attempt), (RunState::Queued, 1));
+    assert_eq!(rec.error.as_ref().unwrap().kind, "retrying");
+    assert_eq!(rec.outcome, Some(Outcome::NoResult));
+    assert!(store.claim("w", 1, LEASE).await.unwrap().is_empty());
+    let active = store.active().await.unwrap();
+    assert_eq!((active.due, active.delayed, active.running), (0, 1, 0));
+    h.advance(delay);
+    let again = store.claim("w", 1, LEASE).await.unwrap();
+    assert_eq!((again[0].attempt, again[0].fence), (2, 2));
+}
+
+pub(super) async fn a_released_attempt_is_not_counted(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task("t", Policy::default());
+    registered(&store, &t).await;
+    let run = queue::new_run(&t, &json!({}), "me");
+    store.enqueue(std::slice::from_ref(&run)).await.unwrap();
+    let c = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    assert!(store.release(&c.lease()).await.unwrap());
+    let rec = run_of(&store, &run.id).await;
+    assert_eq!(
+        (rec.state, rec.attempt, rec.started_at),
+        (RunState::Queued, 0, None)
+    );
+    let again = store.claim("w", 1, LEASE).await.unwrap();
+    assert_eq!((again[0].attempt, again[0].fence), (1, 2));
+}
+
+pub(super) async fn cancel_stops_queued_runs_and_asks_running_ones(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task("t", Policy::default());
+    registered(&store, &t).await;
+    let runs: Vec<NewRun> = (0..3)
+        .map(|_| queue::new_run(&t, &json!({}), "me"))
+        .collect();
+    store.enqueue(&runs).await.unwrap();
+    let running = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(running.id, runs[0].id);
+
+    let queued = &runs[1].id;
+    assert_eq!(
+        queue::cancel(&store, queued, RunState::Queued)
+            .await
+            .unwrap(),
+        CancelResult::Cancelled
+    );
+    let rec = run_of(&store, queued).await;
+    assert_eq!(rec.state, RunState::Cancelled);
+    assert_eq!(rec.error.unwrap().kind, "cancelled");
+    assert!(rec.finished_at.is_some());
+
+    assert_eq!(
+        queue::cancel(&store, &running.id, RunState::Running)
+            .await
+            .unwrap(),
+        CancelResult::Requested
+    );
+    assert_eq!(
+        store.heartbeat(&[running.lease()], LEASE).await.unwrap(),
+        [LeaseStatus::CancelRequested]
+    );
+    assert!(run_of(&store, &running.id).await.cancel_requested);
+    // A state seen before a worker took the run: the cancel follows it.
+    let taken = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(taken.id, runs[2].id);
+    assert_eq!(
+        queue::cancel(&store, &taken.id, RunState::Queued)
+            .await
+            .unwrap(),
+        CancelResult::Requested
+    );
+    assert!(
+        store
+            .finish(&taken.lease(), &done(1, LogBatch::default()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        queue::cancel(&store, &taken.id, RunState::Running)
+            .await
+            .unwrap(),
+        CancelResult::AlreadyOver(RunState::Completed)
+    );
+    // A cancelled run whose worker then died ends cancelled, not requeued.
+    h.advance(LEASE + Duration::from_millis(1));
+    assert_eq!(queue::requeue_expired(&store).await.unwrap(), 1);
+    assert_eq!(run_of(&store, &running.id).await.state, RunState::Cancelled);
+}
+
+pub(super) async fn the_concurrency_cap_holds_with_concurrent_claimers(h: &dyn Harness) {
+    let setup = h.handle();
+    let capped = task(
+        "capped",
+        Policy {
+            concurrency: Some(2),
+            ..Policy::default()
+        },
+    );
+    registered(&setup, &capped).await;
+    let runs: Vec<NewRun> = (0..40)
+        .map(|_| queue::new_run(&capped, &json!({}), "me"))
+        .collect();
+    setup.enqueue(&runs).await.unwrap();
+    let claim_all = || {
+        futures_join_all((0..8).map(|i| {
+            let store = h.handle();
+            async move { store.claim(&format!("w{i}"), 5, LEASE).await.unwrap() }
+        }))
+    };
+    let first: Vec<_> = claim_all().await.into_iter().flatten().collect();
+    assert_eq!(
+        first.len(),
+        2,
+        "8 claimers at once took {} runs of a task capped at 2",
+        first.len()
+    );
+    assert_eq!(setup.active().await.unwrap().running, 2);
+    assert!(
+        setup
+            .finish(&first[0].lease(), &done(1, LogBatch::default()))
+            .await
+            .unwrap()
+    );
+    let second: Vec<_> = claim_all().await.into_iter().flatten().collect();
+    assert_eq!(second.len(), 1);
+    assert_eq!(setup.active().await.unwrap().running, 2);
+}
+
+pub(super) async fn a_capped_task_does_not_hold_up_others(h: &dyn Harness) {
+    let store = h.handle();
+    let capped = task(
+        "capped",
+        Policy {
+            concurrency: Some(1),
+            ..Policy::default()
+        },
+    );
+    let free = task("free", Policy::default());
+    registered(&store, &capped).await;
+    registered(&store, &free).await;
+    let mut runs: Vec<NewRun> = (0..50)
+        .map(|_| queue::new_run(&capped, &json!({}), "me"))
+        .collect();
+    runs.extend((0..3).map(|_| queue::new_run(&free, &json!({}), "me")));
+    store.enqueue(&runs).await.unwrap();
+    let got = store.claim("w", 4, LEASE).await.unwrap();
+    let names: Vec<&str> = got.iter().map(|c| c.task.as_str()).collect();
+    assert_eq!(names, ["capped", "free", "free", "free"]);
+}
+
+pub(super) async fn claims_follow_priority_then_age_then_insertion_order(h: &dyn Harness) {
+    let store = h.handle();
+    let plain = task("plain", Policy::default());
+    let urgent = task(
+        "urgent",
+        Policy {
+            priority: Some(5),
+            ..Policy::default()
+        },
+    );
+    registered(&store, &plain).await;
+    registered(&store, &urgent).await;
+    // Queued in the same millisecond (the clock stands still): insertion order decides.
+    let mut runs: Vec<NewRun> = (0..6)
+        .map(|_| queue::new_run(&plain, &json!({}), "me"))
+        .collect();
+    runs.push(queue::new_run(&urgent, &json!({}), "me"));
+    store.enqueue(&runs).await.unwrap();
+    let mut order = vec![];
+    while let Some(c) = store.claim("w", 1, LEASE).await.unwrap().pop() {
+        order.push(c.id);
+    }
+    let mut want: Vec<String> = vec![runs[6].id.clone()];
+    want.extend(runs[..6].iter().map(|r| r.id.clone()));
+    assert_eq!(order, want);
+}
+
+pub(super) async fn a_delayed_run_waits_for_its_time(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task("t", Policy::default());
+    registered(&store, &t).await;
+    let now = store.now().await.unwrap();
+    let mut later = queue::new_run(&t, &json!({}), "me");
+    later.available = Availability::After(Duration::from_secs(3600));
+    let mut at = queue::new_run(&t, &json!({}), "me");
+    at.available = Availability::At(now + 7_200_000);
+    store.enqueue(&[later.clone(), at.clone()]).await.unwrap();
+    assert_eq!(
+        run_of(&store, &later.id).await.available_at,
+        now + 3_600_000
+    );
+    assert!(store.claim("w", 5, LEASE).await.unwrap().is_empty());
+    h.advance(Duration::from_secs(3600));
+    assert_eq!(store.claim("w", 5, LEASE).await.unwrap()[0].id, later.id);
+    h.advance(Duration::from_secs(3600));
+    assert_eq!(store.claim("w", 5, LEASE).await.unwrap()[0].id, at.id);
+}
+
+pub(super) async fn a_schedule_fires_once_per_tick(h: &dyn Harness) {
+    let (a, b) = (h.handle(), h.handle());
+    let t = task(
+        "t",
+        Policy {
+            retries: Some(2),
+            priority: Some(3),
+            ..Policy::default()
+        },
+    );
+    registered(&a, &t).await;
+    let now = a.now().await.unwrap();
+    let new =
+        queue::new_schedule(&t, "* * * * * *", &json!({"pw": "s3cret"}), "cron", now).unwrap();
+    let added = a.add_schedule(&new).await.unwrap();
+    assert_eq!(added.args, json!({"pw": "********"}));
+    assert_eq!(a.list_schedules().await.unwrap(), vec![added.clone()]);
+    assert!(
+        queue::fire_schedules(&a).await.unwrap().is_empty(),
+        "not due yet"
+    );
+    h.advance(Duration::from_millis(1500));
+    // Two workers see the same tick: it fires once.
+    let fired: Vec<NewRun> = futures_join_all(
+        [a.clone(), b.clone()]
+            .into_iter()
+            .map(|s| async move { queue::fire_schedules(&s).await.unwrap() }),
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    assert_eq!(fired.len(), 1);
+    let rec = run_of(&a, &fired[0].id).await;
+    assert_eq!(rec.schedule.as_deref(), Some(added.id.as_str()));
+    assert_eq!(
+        (rec.caller.as_str(), rec.priority, rec.max_attempts),
+        ("cron", 3, 3)
+    );
+    assert_eq!(rec.args, json!({"pw": "********"}));
+    let claimed = a.claim("w", 1, LEASE).await.unwrap();
+    assert_eq!(claimed[0].args, json!({"pw": "s3cret"}));
+    let next = a.list_schedules().await.unwrap()[0].next_fire_at;
+    assert!(next > added.next_fire_at && next <= now + 3000, "{next}");
+    assert!(queue::fire_schedules(&b).await.unwrap().is_empty());
+
+    // A schedule whose task is gone passes its tick without a run.
+    a.remove(&t.name).await.unwrap();
+    h.advance(Duration::from_secs(2));
+    assert!(queue::fire_schedules(&a).await.unwrap().is_empty());
+    assert!(a.list_schedules().await.unwrap()[0].next_fire_at > next);
+    assert_eq!(a.remove_schedules_of(&t.name).await.unwrap(), 1);
+    assert!(a.list_schedules().await.unwrap().is_empty());
+    assert!(!a.remove_schedule(&added.id).await.unwrap());
+}
+
+pub(super) async fn prune_deletes_old_runs_and_keep_protects_the_newest(h: &dyn Harness) {
+    let store = h.handle();
+    let (x, y) = (task("x", Policy::default()), task("y", Policy::default()));
+    registered(&store, &x).await;
+    registered(&store, &y).await;
+    let mut ids = vec![];
+    for t in [&x, &x, &x, &y, &y] {
+        let run = queue::new_run(t, &json!({}), "me");
+        store.enqueue(std::slice::from_ref(&run)).await.unwrap();
+        let c = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+        store
+            .finish(&c.lease(), &done(1, LogBatch::default()))
+            .await
+            .unwrap();
+        ids.push(run.id);
+        h.advance(Duration::from_secs(60));
+    }
+    let waiting = queue::new_run(&x, &json!({}), "me");
+    store.enqueue(std::slice::from_ref(&waiting)).await.unwrap();
+    // Finished 5, 4, 3, 2 and 1 minutes ago.
+    let minutes = |m: u64| Some(Duration::from_secs(60 * m));
+    assert_eq!(
+        store
+            .prune(&Prune {
+                older_than: minutes(10),
+                keep: None
+            })
+            .await
+            .unwrap(),
+        0
+    );
+    // Old, but the newest of each task is kept.
+    assert_eq!(
+        store
+            .prune(&Prune {
+                older_than: minutes(1),
+                keep: Some(1)
+            })
+            .await
+            .unwrap(),
+        3
+    );
+    let left: Vec<String> = store
+        .list_runs(&RunFilter {
+            limit: 10,
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap()
+        .runs
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, [waiting.id.clone(), ids[4].clone(), ids[2].clone()]);
+    assert_eq!(
+        store
+            .prune(&Prune {
+                older_than: None,
+                keep: Some(0)
+            })
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.prune(&Prune::default()).await.unwrap(), 0);
+    assert_eq!(run_of(&store, &waiting.id).await.state, RunState::Queued);
+}
+
+pub(super) async fn history_pages_newest_first_without_gaps_or_repeats(h: &dyn Harness) {
+    let store = h.handle();
+    let (x, y) = (task("x", Policy::default()), task("y", Policy::default()));
+    registered(&store, &x).await;
+    registered(&store, &y).await;
+    let mut all = vec![];
+    // Batches queued in the same millisecond, and single runs between them.
+    for round in 0..5 {
+        let batch: Vec<NewRun> = (0..4)
+            .map(|i| queue::new_run(if i % 2 == 0 { &x } else { &y }, &json!({}), "me"))
+            .collect();
+        store.enqueue(&batch).await.unwrap();
+        all.extend(batch.iter().map(|r| (r.id.clone(), r.task.clone(), round)));
+        h.advance(Duration::from_millis(1));
+        let single = queue::new_run(&x, &json!({}), "me");
+        store.enqueue(std::slice::from_ref(&single)).await.unwrap();
+        all.push((single.id.clone(), single.task.clone(), round));
+        h.advance(Duration::from_secs(1));
+    }
+    all.reverse();
+    let page_through = |filter: RunFilter| {
+        let store = store.clone();
+        async move {
+            let mut seen = vec![];
+            let mut filter = filter;
+            loop {
+                let page = store.list_runs(&filter).await.unwrap();
+                assert!(page.runs.len() <= filter.limit);
+                seen.extend(page.runs.into_iter().map(|r| r.id));
+                match page.next {
+                    Some(c) => filter.after = Some(c),
+                    None => break seen,
+                }
+            }
+        }
+    };
+    let want: Vec<String> = all.iter().map(|(id, ..)| id.clone()).collect();
+    assert_eq!(
+        page_through(RunFilter {
+            limit: 7,
+            ..RunFilter::default()
+        })
+        .await,
+        want
+    );
+    assert_eq!(
+        page_through(RunFilter {
+            limit: 1,
+            ..RunFilter::default()
+        })
+        .await,
+        want
+    );
+    let only_y: Vec<String> = all
+        .iter()
+        .filter(|(_, t, _)| t.as_str() == "y")
+        .map(|(id, ..)| id.clone())
+        .collect();
+    let filter = RunFilter {
+        task: Some(name("y")),
+        limit: 3,
+        ..RunFilter::default()
+    };
+    assert_eq!(page_through(filter).await, only_y);
+    // `since` the start of the last round: its five runs.
+    let last_round: Vec<String> = all
+        .iter()
+        .filter(|(.., r)| *r == 4)
+        .map(|(id, ..)| id.clone())
+        .collect();
+    let since = run_of(&store, &last_round[4]).await.queued_at;
+    let filter = RunFilter {
+        since: Some(since),
+        limit: 100,
+        ..RunFilter::default()
+    };
+    assert_eq!(page_through(filter).await, last_round);
+    let running = store.claim("w", 2, LEASE).await.unwrap();
+    let filter = RunFilter {
+        state: Some(RunState::Running),
+        limit: 100,
+        ..RunFilter::default()
+    };
+    let mut got = page_through(filter).await;
+    got.sort();
+    let mut want: Vec<String> = running.into_iter().map(|c| c.id).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+pub(super) async fn logs_are_stored_in_order_and_cut_lines_deleted(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task("t", Policy::default());
+    registered(&store, &t).await;
+    let run = queue::new_run(&t, &json!({}), "me");
+    store.enqueue(std::slice::from_ref(&run)).await.unwrap();
+    let c = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    let entry = |seq: u64| LogEntry {
+        seq,
+        stream: if seq % 2 == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        },
+        text: format!("line {seq}"),
+        truncated: seq == 3,
+    };
+    let first = LogBatch {
+        lines: (0..6).map(entry).collect(),
+        ..LogBatch::default()
+    };
+    assert!(store.record_logs(&c.lease(), 1, &first).await.unwrap());
+    // Lines 2..5 fell out of the middle; 6 and 7 are new.
+    let second = LogBatch {
+        lines: vec![entry(6), entry(7)],
+        delete: Some((2, 5)),
+        cut_lines: 3,
+        cut_bytes: 21,
+    };
+    assert!(store.finish(&c.lease(), &done(1, second)).await.unwrap());
+    let stored = store.run_logs(&run.id, 1, 0).await.unwrap();
+    let seqs: Vec<u64> = stored.iter().map(|l| l.seq).collect();
+    assert_eq!(seqs, [0, 1, 5, 6, 7]);
+    assert_eq!(stored[1], entry(1));
+    assert_eq!(
+        store.run_logs(&run.id, 1, 6).await.unwrap(),
+        vec![entry(6), entry(7)]
+    );
+    assert!(store.run_logs(&run.id, 2, 0).await.unwrap().is_empty());
+    let rec = run_of(&store, &run.id).await;
+    assert_eq!((rec.log_cut_lines, rec.log_cut_bytes), (3, 21));
+}
+
+pub(super) async fn a_yaml_like_registry_refuses_history(h: &dyn Harness) {
+    let store = h.handle();
+    assert!(!store.has_history());
+    assert!(matches!(
+        store.enqueue(&[]).await,
+        Err(StoreError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        store.list_runs(&RunFilter::default()).await,
+        Err(StoreError::Unsupported { .. })
+    ));
+    assert_eq!(store.remove_schedules_of(&name("t")).await.unwrap(), 0);
+}
+
+/// The registry tests, for `$harness` (an expression building a [`Harness`]).
+macro_rules! registry_suite {
+    ($backend:ident, $harness:expr) => {
+        mod $backend {
+            use super::*;
+            registry_suite!(@tests $harness;
+                registry_round_trip,
+                registry_refuses_a_taken_name_unless_replacing,
+                registry_removing_a_missing_task_is_not_found,
+                registry_concurrent_writers_all_land,
+            );
+        }
+    };
+    (@tests $harness:expr; $($test:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                super::$test(&$harness).await;
+            }
+        )*
+    };
+}
+
+/// History, the queue and schedules, for `$harness`.
+macro_rules! run_store_suite {
+    ($backend:ident, $harness:expr) => {
+        mod $backend {
+            use super::*;
+            registry_suite!(@tests $harness;
+                queued_runs_keep_masked_args_and_are_found_by_prefix,
+                a_claim_bumps_the_fence_and_a_stale_attempt_cannot_write,
+                lapsed_leases_requeue_until_attempts_are_used_up,
+                an_inline_run_whose_executor_died_fails_and_is_never_rerun,
+                a_retry_waits_for_its_delay,
+                a_released_attempt_is_not_counted,
+                cancel_stops_queued_runs_and_asks_running_ones,
+                the_concurrency_cap_holds_with_concurrent_claimers,
+                a_capped_task_does_not_hold_up_others,
+                claims_follow_priority_then_age_then_insertion_order,
+                a_delayed_run_waits_for_its_time,
+                a_schedule_fires_once_per_tick,
+                prune_deletes_old_runs_and_keep_protects_the_newest,
+                history_pages_newest_first_without_gaps_or_repeats,
+                logs_are_stored_in_order_and_cut_lines_deleted,
+            );
+        }
+    };
+}
+
+// Every backend, one line each.
+registry_suite!(yaml_registry, YamlHarness::new());
+registry_suite!(sqlite_registry, SqliteHarness::new());
+run_store_suite!(sqlite_runs, SqliteHarness::new());
+
+#[tokio::test]
+async fn yaml_has_no_history() {
+    a_yaml_like_registry_refuses_history(&YamlHarness::new()).await;
+}

@@ -1,0 +1,560 @@
+//! The store contract: what a backend must provide, and the types it trades.
+//!
+//! Two traits, modelled on River's driver interface: [`Registry`] (the
+//! tasks) and [`RunStore`] (history, the queue's storage and its guards,
+//! schedules). A backend stores and guards; it decides nothing. When to
+//! retry, what a lapsed lease becomes, how a schedule tick becomes a run and
+//! every text a user reads live once, above the backends, in
+//! [`crate::queue`]. Every backend passes the conformance suite
+//! (`store/conformance.rs`), written once against this contract.
+//!
+//! The rules a backend keeps:
+//! - **Guards.** Every write about an attempt (`heartbeat`, `finish`,
+//!   `retry`, `release`, `settle`, `record_logs`) is one conditional
+//!   statement on `id AND fence AND state = 'running'` (and, for `settle`,
+//!   a lapsed lease), so that it stays right when several connections commit
+//!   at once: 0 rows means a newer attempt owns the run, and nothing is
+//!   written. Log lines are stored only after that guard held, in the same
+//!   transaction.
+//! - **The concurrency cap.** A claim counts a task's running attempts and
+//!   takes a run in one conditional update, serialised per task (SQLite by
+//!   its single writer, PostgreSQL by locking the task's row first).
+//! - **One clock.** Lease expiry, delays, schedule ticks and timestamps come
+//!   from the backend's [`Clock`] (on a shared server, the database's
+//!   clock), never from a caller's `now`: callers pass durations.
+//! - A write lands whole or not at all; reads never create anything.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{InsertMode, StoreError};
+use crate::history::{LogBatch, LogEntry, RunError, RunFilter, RunPage, RunRecord, RunState};
+use crate::outcome::{ExitInfo, Outcome};
+use crate::task::{Task, TaskName};
+
+/// The time source of a store: milliseconds since the Unix epoch.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now_ms(&self) -> i64;
+}
+
+/// This machine's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        crate::history::now_ms()
+    }
+}
+
+/// A clock that moves only when told to: for testing leases and schedules.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock showing `ms`.
+    pub fn new(ms: i64) -> Self {
+        Self(AtomicI64::new(ms))
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The task registry: what every backend provides.
+pub trait Registry: Send + Sync {
+    /// Every task, sorted by name.
+    fn list(&self) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
+    /// The task called `name`, if registered.
+    fn get(&self, name: &TaskName)
+    -> impl Future<Output = Result<Option<Task>, StoreError>> + Send;
+    /// Stores `task`; with [`InsertMode::CreateNew`] a taken name is [`StoreError::Duplicate`].
+    fn insert(
+        &self,
+        task: &Task,
+        mode: InsertMode,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes and returns the task called `name`; [`StoreError::NotFound`] if absent.
+    fn remove(&self, name: &TaskName) -> impl Future<Output = Result<Task, StoreError>> + Send;
+}
+
+/// Run history, the queue's storage and schedules: what a backend with
+/// history provides. See the module docs for the rules.
+pub trait RunStore: Send + Sync {
+    /// The backend's clock: the time every lease and schedule is measured by.
+    fn now(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// Queues `runs` in one transaction; returns the time they were queued at.
+    fn enqueue(&self, runs: &[NewRun]) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// Records a run executed in-process (`execute`, MCP) as running, its
+    /// first attempt held by `worker` for `lease`.
+    fn start_inline(
+        &self,
+        run: &NewRun,
+        worker: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Started, StoreError>> + Send;
+
+    /// Claims up to `n` due runs for `worker` for `lease`: highest priority
+    /// first, then oldest (`available_at`, then insertion order); a task at
+    /// its concurrency cap is skipped. Each claim bumps the run's fence.
+    fn claim(
+        &self,
+        worker: &str,
+        n: usize,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<Claimed>, StoreError>> + Send;
+
+    /// Extends each lease still held by `lease` from now; one status per lease, in order.
+    fn heartbeat(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<LeaseStatus>, StoreError>> + Send;
+
+    /// Records an attempt's end (and its last log lines); `false` if the lease was lost.
+    fn finish(
+        &self,
+        lease: &Lease,
+        finish: &Finish,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Queues the run again after a failed attempt, claimable after `delay`,
+    /// with `note` saying why; `false` if the lease was lost.
+    fn retry(
+        &self,
+        lease: &Lease,
+        finish: &Finish,
+        delay: Duration,
+        note: &RunError,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives a running attempt back to the queue uncounted (worker shutdown);
+    /// `false` if the lease was lost.
+    fn release(&self, lease: &Lease) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Running attempts whose lease has lapsed, at most `limit`.
+    fn expired(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Expired>, StoreError>> + Send;
+
+    /// Applies `verdict` to a lapsed attempt, if it is still running under
+    /// that fence with its lease lapsed; `false` otherwise.
+    fn settle(
+        &self,
+        expired: &Expired,
+        verdict: &Verdict,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores log lines of an attempt still held by `lease`; `false` if it is not.
+    fn record_logs(
+        &self,
+        lease: &Lease,
+        attempt: u32,
+        batch: &LogBatch,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// One run by id, or by a prefix of at least [`MIN_PREFIX`] characters.
+    fn get_run(&self, id: &str) -> impl Future<Output = Result<RunLookup, StoreError>> + Send;
+
+    /// A page of runs, newest first (keyset pagination).
+    fn list_runs(
+        &self,
+        filter: &RunFilter,
+    ) -> impl Future<Output = Result<RunPage, StoreError>> + Send;
+
+    /// An attempt's stored log lines from `from_seq` on, in order.
+    fn run_logs(
+        &self,
+        id: &str,
+        attempt: u32,
+        from_seq: u64,
+    ) -> impl Future<Output = Result<Vec<LogEntry>, StoreError>> + Send;
+
+    /// Cancels a run that is still queued, noting `note`; `false` if it is not queued.
+    fn cancel_queued(
+        &self,
+        id: &str,
+        note: &RunError,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Asks the holder of a running run to stop it; `false` if it is not running.
+    fn request_cancel(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes finished runs (and their logs) as `prune` says; returns how many.
+    fn prune(&self, prune: &Prune) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// How many runs are due, delayed and running.
+    fn active(&self) -> impl Future<Output = Result<Active, StoreError>> + Send;
+
+    /// Adds a schedule.
+    fn add_schedule(
+        &self,
+        schedule: &NewSchedule,
+    ) -> impl Future<Output = Result<Schedule, StoreError>> + Send;
+
+    /// Every schedule, oldest first.
+    fn list_schedules(&self) -> impl Future<Output = Result<Vec<Schedule>, StoreError>> + Send;
+
+    /// Removes a schedule; `false` if there is none with that id.
+    fn remove_schedule(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Removes every schedule of `task`; returns how many.
+    fn remove_schedules_of(
+        &self,
+        task: &TaskName,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The schedules due now, and that now.
+    fn due_schedules(&self) -> impl Future<Output = Result<Due, StoreError>> + Send;
+
+    /// Fires a due schedule: moves its next tick to `next_fire_at` if it is
+    /// still `due.next_fire_at` (compare-and-set), and in the same
+    /// transaction queues `run` (none when the task is gone). `false` if
+    /// another caller fired this tick first.
+    fn fire(
+        &self,
+        due: &DueSchedule,
+        next_fire_at: i64,
+        run: Option<&NewRun>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The shortest run-id prefix that [`RunStore::get_run`] looks up.
+pub const MIN_PREFIX: usize = 8;
+
+/// When a queued run may first be claimed, resolved by the store's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// At once.
+    Now,
+    /// This long after it is queued.
+    After(Duration),
+    /// Not before this time (epoch ms).
+    At(i64),
+}
+
+impl Availability {
+    /// The time (epoch ms) this means for a run queued at `now`.
+    pub fn resolve(self, now: i64) -> i64 {
+        match self {
+            Availability::Now => now,
+            Availability::After(d) => now.saturating_add(d.as_millis() as i64),
+            Availability::At(at) => at,
+        }
+    }
+}
+
+/// A run to queue, or to record as running for `execute`. Built by
+/// [`crate::queue::new_run`], the one constructor every way in uses.
+#[derive(Clone)]
+pub struct NewRun {
+    /// The run id.
+    pub id: String,
+    /// The task.
+    pub task: TaskName,
+    /// The arguments with secrets masked: what history shows.
+    pub args: Value,
+    /// The full arguments, when they differ from `args`; dropped once the run is over.
+    pub secret_args: Option<Value>,
+    /// Who asked.
+    pub caller: String,
+    /// Higher is claimed first.
+    pub priority: i64,
+    /// Attempts allowed (1 + retries).
+    pub max_attempts: u32,
+    /// The first retry's delay.
+    pub backoff: Option<Duration>,
+    /// Whether a status other than 1 is retried.
+    pub retry_on_status: bool,
+    /// Run timeout overriding the task's.
+    pub timeout: Option<Duration>,
+    /// When it may first be claimed.
+    pub available: Availability,
+    /// The schedule that fired it.
+    pub schedule: Option<String>,
+}
+
+impl fmt::Debug for NewRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewRun")
+            .field("id", &self.id)
+            .field("task", &self.task)
+            .field("args", &self.args)
+            .field("secret_args", &self.secret_args.as_ref().map(|_| Hidden))
+            .field("caller", &self.caller)
+            .field("priority", &self.priority)
+            .field("max_attempts", &self.max_attempts)
+            .field("available", &self.available)
+            .field("schedule", &self.schedule)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shown in `Debug` output in place of arguments that may hold secrets.
+pub(crate) struct Hidden;
+
+impl fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+/// An inline run as recorded: its lease and when it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The lease of its (only) attempt.
+    pub lease: Lease,
+    /// When it was recorded as started (epoch ms, store clock).
+    pub at: i64,
+}
+
+/// A run a worker has claimed: everything needed to execute this attempt.
+#[derive(Clone)]
+pub struct Claimed {
+    /// The run id.
+    pub id: String,
+    /// The task.
+    pub task: TaskName,
+    /// The full (unmasked) arguments.
+    pub args: Value,
+    /// Who asked.
+    pub caller: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// This attempt's fencing token.
+    pub fence: i64,
+    /// Run timeout overriding the task's.
+    pub timeout: Option<Duration>,
+    /// The first retry's delay.
+    pub backoff: Option<Duration>,
+    /// Whether a status other than 1 is retried.
+    pub retry_on_status: bool,
+}
+
+impl Claimed {
+    /// The lease this claim holds.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id.clone(),
+            fence: self.fence,
+        }
+    }
+}
+
+impl fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claimed")
+            .field("id", &self.id)
+            .field("task", &self.task)
+            .field("args", &Hidden)
+            .field("caller", &self.caller)
+            .field("attempt", &self.attempt)
+            .field("max_attempts", &self.max_attempts)
+            .field("fence", &self.fence)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A held attempt: the run and the fencing token of its attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The run id.
+    pub id: String,
+    /// The attempt's fencing token.
+    pub fence: i64,
+}
+
+/// What a heartbeat learned about one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseStatus {
+    /// Still ours; lease extended.
+    Held,
+    /// Still ours, and `runs cancel` asked to stop it.
+    CancelRequested,
+    /// No longer ours: it lapsed and another attempt took over, or the run is gone.
+    Lost,
+}
+
+/// How an attempt ended, to record.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// The final state.
+    pub state: RunState,
+    /// The attempt's outcome.
+    pub outcome: Outcome,
+    /// How its process ended.
+    pub exit: Option<ExitInfo>,
+    /// The attempt that ended (1-based).
+    pub attempt: u32,
+    /// Its last log lines, stored in the same transaction.
+    pub logs: LogBatch,
+}
+
+/// A running attempt whose lease has lapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// The attempt's lease.
+    pub lease: Lease,
+    /// Its number.
+    pub attempt: u32,
+    /// Attempts the run may take.
+    pub max_attempts: u32,
+    /// Whether `runs cancel` had asked it to stop.
+    pub cancel_requested: bool,
+    /// Whether it was executed in-process (`execute`, MCP) rather than queued.
+    pub inline: bool,
+}
+
+/// What a lapsed attempt becomes ([`crate::queue`] decides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Queued again, claimable at once, the attempt counted.
+    Requeue(RunError),
+    /// Failed for good.
+    Fail(RunError),
+    /// Cancelled, as asked.
+    Cancel(RunError),
+}
+
+/// What looking a run up by id or prefix found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunLookup {
+    /// The run.
+    Found(Box<RunRecord>),
+    /// No run has that id (or starts with that prefix).
+    Missing,
+    /// Several runs start with the prefix.
+    Ambiguous {
+        /// How many (counted up to a bound).
+        count: u64,
+    },
+}
+
+/// Which finished runs [`RunStore::prune`] deletes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prune {
+    /// Those that finished more than this long ago.
+    pub older_than: Option<Duration>,
+    /// Except the newest this many finished runs of each task; alone, it
+    /// deletes every finished run beyond them.
+    pub keep: Option<u64>,
+}
+
+/// How many runs wait or run, store-wide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Active {
+    /// Queued and claimable now.
+    pub due: u64,
+    /// Queued for later (a delay, a retry's backoff).
+    pub delayed: u64,
+    /// Running.
+    pub running: u64,
+}
+
+/// A cron schedule that queues a run of a task at each tick.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Schedule {
+    /// The schedule's id.
+    pub id: String,
+    /// The task.
+    pub task: TaskName,
+    /// The cron expression (5 fields, or 6 with seconds first).
+    pub cron: String,
+    /// The arguments, masked.
+    pub args: Value,
+    /// Recorded as each run's caller.
+    pub caller: String,
+    /// The next tick (epoch ms).
+    pub next_fire_at: i64,
+    /// When it was added (epoch ms).
+    pub created_at: i64,
+}
+
+/// A schedule to add.
+#[derive(Clone)]
+pub struct NewSchedule {
+    /// Its id.
+    pub id: String,
+    /// The task.
+    pub task: TaskName,
+    /// The cron expression, checked.
+    pub cron: String,
+    /// The arguments, masked.
+    pub args: Value,
+    /// The full arguments when they differ.
+    pub secret_args: Option<Value>,
+    /// The caller recorded on each run.
+    pub caller: String,
+    /// The first tick (epoch ms).
+    pub next_fire_at: i64,
+}
+
+impl fmt::Debug for NewSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewSchedule")
+            .field("id", &self.id)
+            .field("task", &self.task)
+            .field("cron", &self.cron)
+            .field("args", &self.args)
+            .field("secret_args", &self.secret_args.as_ref().map(|_| Hidden))
+            .field("next_fire_at", &self.next_fire_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Schedules due at `now`.
+#[derive(Debug, Clone)]
+pub struct Due {
+    /// The store's time they are due at.
+    pub now: i64,
+    /// The due schedules.
+    pub schedules: Vec<DueSchedule>,
+}
+
+/// A due schedule, with what its run needs.
+#[derive(Clone)]
+pub struct DueSchedule {
+    /// The schedule's id.
+    pub id: String,
+    /// The task.
+    pub task: TaskName,
+    /// The cron expression.
+    pub cron: String,
+    /// The full (unmasked) arguments.
+    pub args: Value,
+    /// The caller recorded on its runs.
+    pub caller: String,
+    /// The tick that is due (epoch ms).
+    pub next_fire_at: i64,
+}
+
+impl fmt::Debug for DueSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DueSchedule")
+            .field("id", &self.id)
+            .field("task", &self.task)
+            .field("cron", &self.cron)
+            .field("args", &Hidden)
+            .field("next_fire_at", &self.next_fire_at)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,378 @@
+//! Where tasks, runs, logs and schedules are kept: the store contract and
+//! its backends.
+//!
+//! - [`contract`]: the traits a backend implements ([`Registry`],
+//!   [`RunStore`], [`Clock`]) and the types they trade; the rules every
+//!   backend keeps are in its docs;
+//! - [`StoreSpec`] turns `TASK_STORE`/`--store` into a backend choice;
+//! - [`Store`]: the one handle every caller uses, an enum dispatching to a
+//!   backend: [`YamlStore`] (the original tool's file; tasks only) or
+//!   [`SqliteStore`] (everything). PostgreSQL will be one more variant.
+//!
+//! The queue's rules are not here: [`crate::queue`] decides, backends store.
+//! Every backend runs the same conformance suite (`conformance.rs`).
+
+#[cfg(test)]
+mod conformance;
+pub mod contract;
+mod spec;
+mod sqlite;
+#[cfg(test)]
+mod test_support;
+mod yaml;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use contract::{
+    Active, Availability, Claimed, Clock, Due, DueSchedule, Expired, Finish, Lease, LeaseStatus,
+    MIN_PREFIX, ManualClock, NewRun, NewSchedule, Prune, Registry, RunLookup, RunStore, Schedule,
+    Started, SystemClock, Verdict,
+};
+pub use spec::{ENV_TASK_STORE, StoreSpec, redact};
+pub use sqlite::SqliteStore;
+pub use yaml::YamlStore;
+
+use crate::history::{LogBatch, LogEntry, RunError, RunFilter, RunPage};
+use crate::task::{Task, TaskName};
+
+/// What [`Store::insert`] does when the name is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertMode {
+    /// Fail with [`StoreError::Duplicate`].
+    CreateNew,
+    /// Replace the existing definition (`register --force`).
+    Replace,
+}
+
+/// Errors from any store backend. Messages read well after "failed to …: ".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `TASK_STORE`/`--store` could not be interpreted.
+    #[error("cannot use store `{spec}`: {why}")]
+    BadSpec {
+        /// The value given, passwords hidden.
+        spec: String,
+        /// What to do instead.
+        why: String,
+    },
+    /// Neither `XDG_DATA_HOME` nor `HOME` is set.
+    #[error("no default store: set TASK_STORE, or HOME/XDG_DATA_HOME")]
+    NoDefault,
+    /// A filesystem operation on the store failed.
+    #[error("{action} `{path}`: {source}")]
+    Io {
+        /// What was being done (`read`, `write`, `lock`, …).
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store file does not parse; it is left untouched.
+    #[error("store `{path}` does not parse{}: {message}; fix or move the file (it was not modified)", at(*line, *column))]
+    Parse {
+        /// The store file.
+        path: PathBuf,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// 1-based column, when known.
+        column: Option<usize>,
+        /// The parser's explanation.
+        message: String,
+    },
+    /// A stored record is not valid (a bad task name, unparsable JSON, …).
+    #[error(
+        "store `{path}` holds an invalid {what} `{key}`: {message}; fix or remove that entry (the file was not modified)"
+    )]
+    Corrupt {
+        /// The store file.
+        path: PathBuf,
+        /// What kind of record (`task`, `run`, `schedule`, …).
+        what: &'static str,
+        /// The record's key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An SQLite error.
+    #[error("sqlite store `{path}`: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer version of this tool.
+    #[error(
+        "store `{path}` has schema version {found}, newer than this build supports ({supported}); upgrade manage_tasks (the store was not modified)"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// A task with this name is already registered.
+    #[error(
+        "task `{name}` is already registered; use --force to re-read its schema, or unregister it first"
+    )]
+    Duplicate {
+        /// The taken name.
+        name: TaskName,
+    },
+    /// No task with this name is registered.
+    #[error("task `{name}` is not registered")]
+    NotFound {
+        /// The missing name.
+        name: TaskName,
+    },
+    /// The requested feature is not available on this backend.
+    #[error("{what} is not supported by the {backend} store; use an SQLite store")]
+    Unsupported {
+        /// The feature asked for.
+        what: &'static str,
+        /// The backend's name.
+        backend: &'static str,
+    },
+    /// The backend's worker thread stopped unexpectedly.
+    #[error("store `{path}`: {message}")]
+    Internal {
+        /// The store file.
+        path: PathBuf,
+        /// What happened.
+        message: String,
+    },
+}
+
+fn at(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" at line {l}, column {c}"),
+        (Some(l), None) => format!(" at line {l}"),
+        _ => String::new(),
+    }
+}
+
+/// The store every caller uses: one backend behind one interface. Cheap to
+/// clone (handles share their connections).
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// YAML file backend: tasks only.
+    Yaml(YamlStore),
+    /// SQLite backend.
+    Sqlite(SqliteStore),
+}
+
+/// Dispatches a run-history operation to the backend that has one; the
+/// YAML store holds tasks only.
+macro_rules! runs_op {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Yaml(_) => Err(StoreError::Unsupported {
+                what: "run history",
+                backend: "yaml",
+            }),
+            Store::Sqlite($s) => $call.await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (without creating anything yet) the store `spec` names.
+    pub fn open(spec: &StoreSpec) -> Self {
+        Self::open_with_clock(spec, Arc::new(SystemClock))
+    }
+
+    /// [`Store::open`] with the clock its leases and schedules are measured by.
+    pub fn open_with_clock(spec: &StoreSpec, clock: Arc<dyn Clock>) -> Self {
+        match spec {
+            StoreSpec::Yaml(p) => Store::Yaml(YamlStore::open(p)),
+            StoreSpec::Sqlite(p) => Store::Sqlite(SqliteStore::with_clock(p, clock)),
+        }
+    }
+
+    /// Whether this store keeps run history and a queue.
+    pub fn has_history(&self) -> bool {
+        matches!(self, Store::Sqlite(_))
+    }
+
+    /// Every task, sorted by name.
+    pub async fn list(&self) -> Result<Vec<Task>, StoreError> {
+        match self {
+            Store::Yaml(s) => s.list().await,
+            Store::Sqlite(s) => s.list().await,
+        }
+    }
+
+    /// The task called `name`, if registered.
+    pub async fn get(&self, name: &TaskName) -> Result<Option<Task>, StoreError> {
+        match self {
+            Store::Yaml(s) => s.get(name).await,
+            Store::Sqlite(s) => s.get(name).await,
+        }
+    }
+
+    /// Stores `task`; with [`InsertMode::CreateNew`] a taken name is [`StoreError::Duplicate`].
+    pub async fn insert(&self, task: &Task, mode: InsertMode) -> Result<(), StoreError> {
+        match self {
+            Store::Yaml(s) => s.insert(task, mode).await,
+            Store::Sqlite(s) => s.insert(task, mode).await,
+        }
+    }
+
+    /// Removes and returns the task called `name`; [`StoreError::NotFound`] if absent.
+    pub async fn remove(&self, name: &TaskName) -> Result<Task, StoreError> {
+        match self {
+            Store::Yaml(s) => s.remove(name).await,
+            Store::Sqlite(s) => s.remove(name).await,
+        }
+    }
+}
+
+/// Run history, the queue and schedules ([`RunStore`]); the YAML store
+/// answers [`StoreError::Unsupported`].
+#[allow(missing_docs)] // each is documented on `RunStore`
+impl Store {
+    pub async fn now(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Yaml(_) => Ok(crate::history::now_ms()),
+            Store::Sqlite(s) => s.now().await,
+        }
+    }
+
+    pub async fn enqueue(&self, runs: &[NewRun]) -> Result<i64, StoreError> {
+        runs_op!(self, s => s.enqueue(runs))
+    }
+
+    pub async fn start_inline(
+        &self,
+        run: &NewRun,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Started, StoreError> {
+        runs_op!(self, s => s.start_inline(run, worker, lease))
+    }
+
+    pub async fn claim(
+        &self,
+        worker: &str,
+        n: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        runs_op!(self, s => s.claim(worker, n, lease))
+    }
+
+    pub async fn heartbeat(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+    ) -> Result<Vec<LeaseStatus>, StoreError> {
+        runs_op!(self, s => s.heartbeat(leases, lease))
+    }
+
+    pub async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.finish(lease, finish))
+    }
+
+    pub async fn retry(
+        &self,
+        lease: &Lease,
+        finish: &Finish,
+        delay: Duration,
+        note: &RunError,
+    ) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.retry(lease, finish, delay, note))
+    }
+
+    pub async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.release(lease))
+    }
+
+    pub async fn expired(&self, limit: usize) -> Result<Vec<Expired>, StoreError> {
+        runs_op!(self, s => s.expired(limit))
+    }
+
+    pub async fn settle(&self, expired: &Expired, verdict: &Verdict) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.settle(expired, verdict))
+    }
+
+    pub async fn record_logs(
+        &self,
+        lease: &Lease,
+        attempt: u32,
+        batch: &LogBatch,
+    ) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.record_logs(lease, attempt, batch))
+    }
+
+    pub async fn get_run(&self, id: &str) -> Result<RunLookup, StoreError> {
+        runs_op!(self, s => s.get_run(id))
+    }
+
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
+        runs_op!(self, s => s.list_runs(filter))
+    }
+
+    pub async fn run_logs(
+        &self,
+        id: &str,
+        attempt: u32,
+        from_seq: u64,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        runs_op!(self, s => s.run_logs(id, attempt, from_seq))
+    }
+
+    pub async fn cancel_queued(&self, id: &str, note: &RunError) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.cancel_queued(id, note))
+    }
+
+    pub async fn request_cancel(&self, id: &str) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.request_cancel(id))
+    }
+
+    pub async fn prune(&self, prune: &Prune) -> Result<u64, StoreError> {
+        runs_op!(self, s => s.prune(prune))
+    }
+
+    pub async fn active(&self) -> Result<Active, StoreError> {
+        runs_op!(self, s => s.active())
+    }
+
+    pub async fn add_schedule(&self, schedule: &NewSchedule) -> Result<Schedule, StoreError> {
+        runs_op!(self, s => s.add_schedule(schedule))
+    }
+
+    pub async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        runs_op!(self, s => s.list_schedules())
+    }
+
+    pub async fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.remove_schedule(id))
+    }
+
+    pub async fn remove_schedules_of(&self, task: &TaskName) -> Result<u64, StoreError> {
+        match self {
+            // A YAML store has no schedules to leave behind.
+            Store::Yaml(_) => Ok(0),
+            Store::Sqlite(s) => s.remove_schedules_of(task).await,
+        }
+    }
+
+    pub async fn due_schedules(&self) -> Result<Due, StoreError> {
+        runs_op!(self, s => s.due_schedules())
+    }
+
+    pub async fn fire(
+        &self,
+        due: &DueSchedule,
+        next_fire_at: i64,
+        run: Option<&NewRun>,
+    ) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.fire(due, next_fire_at, run))
+    }
+}

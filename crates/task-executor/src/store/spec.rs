@@ -1,0 +1,234 @@
+//! What `TASK_STORE`/`--store` means: a path or a URL naming a backend and
+//! its place ([`StoreSpec`]), and how such a spec is shown without secrets.
+//!
+//! Paths choose the backend by suffix (`.yaml`/`.yml`, `.db`/`.sqlite`/
+//! `.sqlite3`); URLs by scheme (`sqlite:`). A `postgres://` URL is
+//! recognised and refused until that backend exists. Every message that
+//! shows a spec shows it through [`redact`], which hides a password in it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::StoreError;
+
+/// Environment variable naming the store, as in the original tool.
+pub const ENV_TASK_STORE: &str = "TASK_STORE";
+
+/// Which backend and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// A YAML file in the original tool's format.
+    Yaml(PathBuf),
+    /// An SQLite database file.
+    Sqlite(PathBuf),
+}
+
+impl StoreSpec {
+    /// Interprets a `TASK_STORE` value.
+    ///
+    /// - `sqlite:PATH`, `sqlite://PATH` (relative) and `sqlite:///ABS/PATH`
+    ///   name an SQLite file, as sqlx and most tools read them;
+    /// - a path ending `.yaml`/`.yml` is YAML, one ending
+    ///   `.db`/`.sqlite`/`.sqlite3` is SQLite;
+    /// - `postgres://…` and `postgresql://…` are refused for now, and so is
+    ///   an in-memory SQLite database, which would forget everything between
+    ///   two commands.
+    pub fn parse(spec: &str) -> Result<Self, StoreError> {
+        let bad = |why: &str| StoreError::BadSpec {
+            spec: redact(spec),
+            why: why.to_owned(),
+        };
+        if let Some(scheme) = scheme_of(spec) {
+            return match scheme.to_ascii_lowercase().as_str() {
+                "sqlite" => {
+                    let rest = &spec[scheme.len() + 1..];
+                    let rest = rest.strip_prefix("//").unwrap_or(rest);
+                    let path = rest.split(['?', '#']).next().unwrap_or_default();
+                    if path.is_empty() {
+                        return Err(bad(
+                            "the sqlite: URL names no file; e.g. sqlite:///var/lib/tasks.db",
+                        ));
+                    }
+                    if path == ":memory:" || rest.contains("mode=memory") {
+                        return Err(bad(
+                            "an in-memory database keeps nothing once the command ends; name a file, e.g. sqlite:///var/lib/tasks.db",
+                        ));
+                    }
+                    if rest.len() > path.len() {
+                        return Err(bad(
+                            "options after `?` are not supported; give the bare path, e.g. sqlite:///var/lib/tasks.db",
+                        ));
+                    }
+                    Ok(StoreSpec::Sqlite(PathBuf::from(path)))
+                }
+                "postgres" | "postgresql" => Err(bad(
+                    "PostgreSQL stores are not supported by this build yet; use an SQLite file",
+                )),
+                "file" => Err(bad(
+                    "give the file's path itself, or a sqlite: URL (sqlite:///path/tasks.db)",
+                )),
+                other => Err(bad(&format!(
+                    "unknown store scheme `{other}:`; use a .yaml or .db path, or a sqlite: URL"
+                ))),
+            };
+        }
+        let path = PathBuf::from(spec);
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("yaml" | "yml") => Ok(StoreSpec::Yaml(path)),
+            Some("db" | "sqlite" | "sqlite3") => Ok(StoreSpec::Sqlite(path)),
+            _ => Err(bad(
+                "end the path in .yaml/.yml (YAML) or .db/.sqlite/.sqlite3 (SQLite), or use a sqlite: URL",
+            )),
+        }
+    }
+
+    /// The default store: SQLite at `$XDG_DATA_HOME/task-executor/tasks.db`
+    /// (falling back to `~/.local/share/task-executor/tasks.db`).
+    pub fn default_location() -> Result<Self, StoreError> {
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|h| PathBuf::from(h).join(".local/share"))
+            })
+            .ok_or(StoreError::NoDefault)?;
+        Ok(StoreSpec::Sqlite(data.join("task-executor/tasks.db")))
+    }
+
+    /// The file this spec points at.
+    pub fn path(&self) -> &Path {
+        match self {
+            StoreSpec::Yaml(p) | StoreSpec::Sqlite(p) => p,
+        }
+    }
+}
+
+impl fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreSpec::Yaml(p) => write!(f, "{} (yaml)", p.display()),
+            StoreSpec::Sqlite(p) => write!(f, "{} (sqlite)", p.display()),
+        }
+    }
+}
+
+/// The scheme of a URL-like spec (`sqlite` of `sqlite:x`), if it has one.
+/// A Windows-style drive letter or a path with a colon later on is no scheme.
+fn scheme_of(spec: &str) -> Option<&str> {
+    let (scheme, _) = spec.split_once(':')?;
+    let valid = scheme.len() > 1
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
+}
+
+/// `spec` with any password in it replaced by `****`: the one in a URL's
+/// user info (`postgres://user:secret@host/db`) and `password=` parameters.
+pub fn redact(spec: &str) -> String {
+    let mut out = spec.to_owned();
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        let end = out[start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..end].rfind('@').map(|i| start + i)
+            && let Some(colon) = out[start..at].find(':').map(|i| start + i)
+        {
+            out.replace_range(colon + 1..at, "****");
+        }
+    }
+    for key in ["password=", "sslpassword="] {
+        let mut from = 0;
+        while let Some(i) = out[from..].find(key).map(|i| from + i) {
+            let value = i + key.len();
+            let end = out[value..]
+                .find(['&', ' ', '#'])
+                .map_or(out.len(), |j| value + j);
+            out.replace_range(value..end, "****");
+            from = value + 4;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_picks_backend_by_suffix_or_scheme() {
+        let cases = [
+            ("/tmp/tasks.yaml", StoreSpec::Yaml("/tmp/tasks.yaml".into())),
+            ("t.YML", StoreSpec::Yaml("t.YML".into())),
+            ("/x/t.db", StoreSpec::Sqlite("/x/t.db".into())),
+            ("t.sqlite", StoreSpec::Sqlite("t.sqlite".into())),
+            ("t.sqlite3", StoreSpec::Sqlite("t.sqlite3".into())),
+            ("sqlite:///abs/t", StoreSpec::Sqlite("/abs/t".into())),
+            ("sqlite://rel/t.db", StoreSpec::Sqlite("rel/t.db".into())),
+            ("SQLITE:rel/t.bin", StoreSpec::Sqlite("rel/t.bin".into())),
+            ("./odd:name.db", StoreSpec::Sqlite("./odd:name.db".into())),
+        ];
+        for (s, want) in cases {
+            assert_eq!(StoreSpec::parse(s).unwrap(), want, "{s}");
+        }
+        for bad in [
+            "/tmp/tasks.json",
+            "tasks",
+            "sqlite:",
+            "sqlite://",
+            "",
+            "sqlite::memory:",
+            "sqlite://file.db?mode=memory",
+            "sqlite:///t.db?cache=shared",
+            "redis://localhost",
+            "file:///tmp/t.db",
+        ] {
+            assert!(
+                matches!(StoreSpec::parse(bad), Err(StoreError::BadSpec { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn postgres_urls_are_refused_without_showing_the_password() {
+        let err = StoreSpec::parse("postgres://ada:hunter2@db.example:5432/tasks").unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("postgres://ada:****@db.example:5432/tasks"),
+            "{text}"
+        );
+        assert!(text.contains("not supported"), "{text}");
+    }
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        let cases = [
+            ("postgres://u:p@h/db", "postgres://u:****@h/db"),
+            (
+                "postgresql://u:p%40ss@h:1/db?x=1",
+                "postgresql://u:****@h:1/db?x=1",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://h/db?password=s3&user=u",
+                "postgres://h/db?password=****&user=u",
+            ),
+            ("postgres://u:a@b@h/db", "postgres://u:****@h/db"),
+            ("/tmp/x@y:z.db", "/tmp/x@y:z.db"),
+            ("sqlite:///a/b.db", "sqlite:///a/b.db"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(redact(input), want, "{input}");
+        }
+    }
+}
