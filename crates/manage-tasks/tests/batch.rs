@@ -10,7 +10,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use predicates::prelude::*;
 use serde_json::Value;
 
 fn lines_json(out: &std::process::Output) -> Vec<Value> {
@@ -107,17 +106,40 @@ fn human_output_lists_failures_and_a_summary() {
         "{}",
         "in=$(cat)\ncase $in in *fail*) exit 9;; esac\necho '{\"status\":1}'",
     );
-    env.cmd()
+    let out = env
+        .cmd()
         .args(["-q", "execute", "--name", "flaky", "--batch", "-"])
-        .write_stdin("{}\n{\"fail\":1}\n{}\n")
-        .assert()
-        .code(3)
-        .stdout(
-            predicate::str::contains("line 2: failed: exited with code 9")
-                .and(predicate::str::contains("3 runs in"))
-                .and(predicate::str::contains("2 succeeded"))
-                .and(predicate::str::contains("1 exited non zero")),
-        );
+        .args(["--parallel", "2"])
+        .write_stdin("{}\n{\"fail\":1}\n{}\n\n{oops\n[1]\n")
+        .output()
+        .unwrap();
+    // A rejected line is "nothing ran" (2); a failed run (3) is worse.
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    // One line per input line, in input order (the blank one says nothing), then the summary.
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(
+        lines[0].starts_with("line 1: succeeded, status 1, "),
+        "{text}"
+    );
+    assert!(lines[0].ends_with(": null"), "the short payload: {text}");
+    assert!(
+        lines[1].starts_with("line 2: failed: exited with code 9"),
+        "{text}"
+    );
+    assert!(lines[2].starts_with("line 3: succeeded"), "{text}");
+    assert!(lines[3].starts_with("line 5: rejected: "), "{text}");
+    assert!(lines[4].starts_with("line 6: rejected: "), "{text}");
+    // The counts add up to the five lines read.
+    let summary = lines[5];
+    assert!(summary.starts_with("5 lines, 3 runs in "), "{summary}");
+    assert!(
+        summary.ends_with(
+            ": 1 exited non zero, 2 succeeded, 2 rejected (1 invalid args, 1 invalid json)"
+        ),
+        "{summary}"
+    );
 }
 
 #[test]

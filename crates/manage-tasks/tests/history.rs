@@ -10,6 +10,7 @@
 mod common;
 
 use common::*;
+use predicates::prelude::*;
 use serde_json::json;
 
 const SECRET_INPUTS: &str = r#"{"type":"object","properties":{"user":{"type":"string"},"token":{"type":"string","writeOnly":true},"db":{"type":"object","properties":{"password":{"type":"string","format":"password"}}}}}"#;
@@ -255,4 +256,108 @@ fn logs_follow_streams_a_running_run_until_it_ends() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Runs queued together have ids that differ from their first characters,
+/// so a short prefix picks one; a prefix several runs share says how many.
+#[test]
+fn run_ids_differ_early_and_an_ambiguous_prefix_says_so() {
+    let env = Env::new("db");
+    env.task("t", "t.sh", "{}", "echo '{\"status\":1}'");
+    let ids = env.submit_many("t", 50, "{}");
+    let prefixes: std::collections::HashSet<&str> = ids.iter().map(|id| &id[..8]).collect();
+    assert_eq!(
+        prefixes.len(),
+        ids.len(),
+        "8-character prefixes collide: {ids:?}"
+    );
+    let shown = env.json(&["runs", "show", &ids[7][..8], "--json"]);
+    assert_eq!(shown["run_id"], ids[7].as_str());
+
+    // Two runs whose ids share a prefix (written as another tool might have).
+    let conn = rusqlite::Connection::open(&env.store).unwrap();
+    for (i, suffix) in ["1", "2"].iter().enumerate() {
+        conn.execute(
+            "UPDATE runs SET id = 'abcdef01-0000-4000-8000-00000000000' || ?1 WHERE id = ?2",
+            rusqlite::params![suffix, ids[i]],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    env.cmd()
+        .args(["runs", "show", "abcdef01"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "ambiguous: 2 runs start with `abcdef01`; give more characters of the id",
+        ));
+    let out = env
+        .cmd()
+        .args(["runs", "show", "abcdef01", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json_stdout(&out)["error"]["kind"], "ambiguous_run");
+    env.cmd()
+        .args([
+            "runs",
+            "show",
+            "abcdef01-0000-4000-8000-000000000002",
+            "--json",
+        ])
+        .assert()
+        .success();
+    env.cmd()
+        .args(["runs", "show", "abc"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "a prefix needs at least 8 characters",
+        ));
+}
+
+/// The hint for the next page repeats the filters of this one.
+#[test]
+fn the_next_page_hint_keeps_the_filters() {
+    let env = Env::new("db");
+    let script = env.task("alpha", "t.sh", "{}", "echo '{\"status\":1}'");
+    env.register("beta", &script);
+    env.submit_many("alpha", 2, "{}");
+    let beta = env.submit_many("beta", 3, "{}");
+    let out = env
+        .cmd()
+        .args([
+            "runs", "list", "beta", "--state", "queued", "--since", "1 hour", "--limit", "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hint = stderr(&out);
+    let command = hint
+        .lines()
+        .find_map(|l| l.strip_prefix("more: manage_tasks "))
+        .unwrap_or_else(|| panic!("no hint in {hint}"));
+    assert!(
+        command.starts_with(
+            "runs list --name beta --state queued --since '1 hour' --limit 2 --after "
+        ),
+        "{command}"
+    );
+    // The hint, run as printed (through a shell), gives the rest of beta's runs.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("\"$MT\" {command} --json"))
+        .env("MT", assert_cmd::cargo::cargo_bin("manage_tasks"))
+        .env("TASK_STORE", &env.store)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rest = json_stdout(&out);
+    let ids: Vec<&str> = rest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [beta[0].as_str()]);
+    assert!(rest["next"].is_null());
 }

@@ -361,3 +361,40 @@ fn a_removed_executable_is_an_explained_tool_error() {
         "{text}"
     );
 }
+
+/// A line that is not JSON gets JSON-RPC's parse error (`-32700`, id null)
+/// and the session goes on: the next request is answered.
+#[test]
+fn a_line_that_is_not_json_gets_a_parse_error_and_the_session_goes_on() {
+    use std::io::Write;
+    let fx = fixture();
+    let mut server = fx
+        .command(assert_cmd::cargo::cargo_bin("manage_tasks"))
+        .args(["mcp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = server.stdin.take().unwrap();
+    for message in [
+        "this is not json",
+        "{\"jsonrpc\": \"2.0\", \"id\": 5, oops",
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#,
+    ] {
+        writeln!(stdin, "{message}").unwrap();
+    }
+    let mut replies = BufReader::new(server.stdout.take().unwrap())
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap());
+    for _ in 0..2 {
+        let reply = replies.next().expect("a parse error reply");
+        assert_eq!(reply["error"]["code"], -32700, "{reply}");
+        assert_eq!(reply["id"], serde_json::Value::Null, "{reply}");
+    }
+    let init = replies.next().expect("the initialize reply");
+    assert_eq!(init["id"], 1, "{init}");
+    assert!(init["result"]["serverInfo"].is_object(), "{init}");
+    drop(stdin);
+    assert!(server.wait().unwrap().success());
+}

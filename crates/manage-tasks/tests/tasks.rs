@@ -455,6 +455,8 @@ fn a_closed_stdout_ends_quietly() {
     for args in [
         &["runs", "list", "--limit", "200"][..],
         &["runs", "list", "--limit", "200", "--json"],
+        &["completions", "bash"],
+        &["completions", "zsh"],
     ] {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("manage_tasks"))
             .env("TASK_STORE", &env.store)
@@ -469,5 +471,177 @@ fn a_closed_stdout_ends_quietly() {
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).is_empty(), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// `register --force` re-reads the schema; what it is not given again keeps
+/// its stored value (it used to reset the timeout and the queue policy).
+#[test]
+fn register_force_keeps_what_is_not_given_again() {
+    for kind in KINDS {
+        let env = Env::new(kind);
+        let script = env.script(
+            "t.sh",
+            &task_script(r#"{"type":"object"}"#, "echo '{\"status\":1}'"),
+        );
+        let register = |extra: &[&str]| {
+            let mut cmd = env.cmd();
+            cmd.args(["-q", "register", "--name", "t", "--location"])
+                .arg(&script)
+                .args(extra);
+            let out = cmd.output().unwrap();
+            assert!(out.status.success(), "{kind} {extra:?}: {}", stderr(&out));
+        };
+        register(&[
+            "--timeout",
+            "30s",
+            "--retries",
+            "2",
+            "--backoff",
+            "3s",
+            "--retry-on-status",
+            "--concurrency",
+            "4",
+            "--priority",
+            "5",
+            "--formats",
+            "annotate",
+        ]);
+        // A new schema, and nothing else given.
+        std::fs::write(
+            &script,
+            task_script(
+                r#"{"type":"object","properties":{"x":{"type":"string"}}}"#,
+                "true",
+            ),
+        )
+        .unwrap();
+        register(&["--force"]);
+        let t = env.json(&["show", "t", "--json"]);
+        assert_eq!(t["inputs"]["properties"]["x"]["type"], "string", "{kind}");
+        assert_eq!(t["timeout"], "30s", "{kind}");
+        assert_eq!(t["formats"], "annotate", "{kind}");
+        assert_eq!(
+            t["policy"],
+            json!({"retries": 2, "backoff": "3s", "backoff_ms": 3000, "retry_on_status": true,
+                   "concurrency": 4, "priority": 5}),
+            "{kind}"
+        );
+        // What is given again replaces the stored value, and only that.
+        register(&[
+            "--force",
+            "--retries",
+            "0",
+            "--no-retry-on-status",
+            "--formats",
+            "assert",
+        ]);
+        let t = env.json(&["show", "t", "--json"]);
+        assert_eq!(t["policy"]["retries"], 0, "{kind}");
+        assert_eq!(t["policy"]["retry_on_status"], false, "{kind}");
+        assert_eq!(t["policy"]["priority"], 5, "{kind}");
+        assert_eq!(t["formats"], "assert", "{kind}");
+        assert_eq!(t["timeout_ms"], 30000, "{kind}");
+    }
+}
+
+#[test]
+fn unregister_removes_the_tasks_schedules_and_says_so() {
+    let env = Env::new("db");
+    let script = env.task("greet", "g.sh", "{}", "echo '{\"status\":1}'");
+    env.register("other", &script);
+    for (task, cron) in [
+        ("greet", "0 9 * * *"),
+        ("greet", "0 10 * * *"),
+        ("other", "0 11 * * *"),
+    ] {
+        env.cmd()
+            .args(["-q", "schedule", "add", task, "--cron", cron])
+            .assert()
+            .success();
+    }
+    env.cmd()
+        .args(["unregister", "greet"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("removed its 2 schedules"));
+    let left = env.json(&["schedule", "list", "--json"]);
+    let tasks: Vec<&str> = left["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks, ["other"]);
+}
+
+/// The task is `--name NAME` or NAME everywhere, and usage lines say so.
+#[test]
+fn usage_lines_show_the_positional_name() {
+    let env = Env::new("yaml");
+    for cmd in [
+        &["register"][..],
+        &["unregister"],
+        &["show"],
+        &["execute"],
+        &["submit"],
+        &["schedule", "add"],
+    ] {
+        let help = stdout(&env.cmd().args(cmd).arg("--help").output().unwrap());
+        let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
+        assert!(usage.contains("<--name <NAME>|NAME>"), "{cmd:?}: {usage}");
+    }
+    let help = stdout(&env.cmd().args(["runs", "list", "--help"]).output().unwrap());
+    assert!(
+        help.contains("[NAME]") && help.contains("[alias: --task]"),
+        "{help}"
+    );
+    // The same word means the same everywhere: --grace is SIGTERM → SIGKILL.
+    for cmd in [&["execute"][..], &["worker"], &["mcp"]] {
+        let help = stdout(&env.cmd().args(cmd).arg("--help").output().unwrap());
+        // The flag's line and its wrapped continuation.
+        let grace: String = help
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("--grace"))
+            .take(2)
+            .collect();
+        assert!(grace.contains("SIGTERM and SIGKILL"), "{cmd:?}: {help}");
+    }
+}
+
+#[test]
+fn store_urls_are_accepted_and_secrets_in_them_never_shown() {
+    let env = Env::new("db");
+    let url = format!("sqlite://{}", env.dir.path().join("via-url.db").display());
+    let script = env.task("t", "t.sh", "{}", "echo '{\"status\":1}'");
+    env.cmd()
+        .env("TASK_STORE", &url)
+        .args(["-q", "register", "--name", "t", "--location"])
+        .arg(&script)
+        .assert()
+        .success();
+    assert!(env.dir.path().join("via-url.db").is_file());
+    for (spec, says) in [
+        (
+            "postgres://ada:hunter2@db.example/tasks",
+            "not supported by this build yet",
+        ),
+        (
+            "postgresql://ada:hunter2@db.example/tasks?sslmode=require",
+            "not supported",
+        ),
+        ("sqlite::memory:", "keeps nothing"),
+    ] {
+        let out = env
+            .cmd()
+            .env("TASK_STORE", spec)
+            .args(["list", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{spec}");
+        let text = format!("{}{}", stderr(&out), stdout(&out));
+        assert!(text.contains(says), "{spec}: {text}");
+        assert!(!text.contains("hunter2"), "{spec}: {text}");
+        assert_eq!(json_stdout(&out)["error"]["kind"], "usage", "{spec}");
     }
 }

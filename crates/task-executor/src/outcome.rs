@@ -12,9 +12,11 @@ use crate::protocol::TaskResult;
 use crate::schema::Violation;
 use crate::task::TaskName;
 
-/// A fresh, time-ordered run id (UUID v7).
+/// A fresh run id: a random UUID (v4), so that ids of runs made together
+/// differ from their first character and a short prefix names one.
+/// (Stores order runs by their own insertion sequence, not by id.)
 pub fn new_run_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// How the task's process ended.

@@ -159,13 +159,19 @@ pub fn read_args(source: &ArgsSource) -> Result<Value, Failure> {
 /// Parses one arguments object, naming where it came from (`--taskArgs`, `line 3`, …) in errors.
 pub fn parse_args(text: &str, source: &str) -> Result<Value, Failure> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
+        // serde_json's text ends with its own "at line L column C".
+        let what = e.to_string();
+        let what = what
+            .rsplit_once(" at line ")
+            .map_or(what.as_str(), |(head, _)| head);
+        let at = if e.line() == 1 {
+            format!("column {}", e.column())
+        } else {
+            format!("line {}, column {}", e.line(), e.column())
+        };
         Failure::nothing_ran(
             "invalid_json",
-            format!(
-                "arguments in {source} are not valid JSON at line {}, column {}: {e}",
-                e.line(),
-                e.column()
-            ),
+            format!("arguments in {source} are not valid JSON at {at}: {what}"),
         )
     })?;
     if !value.is_object() {

@@ -1,0 +1,270 @@
+//! Every `--json` shape, pinned: the real binary on real scripts, its output
+//! snapshotted with what changes from run to run (ids, times, paths,
+//! durations, pids) replaced by a placeholder naming the field.
+//! `docs/json.md` documents these shapes; a change here must change it too.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Env, json_stdout, stderr, stdout, wait_until};
+use serde_json::{Value, json};
+
+/// Fields whose values differ between runs, by key.
+const VOLATILE: &[&str] = &[
+    "run_id",
+    "id",
+    "queued_at",
+    "available_at",
+    "started_at",
+    "finished_at",
+    "next_fire_at",
+    "created_at",
+    "duration_ms",
+    "worker",
+    "location",
+    "next",
+    "schedule",
+];
+
+/// `v` with every volatile value that is set replaced by `"[key]"`.
+fn stable(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    if VOLATILE.contains(&k.as_str()) && !v.is_null() {
+                        *v = Value::String(format!("[{k}]"));
+                    } else {
+                        walk(v);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
+
+/// Each stdout line as JSON.
+fn json_lines(out: &std::process::Output) -> Vec<Value> {
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// A task with a secret input, a declared output and a timeout.
+fn greeter(env: &Env) {
+    let script = env.script(
+        "greet.sh",
+        r#"#!/bin/bash
+if [ "$1" = schema ]; then
+  echo '{"description":"Greets someone","inputs":{"type":"object","required":["name"],"properties":{"name":{"type":"string"},"token":{"type":"string","writeOnly":true},"sleep":{"type":"number"}}},"outputs":{"type":"object","required":["status"]}}'
+  exit 0
+fi
+read -r envelope
+echo "greeting with $envelope" >&2
+sleep "$(echo "$envelope" | sed -n 's/.*"sleep":\([0-9.]*\).*/\1/p')" 2>/dev/null
+echo '{"status":1,"reason":"ok","payload":{"greeting":"hello"}}'
+"#,
+    );
+    env.cmd()
+        .args([
+            "-q",
+            "register",
+            "--name",
+            "greet",
+            "--timeout",
+            "30s",
+            "--retries",
+            "2",
+        ])
+        .arg("--location")
+        .arg(&script)
+        .assert()
+        .success();
+}
+
+#[test]
+fn tasks() {
+    let env = Env::new("db");
+    let script = env.script(
+        "t.sh",
+        &common::task_script(r#"{"type":"object"}"#, "echo '{\"status\":1}'"),
+    );
+    let out = env
+        .cmd()
+        .args(["-q", "register", "--name", "plain", "--json", "--location"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    insta::assert_json_snapshot!("register", stable(json_stdout(&out)));
+    greeter(&env);
+    insta::assert_json_snapshot!("show", stable(env.json(&["-q", "show", "greet", "--json"])));
+    insta::assert_json_snapshot!("list", stable(env.json(&["-q", "list", "--json"])));
+}
+
+#[test]
+fn runs() {
+    let env = Env::new("db");
+    greeter(&env);
+    let args = r#"{"name":"Ada","token":"hunter2"}"#;
+    let done = env.json(&["-q", "execute", "greet", "--json", "--taskArgs", args]);
+    insta::assert_json_snapshot!("execute", stable(done.clone()));
+    let id = done["run_id"].as_str().unwrap();
+    insta::assert_json_snapshot!(
+        "runs_show",
+        stable(env.json(&["-q", "runs", "show", id, "--json"]))
+    );
+
+    let failed = env
+        .cmd()
+        .args(["-q", "execute", "greet", "--json", "--timeout", "200ms"])
+        .args(["--taskArgs", r#"{"name":"Bo","sleep":5}"#])
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(3), "{}", stderr(&failed));
+    insta::assert_json_snapshot!("execute_timed_out", stable(json_stdout(&failed)));
+
+    let invalid = env
+        .cmd()
+        .args([
+            "-q",
+            "execute",
+            "greet",
+            "--json",
+            "--taskArgs",
+            r#"{"name":5}"#,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(invalid.status.code(), Some(2));
+    insta::assert_json_snapshot!("execute_invalid_args", json_stdout(&invalid));
+
+    let logs = env
+        .cmd()
+        .args(["-q", "runs", "logs", id, "--json"])
+        .output()
+        .unwrap();
+    insta::assert_json_snapshot!("runs_logs", json_lines(&logs));
+
+    let listed = env.json(&["-q", "runs", "list", "--json", "--limit", "1"]);
+    assert!(listed["next"].is_string(), "{listed}");
+    insta::assert_json_snapshot!("runs_list", stable(listed));
+}
+
+#[test]
+fn batch() {
+    let env = Env::new("db");
+    greeter(&env);
+    let out = env
+        .cmd()
+        .args([
+            "-q",
+            "execute",
+            "greet",
+            "--json",
+            "--parallel",
+            "1",
+            "--batch",
+            "-",
+        ])
+        .write_stdin("{\"name\":\"a\"}\n{oops\n{\"name\":1}\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    insta::assert_json_snapshot!("execute_batch", stable(Value::Array(json_lines(&out))));
+}
+
+#[test]
+fn queue_and_schedules() {
+    let env = Env::new("db");
+    greeter(&env);
+    let queued = env.json(&[
+        "-q",
+        "submit",
+        "greet",
+        "--json",
+        "--taskArgs",
+        r#"{"name":"Cy"}"#,
+    ]);
+    insta::assert_json_snapshot!("submit", stable(queued.clone()));
+    let id = queued["run_id"].as_str().unwrap().to_owned();
+    let cancelled = env.json(&["-q", "runs", "cancel", &id, "--json"]);
+    insta::assert_json_snapshot!("runs_cancel", stable(cancelled));
+    let cancelled_again = env.json(&["-q", "runs", "cancel", &id, "--json"]);
+    assert_eq!(
+        cancelled_again["result"],
+        json!({"already_over": "cancelled"})
+    );
+
+    let mut worker = env.spawn(&["-q", "worker", "--poll", "20ms"]);
+    let waited = env
+        .cmd()
+        .args([
+            "-q",
+            "submit",
+            "greet",
+            "--wait",
+            "--json",
+            "--taskArgs",
+            r#"{"name":"Di"}"#,
+        ])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    common::signal(worker.id(), "-TERM");
+    assert!(worker.wait().unwrap().success());
+    assert!(waited.status.success(), "{}", stderr(&waited));
+    insta::assert_json_snapshot!("submit_wait", stable(json_stdout(&waited)));
+
+    let schedule = env.json(&[
+        "-q",
+        "schedule",
+        "add",
+        "greet",
+        "--cron",
+        "0 9 * * *",
+        "--json",
+        "--taskArgs",
+        r#"{"name":"cron","token":"t0ken"}"#,
+    ]);
+    insta::assert_json_snapshot!("schedule_add", stable(schedule));
+    insta::assert_json_snapshot!(
+        "schedule_list",
+        stable(env.json(&["-q", "schedule", "list", "--json"]))
+    );
+
+    wait_until(5.0, "two finished runs", || env.all_runs().len() == 2);
+    let pruned = env.json(&["-q", "runs", "prune", "--keep", "0", "--json"]);
+    insta::assert_json_snapshot!("runs_prune", pruned);
+}
+
+#[test]
+fn a_yaml_store_without_history_says_so_in_json() {
+    let env = Env::new("yaml");
+    greeter(&env);
+    let out = env
+        .cmd()
+        .args(["-q", "runs", "list", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_json_snapshot!("unsupported", json_stdout(&out));
+    // `execute` still runs, and its run has the same shape.
+    let done = env.json(&[
+        "-q",
+        "execute",
+        "greet",
+        "--json",
+        "--taskArgs",
+        r#"{"name":"Ed"}"#,
+    ]);
+    assert_eq!(done["state"], "completed");
+    assert_eq!(done["worker"], Value::Null);
+    assert_eq!(done["args"], json!({"name": "Ed"}));
+}
