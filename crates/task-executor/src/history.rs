@@ -277,10 +277,22 @@ impl LogBatch {
 
 /// A bounded head + tail log of one attempt, fed by the runner and drained
 /// into the store from time to time. Memory stays within the budget.
-#[derive(Debug)]
 pub struct RunLogs {
     inner: Mutex<LogBuffer>,
     secrets: Vec<String>,
+}
+
+/// The secret values it hides are never printed, only counted.
+impl std::fmt::Debug for RunLogs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("RunLogs")
+            .field("next_seq", &b.next_seq)
+            .field("pending", &b.pending.len())
+            .field("cut_lines", &b.cut_lines)
+            .field("secrets", &format_args!("<{} hidden>", self.secrets.len()))
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -505,6 +517,8 @@ mod tests {
     fn logs_hide_secret_values() {
         let logs = RunLogs::new(1000, vec!["hunter2".into()]);
         feed(&logs, "password is hunter2!", Stream::Stdout);
+        let debug = format!("{logs:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
         assert_eq!(logs.take().lines[0].text, "password is ********!");
     }
 }

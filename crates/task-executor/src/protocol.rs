@@ -63,12 +63,22 @@ pub struct Meta {
 }
 
 /// The document written to a task's stdin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope<D = Value> {
     /// Who is calling and with which protocol.
     pub meta: Meta,
     /// The caller's arguments, already validated against the task's inputs.
     pub data: D,
+}
+
+/// `data` holds the unmasked arguments, secrets included: never printed.
+impl<D> std::fmt::Debug for Envelope<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("meta", &self.meta)
+            .field("data", &format_args!("<hidden>"))
+            .finish()
+    }
 }
 
 impl<D: Serialize> Envelope<D> {
@@ -215,6 +225,16 @@ mod tests {
                    "data": {"cmd": "hostname"}})
         );
         assert!(env.to_line().ends_with(b"}\n"));
+    }
+
+    #[test]
+    fn debug_output_hides_the_arguments() {
+        let env = Envelope::new("self", "t", json!({"token": "hunter2"}));
+        let text = format!("{env:?}");
+        assert!(
+            !text.contains("hunter2") && text.contains("<hidden>"),
+            "{text}"
+        );
     }
 
     #[test]

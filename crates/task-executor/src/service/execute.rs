@@ -395,3 +395,22 @@ impl LogSink for BatchLogs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_calls_debug_output_hides_its_arguments() {
+        let call = Call {
+            args: serde_json::json!({"token": "hunter2"}),
+            caller: "me".into(),
+            timeout: None,
+        };
+        let text = format!("{call:?}");
+        assert!(
+            !text.contains("hunter2") && text.contains("<hidden>"),
+            "{text}"
+        );
+    }
+}

@@ -558,3 +558,69 @@ impl fmt::Debug for DueSchedule {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Types that carry unmasked arguments print `<hidden>` in their place.
+    #[test]
+    fn debug_output_never_shows_unmasked_arguments() {
+        let secret = json!({"token": "hunter2"});
+        let task = TaskName::new("t").unwrap();
+        let run = NewRun {
+            id: "r".into(),
+            task: task.clone(),
+            args: json!({"token": "********"}),
+            secret_args: Some(secret.clone()),
+            caller: "me".into(),
+            priority: 0,
+            max_attempts: 1,
+            backoff: None,
+            retry_on_status: false,
+            timeout: None,
+            available: Availability::Now,
+            schedule: None,
+        };
+        let claimed = Claimed {
+            id: "r".into(),
+            task: task.clone(),
+            args: secret.clone(),
+            caller: "me".into(),
+            attempt: 1,
+            max_attempts: 1,
+            fence: 1,
+            timeout: None,
+            backoff: None,
+            retry_on_status: false,
+        };
+        let schedule = NewSchedule {
+            id: "s".into(),
+            task: task.clone(),
+            cron: "* * * * *".into(),
+            args: json!({"token": "********"}),
+            secret_args: Some(secret.clone()),
+            caller: "me".into(),
+            next_fire_at: 0,
+        };
+        let due = DueSchedule {
+            id: "s".into(),
+            task,
+            cron: "* * * * *".into(),
+            args: secret,
+            caller: "me".into(),
+            next_fire_at: 0,
+        };
+        for text in [
+            format!("{run:?}"),
+            format!("{claimed:?}"),
+            format!("{schedule:?}"),
+            format!("{due:?}"),
+        ] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("<hidden>"), "{text}");
+        }
+    }
+}
