@@ -1,83 +1,90 @@
 #!/usr/bin/env bash
 # Whole-command benchmarks, each reported as a ratio to a baseline measured in
-# the same run on the same machine. Needs: cargo, cc, hyperfine, /usr/bin/time,
-# jq (and valgrind, for make build's code layout). Usage: bench/run.sh [--quick]
+# the same run on the same machine (docs/performance.md explains them).
 #
-#   1. per-call overhead: `manage_tasks execute` vs the task run directly with the same stdin
-#   2. batch throughput: 1000 no-op runs at --parallel 2 vs a C posix_spawn loop (and xargs -P2)
-#   3. executor peak RSS: one run, batches of 1000 and 10000, a task printing 150 MB
+#   bench/run.sh [--quick] [--baseline GIT_REV | --baseline PATH_TO_BINARY]
+#
+#   1. per call: `execute` of a no-op task on a YAML store (no history) and on
+#      an SQLite store (history), against the task run directly with the same
+#      stdin; the same for a baseline binary (default: da877d4, the last commit
+#      before the service layer, built the same plain way). All commands are
+#      alternated run by run (bench/alternate.c), so a noisy neighbour slows
+#      them alike.
+#   2. batch: 1000 no-op runs at --parallel 2 against a C posix_spawn loop
+#      (bench/spawn_baseline.c), alternated round by round; baseline too.
+#   3. what recording costs on SQLite: fsyncs and write transactions per
+#      `execute` (strace).
+#   4. peak RSS of one run, a batch of 1000 and of 10000.
+#
+# Needs: cargo, cc, git, strace, /usr/bin/time. Uses /usr/bin/python3 nowhere:
+# the no-op task is a POSIX shell script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-quick=${1:-}
-runs=300; batch_runs=10
-if [ "$quick" = "--quick" ]; then runs=50; batch_runs=3; fi
-
-for tool in hyperfine jq cc /usr/bin/time; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install hyperfine jq gcc time)" >&2; exit 2; }
+rounds=400; batch_rounds=15; baseline=da877d4
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) rounds=100; batch_rounds=5 ;;
+    --baseline) baseline=$2; shift ;;
+    *) echo "usage: bench/run.sh [--quick] [--baseline REV|BINARY]" >&2; exit 2 ;;
+  esac
+  shift
+done
+for tool in cc git strace /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install gcc git strace time)" >&2; exit 2; }
 done
 
-make build >&2          # the binary users get: static musl (or glibc) on Linux
-bin=$root/bin/manage_tasks
-dyn=$root/target/release/manage_tasks
-cargo build --release --locked --bin manage_tasks >&2   # dynamic glibc, for comparison
+cargo build --release --locked --bin manage_tasks >&2
+bin=$root/target/release/manage_tasks
+# The baseline: a binary, or a commit built plain (`cargo build --release`,
+# no build script tricks) once and kept under target/bench-baseline/.
+if [ -x "$baseline" ]; then
+  base=$baseline
+else
+  base=$root/target/bench-baseline/$baseline/manage_tasks
+  if [ ! -x "$base" ]; then
+    tree=$(mktemp -d)
+    git worktree add -q --detach "$tree" "$baseline"
+    (cd "$tree" && CARGO_TARGET_DIR="$root/target/bench-baseline/build" \
+      cargo build --release --locked --bin manage_tasks >&2)
+    mkdir -p "$(dirname "$base")"
+    cp "$root/target/bench-baseline/build/release/manage_tasks" "$base"
+    git worktree remove --force "$tree"
+  fi
+fi
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cc -O2 -pthread -o "$work/spawn_baseline" bench/spawn_baseline.c
 cc -O2 -o "$work/alternate" bench/alternate.c
-# The cheapest process this machine can start: a static C program that does nothing.
-printf 'int main(void) { return 0; }\n' > "$work/empty.c"
-if command -v musl-gcc >/dev/null; then musl-gcc -O2 -static -o "$work/empty" "$work/empty.c"
-else cc -O2 -static -o "$work/empty" "$work/empty.c"; fi
 
-export TASK_STORE=$work/tasks.db
 noop=$root/examples/noop.sh
-"$bin" -q register --name noop --location "$noop"
-# The same task in a YAML store, which keeps no run history: shows what recording costs.
-TASK_STORE=$work/tasks.yaml "$bin" -q register --name noop --location "$noop"
-printf '%s\n' '{"meta":{"protocol":"v1","caller":"self","taskName":"noop"},"data":{"requestId":"214215161263","user":"tester","cmd":"hostname","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}' > "$work/envelope.json"
-args='{"requestId":"214215161263","user":"tester","cmd":"hostname","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
-median() { jq -r ".results[$2].median" "$1"; }
+args='{"requestId":"214215161263","user":"tester","cmd":"hostname"}'
+printf '%s\n' "{\"meta\":{\"protocol\":\"v1\",\"caller\":\"self\",\"taskName\":\"noop\"},\"data\":$args}" > "$work/envelope.json"
+for b in new base; do
+  exe=$bin; [ "$b" = base ] && exe=$base
+  TASK_STORE=$work/$b.yaml "$exe" -q register --name noop --location "$noop"
+  TASK_STORE=$work/$b.db "$exe" -q register --name noop --location "$noop"
+done
 
-echo "## 1. per-call overhead (median of $runs runs)"
-# Both through hyperfine's shell, which it measures and subtracts: equal treatment.
-hyperfine --warmup 20 --runs "$runs" --export-json "$work/call.json" --style none \
-  --command-name direct "$noop < $work/envelope.json" \
-  --command-name execute "$bin -q execute --name noop --taskArgs '$args'" \
-  --command-name execute-dynamic "$dyn -q execute --name noop --taskArgs '$args'" \
-  --command-name version "$bin --version" \
-  --command-name execute-yaml "TASK_STORE=$work/tasks.yaml $bin -q execute --name noop --taskArgs '$args'" \
-  --command-name empty "$work/empty" >/dev/null
-d=$(median "$work/call.json" 0); e=$(median "$work/call.json" 1); y=$(median "$work/call.json" 2); v=$(median "$work/call.json" 3); m=$(median "$work/call.json" 4); z=$(median "$work/call.json" 5)
-awk -v d="$d" -v e="$e" -v y="$y" -v v="$v" -v m="$m" -v z="$z" 'BEGIN {
-  printf "direct run:                          %.3f ms\n", d*1000
-  printf "static C program doing nothing:      %.3f ms (the floor: any executor adds one process start)\n", z*1000
-  printf "  so the best possible ratio here:   %.2f\n", (d+z)/d
-  printf "manage_tasks --version:              %.3f ms (process start alone)\n", v*1000
-  printf "execute, YAML store (no history):    %.3f ms  ratio %.2f  overhead %.3f ms\n", m*1000, m/d, (m-d)*1000
-  printf "execute, SQLite store (history):     %.3f ms  ratio %.2f  overhead %.3f ms\n", e*1000, e/d, (e-d)*1000
-  printf "execute, SQLite, dynamic glibc:      %.3f ms  ratio %.2f\n", y*1000, y/d
-  printf "(target: ratio <= 1.6, or overhead <= 0.8 ms: 40 %% of the original Go tool at 2.0 ms)\n" }'
-# The same commands alternated run by run, without a shell (hyperfine's
-# blocks of runs drift with the host's load: whole sessions differed by 20 %).
-"$work/alternate" "$((runs * 2))" "$work/envelope.json" "$noop" "$work/empty" \
-  "TASK_STORE=$work/tasks.yaml $bin -q execute --name noop --taskArgs $args" \
-  "$bin -q execute --name noop --taskArgs $args" > "$work/alt.txt"
+echo "## 1. per call: median of $rounds alternated rounds (ms), and the ratio to the task run directly"
+"$work/alternate" "$rounds" "$work/envelope.json" "$noop" \
+  "TASK_STORE=$work/new.yaml $bin -q execute --name noop --taskArgs $args" \
+  "TASK_STORE=$work/new.db $bin -q execute --name noop --taskArgs $args" \
+  "TASK_STORE=$work/base.yaml $base -q execute --name noop --taskArgs $args" \
+  "TASK_STORE=$work/base.db $base -q execute --name noop --taskArgs $args" > "$work/alt.txt"
 awk 'NR == 1 { d = $1 } { m[NR] = $1 } END {
-  printf "interleaved, %d rounds: direct %.3f ms, empty %.3f ms (floor %.2f), YAML %.3f ms (ratio %.2f, overhead %.3f ms), SQLite %.3f ms (ratio %.2f, overhead %.3f ms)\n",
-    n, d / 1000, m[2] / 1000, (d + m[2]) / d, m[3] / 1000, m[3] / d, (m[3] - d) / 1000, m[4] / 1000, m[4] / d, (m[4] - d) / 1000 }' n="$((runs * 2))" "$work/alt.txt"
+  printf "%-28s %8s %8s\n", "", "ms", "ratio"
+  printf "%-28s %8.3f %8.2f\n", "task run directly", d / 1000, 1
+  printf "%-28s %8.3f %8.2f\n", "execute, YAML", m[2] / 1000, m[2] / d
+  printf "%-28s %8.3f %8.2f\n", "execute, SQLite", m[3] / 1000, m[3] / d
+  printf "%-28s %8.3f %8.2f\n", "baseline execute, YAML", m[4] / 1000, m[4] / d
+  printf "%-28s %8.3f %8.2f\n", "baseline execute, SQLite", m[5] / 1000, m[5] / d
+  printf "(target: execute <= 2.5 on both stores)\n" }' "$work/alt.txt"
 
 echo
-echo "## 2. batch throughput: 1000 no-op runs, 2 at a time (median of $batch_runs)"
+echo "## 2. batch: 1000 no-op runs, 2 at a time; median of $batch_rounds alternated rounds"
 for i in $(seq 1000); do echo "$args"; done > "$work/batch.jsonl"
-hyperfine -N --warmup 1 --runs "$batch_runs" --export-json "$work/batch.json" --style none \
-  --command-name spawn-loop "$work/spawn_baseline 1000 2 $work/envelope.json $noop" \
-  --command-name batch "$bin -q execute --name noop --batch $work/batch.jsonl --parallel 2 --json" \
-  --command-name xargs "sh -c 'seq 1000 | xargs -P2 -I{} sh -c \"$noop < $work/envelope.json\" >/dev/null'" >/dev/null
-b=$(median "$work/batch.json" 0); o=$(median "$work/batch.json" 1); x=$(median "$work/batch.json" 2)
-awk -v b="$b" -v o="$o" -v x="$x" 'BEGIN { printf "spawn loop (C):    %.0f runs/s\nmanage_tasks:      %.0f runs/s\nxargs -P2:         %.0f runs/s\nratio to loop:     %.2f (target >= 0.90)\n", 1000/b, 1000/o, 1000/x, b/o }'
-# The same two alternated run by run: a busy neighbour on the host then
-# slows both alike, where hyperfine's back-to-back blocks can catch one alone.
 ns() {
   local t0 t1
   t0=$(date +%s%N)
@@ -85,37 +92,40 @@ ns() {
   t1=$(date +%s%N)
   echo $(( t1 - t0 ))
 }
-: > "$work/loop.ns"; : > "$work/ours.ns"
-for _ in $(seq "$((batch_runs + 5))"); do
+: > "$work/loop.ns"; : > "$work/new.ns"; : > "$work/base.ns"
+for _ in $(seq "$batch_rounds"); do
   ns "$work/spawn_baseline" 1000 2 "$work/envelope.json" "$noop" >> "$work/loop.ns"
-  ns "$bin" -q execute --name noop --batch "$work/batch.jsonl" --parallel 2 --json >> "$work/ours.ns"
+  TASK_STORE=$work/new.yaml ns "$bin" -q execute --name noop --batch "$work/batch.jsonl" --parallel 2 --json >> "$work/new.ns"
+  TASK_STORE=$work/base.yaml ns "$base" -q execute --name noop --batch "$work/batch.jsonl" --parallel 2 --json >> "$work/base.ns"
 done
 med() { sort -n "$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-awk -v l="$(med "$work/loop.ns")" -v o="$(med "$work/ours.ns")" -v n="$((batch_runs + 5))" \
-  'BEGIN { printf "interleaved, %d rounds: loop %.0f runs/s, manage_tasks %.0f runs/s, ratio %.2f\n", n, 1e12/l, 1e12/o, l/o }'
+awk -v l="$(med "$work/loop.ns")" -v n="$(med "$work/new.ns")" -v b="$(med "$work/base.ns")" 'BEGIN {
+  printf "%-28s %8s %8s\n", "", "runs/s", "ratio"
+  printf "%-28s %8.0f %8.2f\n", "C posix_spawn loop", 1e12 / l, 1
+  printf "%-28s %8.0f %8.2f\n", "execute --batch", 1e12 / n, l / n
+  printf "%-28s %8.0f %8.2f\n", "baseline execute --batch", 1e12 / b, l / b
+  printf "(target: >= 0.90 of the loop)\n" }'
 
 echo
-echo "## 3. executor peak RSS"
+echo "## 3. recording a run on SQLite: per execute"
+for b in new base; do
+  exe=$bin; [ "$b" = base ] && exe=$base
+  TASK_STORE=$work/$b.db strace -f -qq -e trace=fsync,fdatasync -o "$work/$b.strace" \
+    "$exe" -q execute --name noop --taskArgs "$args" >/dev/null
+  fsyncs=$(grep -c -E 'fsync|fdatasync' "$work/$b.strace" || true)
+  # Write transactions: each takes SQLite's write lock, a fcntl(F_SETLK) on
+  # the WAL index's write slot; count those locks.
+  TASK_STORE=$work/$b.db strace -f -qq -e trace=fcntl -o "$work/$b.locks" \
+    "$exe" -q execute --name noop --taskArgs "$args" >/dev/null
+  writes=$(grep -c 'F_SETLK.*F_WRLCK.*l_start=120, l_len=1' "$work/$b.locks" || true)
+  printf '%-10s fsyncs %s, write transactions %s\n' "$b:" "$fsyncs" "$writes"
+done
+
+echo
+echo "## 4. peak RSS (KiB)"
 rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
-printf 'one run:             %6d KiB\n' "$(rss "$bin" -q execute --name noop --taskArgs "$args")"
-printf 'batch of 1000:       %6d KiB\n' "$(rss "$bin" -q execute --name noop --batch "$work/batch.jsonl" --parallel 2 --json)"
 for i in $(seq 10); do cat "$work/batch.jsonl"; done > "$work/batch10k.jsonl"
-printf 'batch of 10000:      %6d KiB\n' "$(rss "$bin" -q execute --name noop --batch "$work/batch10k.jsonl" --parallel 2 --json)"
-if [ "$quick" != "--quick" ]; then
-  for i in $(seq 10); do cat "$work/batch10k.jsonl"; done > "$work/batch100k.jsonl"
-  printf 'batch of 100000:     %6d KiB\n' "$(rss "$bin" -q execute --name noop --batch "$work/batch100k.jsonl" --parallel 2 --json)"
-fi
-cat > "$work/loud.sh" <<'SH'
-#!/bin/sh
-if [ "$1" = schema ]; then echo '{"inputs":{"type":"object"}}'; exit 0; fi
-case "$MODE" in
-  lines) yes 'a log line of fifty bytes, give or take, printed' | head -c 150000000 ;;
-  oneline) head -c 150000000 /dev/zero | tr '\0' x ;;
-esac
-echo '{"status":1,"reason":"ok","payload":null}'
-SH
-chmod +x "$work/loud.sh"
-"$bin" -q register --name loud --location "$work/loud.sh"
-printf '150 MB of lines:     %6d KiB\n' "$(MODE=lines rss "$bin" -q execute --name loud)"
-printf '150 MB in one line:  %6d KiB\n' "$(MODE=oneline rss "$bin" -q execute --name loud)"
-echo "(target: under 65536 KiB, flat in the batch size)"
+export TASK_STORE=$work/new.db
+printf 'one run:          %8d\n' "$(rss "$bin" -q execute --name noop --taskArgs "$args")"
+printf 'batch of 1000:    %8d\n' "$(rss "$bin" -q execute --name noop --batch "$work/batch.jsonl" --parallel 2 --json)"
+printf 'batch of 10000:   %8d\n' "$(rss "$bin" -q execute --name noop --batch "$work/batch10k.jsonl" --parallel 2 --json)"

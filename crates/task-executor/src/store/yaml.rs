@@ -688,7 +688,6 @@ impl Serialize for Sorted<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use serde_json::json;
 
@@ -1094,33 +1093,5 @@ mod tests {
         let mut names = names;
         names.sort();
         assert_eq!(names, ["tasks.yml", "tasks.yml.lock"]);
-    }
-
-    #[test]
-    fn thirty_concurrent_writers_all_land() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = Arc::new(dir.path().join("tasks.yaml"));
-        let handles: Vec<_> = (0..30)
-            .map(|i| {
-                let path = Arc::clone(&path);
-                std::thread::spawn(move || {
-                    let store = YamlStore::open(&path);
-                    store
-                        .insert_now(&full_task(&format!("task{i:02}")), InsertMode::CreateNew)
-                        .unwrap();
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        let names: Vec<String> = YamlStore::open(&path)
-            .list_now()
-            .unwrap()
-            .into_iter()
-            .map(|t| t.name.to_string())
-            .collect();
-        let want: Vec<String> = (0..30).map(|i| format!("task{i:02}")).collect();
-        assert_eq!(names, want);
     }
 }

@@ -370,6 +370,44 @@ fn claim_in(
     Ok(claimed)
 }
 
+/// Schedules selected as `id, task, cron, args, caller, next_fire_at, created_at`.
+fn read_schedules(
+    conn: &rusqlite::Connection,
+    ctx: &Ctx<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Schedule>, Fail> {
+    let rows = conn
+        .prepare_cached(sql)?
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(id, task, cron, args, caller, next_fire_at, created_at)| {
+            let corrupt = |m: String| ctx.corrupt("schedule", id.clone(), m);
+            Ok(Schedule {
+                task: TaskName::new(task).map_err(|e| corrupt(e.to_string()))?,
+                args: serde_json::from_str(&args)
+                    .map_err(|e| corrupt(format!("args is not valid JSON: {e}")))?,
+                id,
+                cron,
+                caller,
+                next_fire_at,
+                created_at,
+            })
+        })
+        .collect()
+}
+
 /// `(kind, message)` columns of an error.
 fn error_cols(e: &RunError) -> (&str, &str) {
     (e.kind.as_str(), e.message.as_str())
@@ -866,38 +904,13 @@ impl RunStore for SqliteStore {
     async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
         let all = self
             .read(|conn, ctx| {
-                let rows = conn
-                    .prepare_cached(
-                        "SELECT id, task, cron, args, caller, next_fire_at, created_at \
-                         FROM schedules ORDER BY created_at, id",
-                    )?
-                    .query_map([], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, String>(4)?,
-                            r.get::<_, i64>(5)?,
-                            r.get::<_, i64>(6)?,
-                        ))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                rows.into_iter()
-                    .map(|(id, task, cron, args, caller, next_fire_at, created_at)| {
-                        let corrupt = |m: String| ctx.corrupt("schedule", id.clone(), m);
-                        Ok(Schedule {
-                            task: TaskName::new(task).map_err(|e| corrupt(e.to_string()))?,
-                            args: serde_json::from_str(&args)
-                                .map_err(|e| corrupt(format!("args is not valid JSON: {e}")))?,
-                            id,
-                            cron,
-                            caller,
-                            next_fire_at,
-                            created_at,
-                        })
-                    })
-                    .collect()
+                read_schedules(
+                    conn,
+                    ctx,
+                    "SELECT id, task, cron, args, caller, next_fire_at, created_at \
+                     FROM schedules ORDER BY created_at, id",
+                    [],
+                )
             })
             .await?;
         Ok(all.unwrap_or_default())
@@ -927,37 +940,26 @@ impl RunStore for SqliteStore {
         let due = self
             .read(|conn, ctx| {
                 let now = ctx.now();
-                let rows = conn
-                    .prepare_cached(
-                        "SELECT id, task, cron, COALESCE(secret_args, args), caller, next_fire_at \
-                         FROM schedules WHERE next_fire_at <= ?1 ORDER BY next_fire_at, id",
-                    )?
-                    .query_map([now], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, String>(4)?,
-                            r.get::<_, i64>(5)?,
-                        ))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                let schedules = rows
+                // The unmasked arguments: the run a tick queues needs them.
+                let schedules = read_schedules(
+                    conn,
+                    ctx,
+                    "SELECT id, task, cron, COALESCE(secret_args, args), caller, next_fire_at, \
+                        created_at \
+                     FROM schedules WHERE next_fire_at <= ?1 ORDER BY next_fire_at, id",
+                    [now],
+                )?;
+                let schedules = schedules
                     .into_iter()
-                    .map(|(id, task, cron, args, caller, next_fire_at)| {
-                        let corrupt = |m: String| ctx.corrupt("schedule", id.clone(), m);
-                        Ok(DueSchedule {
-                            task: TaskName::new(task).map_err(|e| corrupt(e.to_string()))?,
-                            args: serde_json::from_str(&args)
-                                .map_err(|e| corrupt(format!("args is not valid JSON: {e}")))?,
-                            id,
-                            cron,
-                            caller,
-                            next_fire_at,
-                        })
+                    .map(|s| DueSchedule {
+                        id: s.id,
+                        task: s.task,
+                        cron: s.cron,
+                        args: s.args,
+                        caller: s.caller,
+                        next_fire_at: s.next_fire_at,
                     })
-                    .collect::<Result<Vec<_>, Fail>>()?;
+                    .collect();
                 Ok(Due { now, schedules })
             })
             .await?;
