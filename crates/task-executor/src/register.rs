@@ -4,9 +4,18 @@
 //! validate `inputs`/`outputs` against their meta-schema once, here, so that
 //! execution never pays for it) and the store together. Nothing is written
 //! unless every check passed.
+//!
+//! Beyond its meta-schema, `inputs` must accept something: a root `false`
+//! would register and then refuse every run, so it is refused here. A root
+//! `type` other than `"object"` is not refused, although the CLI only ever
+//! sends an object as `data`: the MCP server wraps such a schema as the
+//! tool's `value` property and passes that value as `data`. Stores do not
+//! repeat the check: tasks stored before it load and run as they did.
 
 use std::path::Path;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::registry::{InsertMode, Store, StoreError};
 use crate::runner::{DEFAULT_SCHEMA_TIMEOUT, DiscoveryError, Runner, check_executable};
@@ -61,6 +70,14 @@ pub enum RegisterError {
         #[source]
         source: SchemaError,
     },
+    /// The task's `inputs` is `false`: it accepts no arguments, so every run would be refused.
+    #[error(
+        "task `{name}`: `inputs` is the schema `false`, which accepts no arguments, so every run would be refused; declare `\"type\": \"object\"` with `properties` (or `true` for any arguments)"
+    )]
+    InputsAcceptNothing {
+        /// The task being registered.
+        name: TaskName,
+    },
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -80,6 +97,9 @@ pub async fn describe(
         name: name.clone(),
         source,
     })?;
+    if auto.inputs == Value::Bool(false) {
+        return Err(RegisterError::InputsAcceptNothing { name });
+    }
     if let Some(outputs) = &auto.outputs {
         check_schema(outputs).map_err(|source| RegisterError::InvalidOutputs {
             name: name.clone(),
@@ -113,4 +133,21 @@ pub async fn register(
     let task = describe(runner, name, location, options).await?;
     store.insert(&task, options.mode).await?;
     Ok(task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_names_the_task_says_why_and_how_to_fix() {
+        let error = RegisterError::InputsAcceptNothing {
+            name: TaskName::new("x").unwrap(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "task `x`: `inputs` is the schema `false`, which accepts no arguments, so every run \
+             would be refused; declare `\"type\": \"object\"` with `properties` (or `true` for any arguments)"
+        );
+    }
 }

@@ -32,9 +32,9 @@ pub async fn run(ctx: &Context, args: RegisterArgs) -> anyhow::Result<u8> {
         .map_err(|e| {
             let kind = match &e {
                 RegisterError::Discovery(_) => "discovery",
-                RegisterError::InvalidInputs { .. } | RegisterError::InvalidOutputs { .. } => {
-                    "invalid_schema"
-                }
+                RegisterError::InvalidInputs { .. }
+                | RegisterError::InvalidOutputs { .. }
+                | RegisterError::InputsAcceptNothing { .. } => "invalid_schema",
                 RegisterError::Store(_) => "store",
             };
             match e {
