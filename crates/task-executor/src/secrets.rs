@@ -7,6 +7,8 @@
 //! their values so that [`hide_secrets`] (and the [`HideSecrets`] sink) can
 //! blank them out of log lines a task prints. No I/O here.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::log::{LogLine, LogSink};
@@ -14,24 +16,34 @@ use crate::log::{LogLine, LogSink};
 /// What replaces a secret value.
 pub const MASK: &str = "********";
 
-/// `text` with every occurrence of a secret replaced by [`MASK`].
-pub fn hide_secrets<'a>(text: &'a [u8], secrets: &[String]) -> std::borrow::Cow<'a, [u8]> {
-    let mut out = std::borrow::Cow::Borrowed(text);
+/// `text` with every occurrence of a secret replaced by [`MASK`]. Occurrences
+/// that overlap (of `ab` and `bc` in `abc`, or of `ab` inside `abc`) become one mask.
+pub fn hide_secrets<'a>(text: &'a [u8], secrets: &[String]) -> Cow<'a, [u8]> {
+    let mut spans: Vec<(usize, usize)> = Vec::new();
     for s in secrets.iter().filter(|s| !s.is_empty()) {
-        if memchr::memmem::find(&out, s.as_bytes()).is_none() {
-            continue;
-        }
-        let mut replaced = Vec::with_capacity(out.len());
-        let mut rest: &[u8] = &out;
-        while let Some(i) = memchr::memmem::find(rest, s.as_bytes()) {
-            replaced.extend_from_slice(&rest[..i]);
-            replaced.extend_from_slice(MASK.as_bytes());
-            rest = &rest[i + s.len()..];
-        }
-        replaced.extend_from_slice(rest);
-        out = std::borrow::Cow::Owned(replaced);
+        spans.extend(memchr::memmem::find_iter(text, s.as_bytes()).map(|at| (at, at + s.len())));
     }
-    out
+    if spans.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    spans.sort_unstable();
+    let mut out = Vec::with_capacity(text.len());
+    let mut copied = 0;
+    let mut spans = spans.into_iter().peekable();
+    while let Some((start, mut end)) = spans.next() {
+        while let Some(&(next_start, next_end)) = spans.peek() {
+            if next_start >= end {
+                break;
+            }
+            end = end.max(next_end);
+            spans.next();
+        }
+        out.extend_from_slice(&text[copied..start]);
+        out.extend_from_slice(MASK.as_bytes());
+        copied = end;
+    }
+    out.extend_from_slice(&text[copied..]);
+    Cow::Owned(out)
 }
 
 /// A sink that hides secret values before passing lines on (e.g. to the terminal).
@@ -154,5 +166,40 @@ mod tests {
         let mut s = secrets(&schema, &args);
         s.sort();
         assert_eq!(s, ["hunter2", "s3cret"]);
+    }
+
+    #[test]
+    fn hides_secrets_in_a_log_line() {
+        let hide = |text: &str, secrets: &[&str]| {
+            let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+            String::from_utf8(hide_secrets(text.as_bytes(), &secrets).into_owned()).unwrap()
+        };
+        let cases: &[(&str, &[&str], &str)] = &[
+            (
+                "login ada pw=hunter2",
+                &["hunter2"],
+                "login ada pw=********",
+            ),
+            ("pin 42, again 42", &["42"], "pin ********, again ********"),
+            ("x=7", &["7"], "x=********"),
+            // One inside another, in either order: no tail of the longer leaks.
+            ("key abc!", &["ab", "abc"], "key ********!"),
+            ("key abc!", &["abc", "ab"], "key ********!"),
+            // Overlapping occurrences become one mask.
+            ("abcd", &["abc", "bcd"], "********"),
+            ("nothing here", &["secret", ""], "nothing here"),
+            ("tok tok", &["tok"], "******** ********"),
+        ];
+        for (text, secrets, expected) in cases {
+            assert_eq!(
+                hide(text, secrets),
+                *expected,
+                "{text:?} hiding {secrets:?}"
+            );
+        }
+        assert!(matches!(
+            hide_secrets(b"clean", &["x".into()]),
+            Cow::Borrowed(_)
+        ));
     }
 }
