@@ -6,6 +6,17 @@
 //! arguments (what history stores and front ends show); [`secrets`] lists
 //! their values so that [`hide_secrets`] (and the [`HideSecrets`] sink) can
 //! blank them out of log lines a task prints. No I/O here.
+//!
+//! # What is hidden in logs
+//!
+//! [`secrets`] lists every string (of any length: a two-character PIN is
+//! still a PIN) and every number (as its JSON text, `1234`) in secret
+//! values, leaf by leaf inside secret objects and arrays. It does not list
+//! booleans and `null`: a secret flag has two values that anyone can guess,
+//! and hiding every `true`, `false` or `null` in every log line would garble
+//! the log while protecting nothing. [`mask`] masks them all the same. The
+//! flip side of short secrets: a one-character secret hides that character
+//! wherever the task prints it.
 
 use std::borrow::Cow;
 
@@ -78,18 +89,25 @@ pub fn mask(schema: &Value, args: &Value) -> Value {
     out
 }
 
-/// The string values of secret fields in `args`, to hide in logs.
+/// The values to hide in logs: the strings and numbers in secret fields of
+/// `args`, without duplicates, longest first.
 pub fn secrets(schema: &Value, args: &Value) -> Vec<String> {
     let mut found = Vec::new();
     let mut copy = args.clone();
-    walk(schema, &mut copy, &mut |v| {
-        if let Value::String(s) = v
-            && s.len() >= 3
-        {
-            found.push(s.clone());
-        }
-    });
+    walk(schema, &mut copy, &mut |v| leaves(v, &mut found));
+    found.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    found.dedup();
     found
+}
+
+fn leaves(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) if !s.is_empty() => out.push(s.clone()),
+        Value::Number(n) => out.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|v| leaves(v, out)),
+        Value::Object(map) => map.values().for_each(|v| leaves(v, out)),
+        Value::String(_) | Value::Bool(_) | Value::Null => {}
+    }
 }
 
 fn walk(schema: &Value, value: &mut Value, on_secret: &mut dyn FnMut(&mut Value)) {
@@ -136,6 +154,34 @@ mod tests {
 
     use super::*;
 
+    /// `secrets` in a stable order, for comparing.
+    fn sorted_secrets(schema: &Value, args: &Value) -> Vec<String> {
+        let mut s = secrets(schema, args);
+        s.sort();
+        s
+    }
+
+    /// One schema, arguments, what `mask` gives and what `secrets` lists (sorted).
+    struct Case {
+        name: &'static str,
+        schema: Value,
+        args: Value,
+        masked: Value,
+        secrets: &'static [&'static str],
+    }
+
+    fn check(cases: Vec<Case>) {
+        for c in cases {
+            assert_eq!(mask(&c.schema, &c.args), c.masked, "{}: mask", c.name);
+            assert_eq!(
+                sorted_secrets(&c.schema, &c.args),
+                c.secrets,
+                "{}: secrets",
+                c.name
+            );
+        }
+    }
+
     #[test]
     fn masks_write_only_and_password_fields_recursively() {
         let schema = json!({
@@ -163,9 +209,10 @@ mod tests {
                 "keys": [MASK, MASK], "pairs": [{"pin": MASK, "x": 1}], "extra": MASK, "other": "o"
             })
         );
-        let mut s = secrets(&schema, &args);
-        s.sort();
-        assert_eq!(s, ["hunter2", "s3cret"]);
+        assert_eq!(
+            sorted_secrets(&schema, &args),
+            ["1234", "e", "hunter2", "k1", "k2", "s3cret"]
+        );
     }
 
     #[test]
@@ -201,5 +248,95 @@ mod tests {
             hide_secrets(b"clean", &["x".into()]),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn secret_values_of_every_type() {
+        let secret = json!({"writeOnly": true});
+        let names = [
+            "pin", "ratio", "creds", "keys", "a", "b", "flag", "none", "empty",
+        ];
+        let schema = json!({"properties": Value::Object(
+            names.iter().map(|n| (n.to_string(), secret.clone())).collect()
+        )});
+        check(vec![
+            Case {
+                name: "a number, as its JSON text",
+                schema: schema.clone(),
+                args: json!({"pin": 1234, "ratio": 0.5}),
+                masked: json!({"pin": MASK, "ratio": MASK}),
+                secrets: &["0.5", "1234"],
+            },
+            Case {
+                name: "an object, masked whole; its scalar leaves hidden",
+                schema: schema.clone(),
+                args: json!({"creds": {"user": "ada", "key": "k", "port": 5432, "tls": true, "x": null}}),
+                masked: json!({"creds": MASK}),
+                secrets: &["5432", "ada", "k"],
+            },
+            Case {
+                name: "an array, masked whole; its leaves hidden, nested too",
+                schema: schema.clone(),
+                args: json!({"keys": ["k1", ["k2", 3]]}),
+                masked: json!({"keys": MASK}),
+                secrets: &["3", "k1", "k2"],
+            },
+            Case {
+                name: "short strings: one and two characters",
+                schema: schema.clone(),
+                args: json!({"a": "x", "b": "42"}),
+                masked: json!({"a": MASK, "b": MASK}),
+                secrets: &["42", "x"],
+            },
+            Case {
+                name: "booleans, null and the empty string: masked, never listed",
+                schema: schema.clone(),
+                args: json!({"flag": true, "none": null, "empty": ""}),
+                masked: json!({"flag": MASK, "none": MASK, "empty": MASK}),
+                secrets: &[],
+            },
+        ]);
+    }
+
+    #[test]
+    fn secrets_are_listed_once_longest_first() {
+        let secret = json!({"writeOnly": true});
+        let schema = json!({"properties": {"a": secret, "b": secret, "c": secret, "d": secret}});
+        let args = json!({"a": "ab", "b": "abc", "c": "ab", "d": "zz"});
+        assert_eq!(secrets(&schema, &args), ["abc", "ab", "zz"]);
+    }
+
+    #[test]
+    fn the_sink_hides_what_secrets_lists() {
+        use std::sync::Mutex;
+
+        use crate::log::Stream;
+        use crate::task::TaskName;
+
+        #[derive(Default)]
+        struct Keep(Mutex<Vec<String>>);
+        impl LogSink for Keep {
+            fn line(&self, line: LogLine<'_>) {
+                let text = String::from_utf8_lossy(line.text).into_owned();
+                self.0.lock().unwrap().push(text);
+            }
+        }
+        let schema =
+            json!({"properties": {"pin": {"writeOnly": true}, "user": {"type": "string"}}});
+        let args = json!({"pin": 4711, "user": "ada"});
+        let keep = Keep::default();
+        let sink = HideSecrets {
+            inner: &keep,
+            secrets: secrets(&schema, &args),
+        };
+        let task = TaskName::new("t").unwrap();
+        sink.line(LogLine {
+            task: &task,
+            run_id: "r",
+            stream: Stream::Stdout,
+            text: b"ada entered 4711",
+            truncated: false,
+        });
+        assert_eq!(*keep.0.lock().unwrap(), ["ada entered ********"]);
     }
 }
