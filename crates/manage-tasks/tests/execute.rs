@@ -484,3 +484,98 @@ fn output_and_results_of_several_mib_come_through_intact() {
         }
     }
 }
+
+/// `format` is checked in every draft unless the task opts out at register.
+#[test]
+fn formats_are_checked_unless_the_task_opts_out() {
+    let env = Env::new("db");
+    let inputs = r#"{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","properties":{"d":{"type":"string","format":"date"},"to":{"type":"string","format":"idn-email"}}}"#;
+    let script = env.script("t.sh", &task_script(inputs, "echo '{\"status\":1}'"));
+    env.register("strict", &script);
+    let out = env
+        .cmd()
+        .args([
+            "-q",
+            "execute",
+            "strict",
+            "--json",
+            "--taskArgs",
+            r#"{"d":"2020-13-01"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let error = &json_stdout(&out)["error"];
+    assert_eq!(error["kind"], "invalid_args");
+    assert_eq!(error["violations"][0]["pointer"], "/d");
+    env.cmd()
+        .args([
+            "-q",
+            "execute",
+            "strict",
+            "--taskArgs",
+            r#"{"to":"not an address"}"#,
+        ])
+        .assert()
+        .code(2);
+    env.cmd()
+        .args([
+            "-q",
+            "execute",
+            "strict",
+            "--taskArgs",
+            r#"{"d":"2020-12-01","to":"用户@例子.广告"}"#,
+        ])
+        .assert()
+        .success();
+    env.cmd()
+        .args([
+            "-q",
+            "register",
+            "--name",
+            "lenient",
+            "--formats",
+            "annotate",
+            "--location",
+        ])
+        .arg(&script)
+        .assert()
+        .success();
+    env.cmd()
+        .args([
+            "-q",
+            "execute",
+            "lenient",
+            "--taskArgs",
+            r#"{"d":"2020-13-01"}"#,
+        ])
+        .assert()
+        .success();
+}
+
+/// An `inputs` schema no object can satisfy is refused at register, saying why.
+#[test]
+fn inputs_that_accept_no_object_are_refused_at_register() {
+    let env = Env::new("db");
+    for (file, inputs, says) in [
+        (
+            "s.sh",
+            r#"{"type":"string"}"#,
+            "its root `type` is \"string\"",
+        ),
+        ("f.sh", "false", "is the schema `false`"),
+    ] {
+        let script = env.script(file, &task_script(inputs, "true"));
+        env.cmd()
+            .args(["register", "--name", "t", "--location"])
+            .arg(&script)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(says));
+    }
+    env.cmd()
+        .args(["list", "--json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"items\":[]"));
+}

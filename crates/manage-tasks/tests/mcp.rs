@@ -37,7 +37,9 @@ fn python() -> PathBuf {
 
 /// A store with five tasks: `greet` (schemas, logs), `fails` (status 2),
 /// `crashes` (exit 7), `hangs` (writes its pid and its child's, then waits)
-/// and `shout` (a string input schema, so its tool wraps it as `value`).
+/// and `shout` (a string input schema, so its tool wraps it as `value`;
+/// `register` refuses such inputs now, so it is stored as an older version
+/// of the tool stored it).
 struct Fixture {
     env: Env,
     pid_file: PathBuf,
@@ -91,10 +93,19 @@ echo "{\"status\":1,\"reason\":\"\",\"payload\":\"${data^^}\"}"
         ("fails", &fails),
         ("crashes", &crashes),
         ("hangs", &hangs),
-        ("shout", &shout),
     ] {
         env.register(name, path);
     }
+    let conn = rusqlite::Connection::open(&env.store).unwrap();
+    conn.execute(
+        "INSERT INTO tasks (name, location, inputs, created_at, updated_at) \
+         VALUES ('shout', ?1, ?2, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+        rusqlite::params![
+            shout.to_str().unwrap(),
+            r#"{"$schema":"http://json-schema.org/draft-07/schema#","type":"string","minLength":1}"#
+        ],
+    )
+    .unwrap();
     let pid_file = env.dir.path().join("pids");
     Fixture {
         env,

@@ -6,7 +6,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use std::hint::black_box;
 use task_executor::protocol::{Envelope, parse_result, parse_result_line};
-use task_executor::schema::Validator;
+use task_executor::schema::{Formats, Validator};
 
 fn validation(c: &mut Criterion) {
     let schema = json!({
@@ -24,7 +24,7 @@ fn validation(c: &mut Criterion) {
     let args =
         json!({"user": "tester", "cmd": "hostname", "requestId": "214215161263", "retries": 2});
     let bad = json!({"user": "", "cmd": "rm", "requestId": "x", "retries": 99, "extra": 1});
-    let validator = Validator::compile(&schema).unwrap();
+    let validator = Validator::compile(&schema, Formats::Assert).unwrap();
     c.bench_function("validate/valid_args", |b| {
         b.iter(|| validator.validate(black_box(&args)))
     });
@@ -32,7 +32,7 @@ fn validation(c: &mut Criterion) {
         b.iter(|| validator.validate(black_box(&bad)))
     });
     c.bench_function("validate/compile_draft7", |b| {
-        b.iter(|| Validator::compile(black_box(&schema)))
+        b.iter(|| Validator::compile(black_box(&schema), Formats::Assert))
     });
 }
 

@@ -4,9 +4,18 @@
 //! validate `inputs`/`outputs` against their meta-schema once, here, so that
 //! execution never pays for it) and the store together. Nothing is written
 //! unless every check passed.
+//!
+//! Beyond its meta-schema, `inputs` must accept a JSON object, because the
+//! envelope's `data` always is one: a root `false`, or a root `type` that
+//! leaves out `"object"`, would register and then refuse every run, so both
+//! are refused here, saying why. Stores do not repeat the check: tasks
+//! stored before it load and run as they did (the MCP server still wraps
+//! such a task's non-object schema as a `value` property).
 
 use std::path::Path;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::runner::{DEFAULT_SCHEMA_TIMEOUT, DiscoveryError, Runner, check_executable};
 use crate::schema::{SchemaError, check_schema};
@@ -64,6 +73,24 @@ pub enum RegisterError {
         #[source]
         source: SchemaError,
     },
+    /// The task's `inputs` is `false`: it accepts no arguments, so every run would be refused.
+    #[error(
+        "task `{name}`: `inputs` is the schema `false`, which accepts no arguments, so every run would be refused; declare `\"type\": \"object\"` with `properties` (or `true` for any arguments)"
+    )]
+    InputsAcceptNothing {
+        /// The task being registered.
+        name: TaskName,
+    },
+    /// The task's `inputs` has a root `type` that leaves out `"object"`.
+    #[error(
+        "task `{name}`: `inputs` must accept a JSON object (the envelope's `data` always is one), but its root `type` is {found}; declare `\"type\": \"object\"` with `properties`, and put a single value in one of them"
+    )]
+    InputsNotAnObject {
+        /// The task being registered.
+        name: TaskName,
+        /// The root `type` found, as JSON.
+        found: String,
+    },
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -83,6 +110,12 @@ pub async fn describe(
         name: name.clone(),
         source,
     })?;
+    if auto.inputs == Value::Bool(false) {
+        return Err(RegisterError::InputsAcceptNothing { name });
+    }
+    if let Some(found) = root_type_without_object(&auto.inputs) {
+        return Err(RegisterError::InputsNotAnObject { name, found });
+    }
     if let Some(outputs) = &auto.outputs {
         check_schema(outputs).map_err(|source| RegisterError::InvalidOutputs {
             name: name.clone(),
@@ -101,6 +134,17 @@ pub async fn describe(
     })
 }
 
+/// The root `type` of `schema`, as JSON, when it leaves out `"object"`.
+fn root_type_without_object(schema: &Value) -> Option<String> {
+    let ty = schema.get("type")?;
+    let allows_object = match ty {
+        Value::String(t) => t == "object",
+        Value::Array(types) => types.iter().any(|t| t == "object"),
+        _ => true,
+    };
+    (!allows_object).then(|| ty.to_string())
+}
+
 /// [`describe`]s the task, then stores it.
 pub async fn register(
     store: &Store,
@@ -116,4 +160,56 @@ pub async fn register(
     let task = describe(runner, name, location, options).await?;
     store.insert(&task, options.mode).await?;
     Ok(task)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_root_type_without_object_is_named() {
+        let refused = [
+            (json!({"type": "string"}), "\"string\""),
+            (json!({"type": ["string", "null"]}), "[\"string\",\"null\"]"),
+            (json!({"type": "array", "items": {}}), "\"array\""),
+        ];
+        for (schema, found) in refused {
+            assert_eq!(
+                root_type_without_object(&schema).as_deref(),
+                Some(found),
+                "{schema}"
+            );
+        }
+        for accepted in [
+            json!(true),
+            json!({}),
+            json!({"type": "object"}),
+            json!({"type": ["object", "null"]}),
+            json!({"properties": {"a": {"type": "string"}}}),
+        ] {
+            assert_eq!(root_type_without_object(&accepted), None, "{accepted}");
+        }
+        let error = RegisterError::InputsNotAnObject {
+            name: TaskName::new("x").unwrap(),
+            found: "\"string\"".into(),
+        };
+        assert!(
+            error.to_string().contains("its root `type` is \"string\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_message_names_the_task_says_why_and_how_to_fix() {
+        let error = RegisterError::InputsAcceptNothing {
+            name: TaskName::new("x").unwrap(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "task `x`: `inputs` is the schema `false`, which accepts no arguments, so every run \
+             would be refused; declare `\"type\": \"object\"` with `properties` (or `true` for any arguments)"
+        );
+    }
 }

@@ -4,12 +4,58 @@
 //! ([`check_schema`]); execution compiles a [`Validator`] once per task and
 //! reuses it for every run. Only the bundled drafts are supported (4, 6, 7,
 //! 2019-09, 2020-12): remote `$ref`s are never fetched.
+//!
+//! # `format`
+//!
+//! People who write `"format": "date"` or `"email"` expect it checked, but
+//! drafts 2019-09 and 2020-12 make `format` an annotation by default (drafts
+//! 4 to 7 leave it to the implementation, which here checks it). So a task's
+//! [`Formats`] decides, the same way in every draft:
+//!
+//! - [`Formats::Assert`] (the default): a string must match its `format`.
+//! - [`Formats::Annotate`]: each draft's own default — an annotation in
+//!   2019-09 and 2020-12, checked in drafts 4, 6 and 7.
+//!
+//! Which names are formats is the draft's vocabulary, as `jsonschema`
+//! implements it: every draft knows `date`, `date-time`, `time`, `email`,
+//! `idn-email`, `hostname`, `ipv4`, `ipv6`, `uri` and `regex`; draft 6 adds
+//! `uri-reference`, `uri-template` and `json-pointer`; draft 7 adds
+//! `idn-hostname`, `iri`, `iri-reference` and `relative-json-pointer`;
+//! 2019-09 adds `duration` and `uuid`. A format a value is not a string for
+//! is ignored (`{"format": "date"}` accepts `5`).
+//!
+//! **Unknown formats are annotations**, never errors, in both modes: a name
+//! the draft does not define (`password`, `binary`, `int32`, `textarea`, or
+//! `uuid` in draft 7) accepts every value. Schemas written for OpenAPI or
+//! form generators use such names freely (this crate's own secret marker is
+//! `"format": "password"`), the specifications tell validators to ignore
+//! what they do not know, and failing every value — or every registration —
+//! because of a UI hint would make a task unusable. A task that needs a
+//! later draft's format checked declares that draft in `$schema`.
 
 use std::fmt;
 
 use jsonschema::Draft as JsDraft;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// How a schema's `format` keyword is treated; see the [module docs](self#format).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Formats {
+    /// Values must match their `format`, in every draft: the default.
+    #[default]
+    Assert,
+    /// Each draft's default: only an annotation in 2019-09 and 2020-12, checked in drafts 4 to 7.
+    Annotate,
+}
+
+impl Formats {
+    /// Whether this is the default ([`Formats::Assert`]).
+    pub fn is_default(&self) -> bool {
+        *self == Formats::Assert
+    }
+}
 
 /// The JSON Schema drafts we accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -132,7 +178,8 @@ pub fn check_schema(schema: &Value) -> Result<Draft, SchemaError> {
         return Err(SchemaError::Invalid { draft, violations });
     }
     // The meta-schema cannot see everything (unresolvable `$ref`s, bad regexes): compile too.
-    Validator::compile(schema)?;
+    // Whether `format` asserts does not change what compiles.
+    Validator::compile(schema, Formats::Assert)?;
     Ok(draft)
 }
 
@@ -157,11 +204,17 @@ impl fmt::Debug for Validator {
 }
 
 impl Validator {
-    /// Compiles `schema` with the draft it declares.
-    pub fn compile(schema: &Value) -> Result<Self, SchemaError> {
+    /// Compiles `schema` with the draft it declares, treating `format` as `formats` says.
+    pub fn compile(schema: &Value, formats: Formats) -> Result<Self, SchemaError> {
         let draft = detect_draft(schema)?;
-        let inner = jsonschema::options()
+        let mut options = jsonschema::options()
             .with_draft(draft.to_js())
+            // Already the default; spelled out because the module docs promise it.
+            .should_ignore_unknown_formats(true);
+        if formats == Formats::Assert {
+            options = options.should_validate_formats(true);
+        }
+        let inner = options
             .build(schema)
             .map_err(|e| SchemaError::Compile(e.to_string()))?;
         Ok(Self { inner })
@@ -243,11 +296,14 @@ mod tests {
 
     #[test]
     fn validator_reports_pointers() {
-        let v = Validator::compile(&json!({
-            "type": "object",
-            "required": ["user", "cmd"],
-            "properties": {"user": {"type": "string"}, "n": {"type": "integer", "maximum": 3}}
-        }))
+        let v = Validator::compile(
+            &json!({
+                "type": "object",
+                "required": ["user", "cmd"],
+                "properties": {"user": {"type": "string"}, "n": {"type": "integer", "maximum": 3}}
+            }),
+            Formats::Assert,
+        )
         .unwrap();
         assert!(v.validate(&json!({"user": "a", "cmd": "b"})).is_ok());
         let errs = v.validate(&json!({"user": 5, "n": 9})).unwrap_err();

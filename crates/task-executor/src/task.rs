@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::schema::Formats;
 use crate::schema::{SchemaError, Validator, Violation};
 
 /// The longest task name accepted.
@@ -143,24 +144,6 @@ pub struct Task {
     pub formats: Formats,
 }
 
-/// How a task's schemas treat the `format` keyword (`date`, `email`, `uri`, …).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Formats {
-    /// Values must match their `format`, in every draft: the default.
-    #[default]
-    Assert,
-    /// `format` is only an annotation, as drafts 2019-09 and 2020-12 define it by default.
-    Annotate,
-}
-
-impl Formats {
-    /// Whether this is the default ([`Formats::Assert`]).
-    pub fn is_default(&self) -> bool {
-        *self == Formats::Assert
-    }
-}
-
 /// A task's queue policy, set at register time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
@@ -226,10 +209,14 @@ pub struct PreparedTask {
 }
 
 impl PreparedTask {
-    /// Compiles the task's input and output schemas once.
+    /// Compiles the task's input and output schemas once, both with the task's [`Formats`].
     pub fn new(task: Task) -> Result<Self, SchemaError> {
-        let inputs = Validator::compile(&task.inputs)?;
-        let outputs = task.outputs.as_ref().map(Validator::compile).transpose()?;
+        let inputs = Validator::compile(&task.inputs, task.formats)?;
+        let outputs = task
+            .outputs
+            .as_ref()
+            .map(|outputs| Validator::compile(outputs, task.formats))
+            .transpose()?;
         Ok(Self {
             task,
             inputs,
