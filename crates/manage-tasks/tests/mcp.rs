@@ -177,7 +177,8 @@ impl Fixture {
         if scenario == "cancel" {
             let pids = std::fs::read_to_string(&self.pid_file).unwrap();
             for pid in pids.split_whitespace() {
-                assert!(!alive(pid.parse().unwrap()), "process {pid} survived");
+                let pid = pid.parse().unwrap();
+                common::wait_until(2.0, &format!("process {pid} to die"), || !alive(pid));
             }
         }
     }
@@ -341,7 +342,11 @@ fn sigterm_stops_the_server_and_its_running_task() {
         std::thread::sleep(Duration::from_millis(20));
     }
     for pid in pids {
-        assert!(!alive(pid), "process {pid} survived the server");
+        common::wait_until(
+            2.0,
+            &format!("process {pid} to die with the server"),
+            || !alive(pid),
+        );
     }
     drop(stdin);
 }
