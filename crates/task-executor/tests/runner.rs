@@ -1249,13 +1249,13 @@ fn test_pool(parallel: usize) -> task_executor::pool::Pool {
 }
 
 /// More than a pool has slot threads (`max(2, CPUs)`): each slot then runs
-/// several jobs at once on a runtime of its own, not one at a time blocking.
+/// several jobs at once on its runtime, not one at a time.
 fn beyond_the_slots() -> usize {
     2 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) + 3
 }
 
 /// Jobs that record how many of them run at once, through pools whose slots
-/// run one job at a time (blocking) and several (async).
+/// run one job at a time and several.
 #[tokio::test]
 async fn pool_returns_every_job_and_never_exceeds_its_concurrency() {
     pool_bounds_concurrency(2).await;
