@@ -6,7 +6,6 @@
 //! that goes wrong is an [`Outcome`], never an `Err`: the only errors here are
 //! discovery errors, because a task that cannot describe itself is not a task.
 
-mod blocking;
 mod discover;
 mod output;
 mod process;
@@ -20,7 +19,6 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-pub use blocking::Stop;
 pub use discover::DiscoveryError;
 
 use crate::log::LogSink;
@@ -121,20 +119,6 @@ impl Runner {
         cancel: &CancellationToken,
     ) -> RunReport {
         process::run(self, task, request, logs, cancel).await
-    }
-
-    /// [`Runner::run`] on this thread, without an event loop: `poll(2)` on
-    /// the task's pipes, its pidfd and `stop`. What the [`crate::Pool`]'s
-    /// slot threads use; the outcomes are the same as `run`'s. [`Stop::cancel`]
-    /// is `cancel`'s cancellation, [`Stop::abort`] dropping `run`'s future.
-    pub fn run_blocking(
-        &self,
-        task: &PreparedTask,
-        request: RunRequest,
-        logs: &dyn LogSink,
-        stop: &Stop,
-    ) -> RunReport {
-        blocking::run(self, task, request, logs, stop)
     }
 
     /// Runs `<location> schema` (no shell) for at most `timeout` and parses its AutoSchema.

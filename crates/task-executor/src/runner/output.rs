@@ -9,7 +9,6 @@
 //! without spawning anything.
 
 use std::io;
-use std::os::fd::AsFd;
 
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -132,37 +131,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     }
 }
 
-impl<R: AsFd> LineReader<R> {
-    /// [`LineReader::next_line`] for a non-blocking descriptor, read
-    /// without an event loop: `Err` of kind `WouldBlock` when no whole line
-    /// can be had without waiting (poll the descriptor, then call again;
-    /// nothing read so far is lost).
-    pub fn next_line_now(&mut self) -> io::Result<Option<Line<'_>>> {
-        let found = loop {
-            match self.scan() {
-                Scan::Found(found) => break found,
-                Scan::Eof => return Ok(None),
-                Scan::Empty => {}
-            }
-            let n = loop {
-                match rustix::io::read(self.reader.as_fd(), &mut self.buf[..]) {
-                    Ok(n) => break n,
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            };
-            self.filled(n);
-        };
-        Ok(Some(self.line_at(found)))
-    }
-}
-
 impl<R> LineReader<R> {
-    /// What it reads from.
-    pub fn get_ref(&self) -> &R {
-        &self.reader
-    }
-
     /// A reader keeping at most `cap` bytes of each line.
     pub fn new(reader: R, cap: usize) -> Self {
         Self {

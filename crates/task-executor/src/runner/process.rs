@@ -91,7 +91,7 @@ impl<'a> Begun<'a> {
     }
 }
 
-/// The start both supervisors share: the run's clock, and its result path
+/// The start of a run: its clock, and its result path
 /// or the outcome that ends it before a process is started (already
 /// `cancelled`, or no result file can be had).
 pub(super) fn begin<'a>(

@@ -110,8 +110,7 @@ fn env_entry(key: &[u8], value: &[u8]) -> Option<CString> {
 type Waited = Option<(Pid, WaitStatus)>;
 
 /// A started task's process and our ends of its pipes (non-blocking), tied
-/// to no event loop: what the blocking supervisor polls itself, and what
-/// [`spawn`] registers with tokio.
+/// to no event loop: what [`spawn`] registers with tokio.
 pub(super) struct Spawned {
     pub process: Process,
     pub stdin: OwnedFd,
