@@ -399,6 +399,73 @@ async fn five_megabyte_argument_never_read() {
     assert_eq!(completed(&report).status, 1);
 }
 
+/// A task that reads its stdin only after a while: the envelope (far more
+/// than a pipe holds) waits for it, whole.
+#[tokio::test]
+async fn a_big_envelope_reaches_a_task_that_reads_late() {
+    let args = json!({"big": "x".repeat(1 << 20)});
+    let (report, _, _d) = run_script(
+        r#"sleep 0.2; n=$(wc -c); echo "{\"status\":1,\"payload\":$n}""#,
+        args.clone(),
+    )
+    .await;
+    let sent = task_executor::Envelope::new("self", "testTask", args).to_line();
+    assert_eq!(completed(&report).payload, json!(sent.len()));
+}
+
+/// A task that exits at once, before its envelope is written (or while it
+/// is): EPIPE is not an error, and nothing waits for the write.
+#[tokio::test]
+async fn writing_to_a_task_that_exited_is_not_an_error() {
+    for big in [0, 5 << 20] {
+        let (report, _, _d) = run_script("exit 0", json!({"big": "x".repeat(big)})).await;
+        assert_eq!(report.outcome, Outcome::NoResult, "{big} bytes");
+        assert_eq!(report.exit, Some(ExitInfo::Code { code: 0 }));
+    }
+}
+
+/// A process that left the group holds the task's stdin without reading
+/// it (`<&0`: a background command's stdin is otherwise /dev/null): once
+/// the task has exited, the rest of a large envelope is not waited for
+/// (its output is closed, so nothing else is either).
+#[tokio::test]
+async fn stdin_held_by_an_escaped_process_does_not_delay_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            &format!(
+                "setsid bash -c 'echo $$ > {d}/escaped.tmp; mv {d}/escaped.tmp {d}/escaped.pid; exec sleep 1000' <&0 >/dev/null 2>&1 &\n\
+                 while [ ! -e {d}/escaped.pid ]; do sleep 0.01; done\necho '{{\"status\":1}}'"
+            ),
+        ),
+        None,
+    );
+    let never = CancellationToken::new();
+    let run = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(json!({"big": "x".repeat(5 << 20)})),
+        &never,
+    );
+    let ran = tokio::time::timeout(Duration::from_secs(10), run).await;
+    let escaped = read_pid(&dir.path().join("escaped.pid"));
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(escaped).unwrap(),
+        rustix::process::Signal::KILL,
+    );
+    let (report, _) = ran.expect("the run waited for the envelope's write");
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    // Well under the drain bound (2 s) that held output would cost.
+    assert!(
+        report.duration < Duration::from_millis(1500),
+        "{:?}",
+        report.duration
+    );
+}
+
 #[tokio::test]
 async fn non_zero_exit_with_and_without_result() {
     let (report, _, _d) = run_script(
@@ -910,6 +977,74 @@ async fn spawn_failures_are_outcomes() {
     );
     assert!(message.contains("No such file"), "{message}");
     assert_eq!(report.exit, None);
+}
+
+/// A location std cannot pass to `posix_spawn` is the run's failure, not a panic.
+#[tokio::test]
+async fn a_path_with_a_nul_byte_is_a_spawn_failure() {
+    let (report, _) = run_once(
+        RunnerConfig::default(),
+        &task_at(PathBuf::from("/bin/t\0rue"), None),
+    )
+    .await;
+    let message = spawn_failure(&report);
+    assert!(message.contains("nul byte"), "{message}");
+    assert_eq!(report.exit, None);
+}
+
+/// What the task gets is this process's environment plus the run's four
+/// variables, nothing else: read back from the kernel's copy of the
+/// environment the task was started with (`/proc/<pid>/environ`), which
+/// the shell's own variables do not touch.
+#[tokio::test]
+async fn the_environment_is_the_inherited_one_plus_the_run_variables() {
+    use std::collections::BTreeMap;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    let environ = dir.path().join("environ");
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            &format!(
+                "cat /proc/$$/environ > {}\necho '{{\"status\":1}}'",
+                environ.display()
+            ),
+        ),
+        None,
+    );
+    let config = RunnerConfig {
+        results_dir: Some(results.clone()),
+        ..RunnerConfig::default()
+    };
+    let (report, _) = run_once(config, &task).await;
+    completed(&report);
+    let mut got: BTreeMap<Vec<u8>, Vec<u8>> = std::fs::read(&environ)
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let eq = entry.iter().position(|b| *b == b'=').unwrap();
+            (entry[..eq].to_vec(), entry[eq + 1..].to_vec())
+        })
+        .collect();
+    let result_file = PathBuf::from(std::ffi::OsStr::from_bytes(
+        &got.remove(&b"TASK_RESULT_FILE"[..]).unwrap(),
+    ));
+    assert_eq!(result_file.parent(), Some(results.as_path()));
+    let mut expected: BTreeMap<Vec<u8>, Vec<u8>> = std::env::vars_os()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    expected.remove(&b"TASK_RESULT_FILE"[..]);
+    for (k, v) in [
+        ("TASK_NAME", "testTask"),
+        ("TASK_RUN_ID", report.run_id.as_str()),
+        ("TASK_PROTOCOL", "v1"),
+    ] {
+        expected.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+    }
+    assert_eq!(got, expected);
 }
 
 #[tokio::test]

@@ -10,7 +10,6 @@ mod discover;
 mod output;
 mod process;
 mod result_dir;
-mod spawn;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,7 +90,6 @@ impl RunRequest {
 pub struct Runner {
     config: Arc<RunnerConfig>,
     results: Arc<result_dir::ResultDir>,
-    env: Arc<spawn::BaseEnv>,
 }
 
 impl Runner {
@@ -100,7 +98,6 @@ impl Runner {
         Self {
             results: Arc::new(result_dir::ResultDir::new(config.results_dir.clone())),
             config: Arc::new(config),
-            env: Arc::default(),
         }
     }
 

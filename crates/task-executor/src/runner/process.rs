@@ -1,27 +1,34 @@
 //! One run of a task: spawning it, supervising it, and judging how it ended.
 //!
 //! Owns process control, because that is where runners go wrong: the task
-//! is started by [`super::spawn`] (`posix_spawn`, its own process group), the
-//! envelope is written while stdout and stderr are read concurrently
-//! (megabyte arguments cannot deadlock), a timeout or cancellation sends SIGTERM to the group,
-//! waits `grace`, then SIGKILL. Whatever the ending, once the task itself has
-//! exited the rest of its group is SIGKILLed, so no grandchild outlives the run
-//! or holds its pipes open, and reading the remaining output is bounded by
-//! [`DRAIN_BOUND`] in case something escaped the group. The child is always
-//! awaited: no zombies. Modelled on cargo-nextest's `runner/unix.rs` and
-//! process-wrap's tokio `ProcessGroup`.
+//! is started with `tokio::process::Command` (no shell, its own process
+//! group, stdin/stdout/stderr piped, the run's `TASK_*` variables over the
+//! inherited environment), the envelope is written while stdout and stderr
+//! are read concurrently (megabyte arguments cannot deadlock), a timeout or
+//! cancellation sends SIGTERM to the group, waits `grace`, then SIGKILL.
+//! Whatever the ending, once the task itself has exited the rest of its
+//! group is SIGKILLed, so no grandchild outlives the run or holds its pipes
+//! open, and reading the remaining output is bounded by [`DRAIN_BOUND`] in
+//! case something escaped the group. The child is always awaited: no
+//! zombies; a run dropped half-way SIGKILLs the group ([`Group`]) and the
+//! child (`kill_on_drop`), which tokio then reaps.
+//!
+//! std starts the child with `posix_spawn` (no `pre_exec` here, which
+//! would force fork + exec), resets SIGPIPE to its default (Rust ignores it,
+//! and an ignored signal survives exec) and leaves the signal mask as the
+//! spawning thread's; on Linux tokio waits through a pidfd. Modelled on
+//! cargo-nextest's `runner/unix.rs` and process-wrap's tokio `ProcessGroup`.
 
 use std::future::{Future, pending};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, SystemTime};
 
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, sleep_until, timeout as within};
 use tokio_util::sync::CancellationToken;
@@ -45,7 +52,7 @@ use crate::task::TaskName;
 pub(crate) const DRAIN_BOUND: Duration = Duration::from_secs(2);
 
 /// Why supervision stopped waiting.
-pub(super) enum Ending {
+enum Ending {
     /// The task exited by itself.
     Exited,
     /// The timeout expired.
@@ -55,17 +62,17 @@ pub(super) enum Ending {
 }
 
 /// What a run knows from its start: its id, its timeout, when it began.
-pub(super) struct Begun<'a> {
+struct Begun<'a> {
     def: &'a crate::Task,
-    pub run_id: String,
-    pub timeout: Duration,
+    run_id: String,
+    timeout: Duration,
     started_at: SystemTime,
-    pub start: std::time::Instant,
+    start: std::time::Instant,
 }
 
 impl<'a> Begun<'a> {
     /// Starts the clock of a run of `def` with `request`.
-    pub(super) fn new(def: &'a crate::Task, request: &RunRequest, config: &RunnerConfig) -> Self {
+    fn new(def: &'a crate::Task, request: &RunRequest, config: &RunnerConfig) -> Self {
         Self {
             def,
             run_id: request.run_id.clone().unwrap_or_else(new_run_id),
@@ -79,7 +86,7 @@ impl<'a> Begun<'a> {
     }
 
     /// The run's report, ending now.
-    pub(super) fn report(&self, outcome: Outcome, exit: Option<ExitInfo>) -> RunReport {
+    fn report(&self, outcome: Outcome, exit: Option<ExitInfo>) -> RunReport {
         RunReport {
             run_id: self.run_id.clone(),
             task: self.def.name.clone(),
@@ -89,24 +96,6 @@ impl<'a> Begun<'a> {
             duration: self.start.elapsed(),
         }
     }
-}
-
-/// The start of a run: its clock, and its result path
-/// or the outcome that ends it before a process is started (already
-/// `cancelled`, or no result file can be had).
-pub(super) fn begin<'a>(
-    runner: &super::Runner,
-    def: &'a crate::Task,
-    request: &RunRequest,
-    cancelled: bool,
-) -> (Begun<'a>, Result<ResultPath, Outcome>) {
-    let begun = Begun::new(def, request, &runner.config);
-    let path = if cancelled {
-        Err(Outcome::Cancelled)
-    } else {
-        ResultPath::new(&runner.results, &begun.run_id, def)
-    };
-    (begun, path)
 }
 
 /// Runs `task` once; see [`super::Runner::run`].
@@ -119,25 +108,27 @@ pub(super) async fn run(
 ) -> RunReport {
     let config = &*runner.config;
     let def = task.task();
-    let (begun, result_path) = begin(runner, def, &request, cancel.is_cancelled());
+    let begun = Begun::new(def, &request, config);
     let (run_id, timeout) = (begun.run_id.as_str(), begun.timeout);
     let start = Instant::from_std(begun.start);
     let report = |outcome, exit| begun.report(outcome, exit);
-    let result_path = match result_path {
+    if cancel.is_cancelled() {
+        return report(Outcome::Cancelled, None);
+    }
+    let result_path = match ResultPath::new(&runner.results, run_id, def) {
         Ok(path) => path,
         Err(outcome) => return report(outcome, None),
     };
 
-    let spawned = super::spawn::spawn(
-        &def.location,
-        &runner.env,
-        &run_variables(def, run_id, &result_path),
-    );
-    let (mut child, mut group) = match spawned {
-        Ok(child) => {
-            let group = Group::led_by(child.pid);
-            (child, group)
-        }
+    let mut cmd = Command::new(&def.location);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .envs(run_variables(def, run_id, &result_path));
+    let (mut child, mut group) = match spawn_in_group(&mut cmd) {
+        Ok(spawned) => spawned,
         Err(e) => {
             let message = format!("cannot start `{}`: {e}", def.location.display());
             return report(Outcome::SpawnFailed { message }, None);
@@ -148,16 +139,7 @@ pub(super) async fn run(
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-
     let envelope = Envelope::new(request.caller, def.name.as_str(), request.args).to_line();
-    // Usually the whole envelope fits in the pipe: written here, stdin closed,
-    // nothing to register with the event loop. Otherwise tokio writes the rest.
-    let unwritten = super::spawn::write_now(stdin, &envelope).and_then(|(fd, written)| {
-        pipe::Sender::from_owned_fd_unchecked(fd)
-            .inspect_err(|e| tracing::debug!("cannot register the task's stdin: {e}"))
-            .ok()
-            .map(|stdin| (stdin, written))
-    });
 
     let drained = CancellationToken::new();
     let mut scanner = ResultScanner::new(config.result_limit);
@@ -204,11 +186,9 @@ pub(super) async fn run(
     // Stops writing once the task is gone: one that never reads stdin must
     // not keep a large envelope's write pending.
     let write_input = async {
-        if let Some((stdin, written)) = unwritten {
-            tokio::select! {
-                () = write_envelope(stdin, &envelope[written..]) => {}
-                () = drained.cancelled() => {}
-            }
+        tokio::select! {
+            () = write_envelope(stdin, &envelope) => {}
+            () = drained.cancelled() => {}
         }
     };
 
@@ -242,7 +222,7 @@ pub(super) async fn run(
 }
 
 /// The variables a run sets for its task, besides the inherited environment.
-pub(super) fn run_variables<'a>(
+fn run_variables<'a>(
     def: &'a crate::Task,
     run_id: &'a str,
     result_path: &'a ResultPath,
@@ -257,7 +237,7 @@ pub(super) fn run_variables<'a>(
 
 /// The outcome of a run whose task has exited: the ending, else what the
 /// result file or stdout reported, judged against the task's `outputs`.
-pub(super) fn conclude(
+fn conclude(
     task: &PreparedTask,
     config: &RunnerConfig,
     ending: Ending,
@@ -351,7 +331,7 @@ fn read_result_file(path: &Path, limit: usize) -> Option<Extracted> {
 }
 
 /// A run's `TASK_RESULT_FILE` path, removed on drop if the task may have made it.
-pub(super) struct ResultPath {
+struct ResultPath {
     path: std::path::PathBuf,
     /// Cleared once the file is known not to exist: saves an `unlink` per run.
     maybe_written: bool,
@@ -360,7 +340,7 @@ pub(super) struct ResultPath {
 impl ResultPath {
     /// A fresh path in the runner's private directory; the task creates the
     /// file if it reports through it. `Err` is the run's outcome.
-    pub(super) fn new(
+    fn new(
         results: &super::result_dir::ResultDir,
         run_id: &str,
         def: &crate::Task,
@@ -390,9 +370,8 @@ impl Drop for ResultPath {
     }
 }
 
-/// Writes what [`super::spawn::write_now`] could not and closes stdin. A
-/// task that never reads stdin, or exits before reading all of it, is fine:
-/// EPIPE is not an error.
+/// Writes the envelope and closes stdin. A task that never reads stdin, or
+/// exits before reading all of it, is fine: EPIPE is not an error.
 async fn write_envelope(mut stdin: impl AsyncWrite + Unpin, envelope: &[u8]) {
     match stdin.write_all(envelope).await {
         Ok(()) => {}
@@ -507,27 +486,9 @@ pub(super) fn kill_group(pgid: Pid, signal: Signal) {
     }
 }
 
-/// A child process that can be waited for and reaped.
-pub(super) trait Reap {
-    /// Waits for the process to exit and reaps it.
-    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>>;
-}
-
-impl Reap for Child {
-    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>> {
-        Child::wait(self)
-    }
-}
-
-impl Reap for super::spawn::Child {
-    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>> {
-        super::spawn::Child::wait(self)
-    }
-}
-
 /// SIGTERM to the group, up to `grace` for the child to exit, then SIGKILL; reaps the child.
 pub(super) async fn terminate(
-    child: &mut impl Reap,
+    child: &mut Child,
     pgid: Pid,
     grace: Duration,
 ) -> io::Result<ExitStatus> {
@@ -542,7 +503,7 @@ pub(super) async fn terminate(
 }
 
 /// How a reaped process ended.
-pub(super) fn exit_info(status: ExitStatus) -> Option<ExitInfo> {
+fn exit_info(status: ExitStatus) -> Option<ExitInfo> {
     if let Some(code) = status.code() {
         return Some(ExitInfo::Code { code });
     }
