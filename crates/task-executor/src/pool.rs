@@ -68,8 +68,8 @@ pub struct Finished {
 pub struct Pool {
     concurrency: usize,
     cancel: CancellationToken,
-    /// Fired when the pool is dropped: slots drop their runs at once, which
-    /// SIGKILLs each run's process group.
+    /// Fired when the pool is dropped: each running job's process group is
+    /// SIGKILLed at once and its task reaped; queued jobs never start.
     abort: CancellationToken,
     jobs: Option<mpsc::UnboundedSender<Job>>,
     done: mpsc::UnboundedReceiver<SlotResult>,
@@ -220,8 +220,8 @@ impl Pool {
 }
 
 impl Drop for Pool {
-    /// Stops the slots: runs still going are dropped, which SIGKILLs their
-    /// process groups (as dropping a run's future always does), and the
+    /// Stops the slots: the process groups of runs still going are
+    /// SIGKILLed and their tasks reaped, queued jobs are dropped, and the
     /// threads are joined, so nothing of the pool outlives it.
     fn drop(&mut self) {
         self.abort.cancel();
@@ -266,10 +266,8 @@ impl Slot {
             };
             tokio::select! {
                 biased;
-                () = self.abort.cancelled() => {
-                    running.shutdown().await;
-                    return;
-                }
+                // The running jobs see `abort` themselves and end at once.
+                () = self.abort.cancelled(), if open => open = false,
                 Some(joined) = running.join_next(), if !running.is_empty() => {
                     let result = joined.map_err(|e| {
                         e.try_into_panic().unwrap_or_else(|_| {
@@ -282,11 +280,17 @@ impl Slot {
                     Some(job) => {
                         let runner = self.runner.clone();
                         let logs = self.logs.clone();
-                        let cancel = self.cancel.clone();
+                        let (cancel, abort) = (self.cancel.clone(), self.abort.clone());
                         // The run's future (kilobytes) is boxed: it is then
                         // written once, not copied at each move into the task.
                         running.spawn(async move {
-                            let run = runner.run(&job.task, job.request, logs.as_ref(), &cancel);
+                            let run = runner.run_or_kill(
+                                &job.task,
+                                job.request,
+                                logs.as_ref(),
+                                &cancel,
+                                &abort,
+                            );
                             let report = Box::pin(run).await;
                             Finished { id: job.id, report }
                         });

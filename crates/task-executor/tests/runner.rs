@@ -1301,7 +1301,8 @@ async fn pool_bounds_concurrency(parallel: usize) {
 }
 
 /// Dropping a pool with runs in flight leaves no process of theirs behind,
-/// whichever kind of slot runs them.
+/// whichever kind of slot runs them: SIGKILL at once, even for a task that
+/// ignores SIGTERM, and the pool's own children reaped, not left zombies.
 #[tokio::test]
 async fn dropping_a_pool_kills_its_running_tasks() {
     dropping_a_pool_kills(2).await;
@@ -1310,16 +1311,30 @@ async fn dropping_a_pool_kills_its_running_tasks() {
 
 async fn dropping_a_pool_kills(parallel: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let pids = dir.path().join("pids");
+    let (mains, pids) = (dir.path().join("mains"), dir.path().join("pids"));
     let body = format!(
-        "sleep 30 &\necho $! >> {pids}\necho $$ >> {pids}\nwait",
+        "trap '' TERM\necho $$ >> {mains}\nsleep 30 &\necho $! >> {pids}\necho $$ >> {pids}\nwait",
+        mains = mains.display(),
         pids = pids.display()
     );
     let pool = two_started_jobs(parallel, dir.path(), &body, &pids, 4).await;
+    let dropped_at = Instant::now();
     drop(pool);
+    // Well inside the 5 s grace a SIGTERM would have waited for.
+    assert!(
+        dropped_at.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        dropped_at.elapsed()
+    );
     for pid in lines_of(&pids) {
         let pid = pid.parse().unwrap();
         assert!(gone(pid).await, "process {pid} outlived the pool");
+    }
+    let mains = lines_of(&mains);
+    assert_eq!(mains.len(), 2);
+    for pid in mains {
+        let pid = pid.parse().unwrap();
+        assert!(reaped(pid).await, "process {pid} was left a zombie");
     }
 }
 

@@ -115,7 +115,23 @@ impl Runner {
         logs: &dyn LogSink,
         cancel: &CancellationToken,
     ) -> RunReport {
-        process::run(self, task, request, logs, cancel).await
+        process::run(self, task, request, logs, cancel, None).await
+    }
+
+    /// [`Runner::run`], and when `kill` fires the task's group is SIGKILLed
+    /// at once and the task reaped before this returns ([`Outcome::Cancelled`]):
+    /// how the [`crate::Pool`] stops its runs when it is dropped.
+    ///
+    /// [`Outcome::Cancelled`]: crate::Outcome::Cancelled
+    pub(crate) async fn run_or_kill(
+        &self,
+        task: &PreparedTask,
+        request: RunRequest,
+        logs: &dyn LogSink,
+        cancel: &CancellationToken,
+        kill: &CancellationToken,
+    ) -> RunReport {
+        process::run(self, task, request, logs, cancel, Some(kill)).await
     }
 
     /// Runs `<location> schema` (no shell) for at most `timeout` and parses its AutoSchema.

@@ -59,6 +59,8 @@ enum Ending {
     TimedOut,
     /// The cancellation token fired.
     Cancelled,
+    /// The kill switch fired.
+    Killed,
 }
 
 /// What a run knows from its start: its id, its timeout, when it began.
@@ -98,13 +100,17 @@ impl<'a> Begun<'a> {
     }
 }
 
-/// Runs `task` once; see [`super::Runner::run`].
+/// Runs `task` once; see [`super::Runner::run`]. When `kill` fires, the
+/// group is SIGKILLed at once (no grace), the task reaped, its output no
+/// longer read, and the run reports [`Outcome::Cancelled`]: what dropping the
+/// run would do, but with the task reaped before this returns.
 pub(super) async fn run(
     runner: &super::Runner,
     task: &PreparedTask,
     request: RunRequest,
     logs: &dyn LogSink,
     cancel: &CancellationToken,
+    kill: Option<&CancellationToken>,
 ) -> RunReport {
     let config = &*runner.config;
     let def = task.task();
@@ -112,7 +118,7 @@ pub(super) async fn run(
     let (run_id, timeout) = (begun.run_id.as_str(), begun.timeout);
     let start = Instant::from_std(begun.start);
     let report = |outcome, exit| begun.report(outcome, exit);
-    if cancel.is_cancelled() {
+    if cancel.is_cancelled() || kill.is_some_and(CancellationToken::is_cancelled) {
         return report(Outcome::Cancelled, None);
     }
     let result_path = match ResultPath::new(&runner.results, run_id, def) {
@@ -148,15 +154,21 @@ pub(super) async fn run(
         task: &def.name,
         run_id,
     };
-    let read_stdout = bounded_by(
-        &drained,
-        pump(stdout, config.result_limit, Stream::Stdout, &ctx, |line| {
-            scanner.feed(line)
-        }),
+    let read_stdout = unless_fired(
+        kill,
+        bounded_by(
+            &drained,
+            pump(stdout, config.result_limit, Stream::Stdout, &ctx, |line| {
+                scanner.feed(line)
+            }),
+        ),
     );
-    let read_stderr = bounded_by(
-        &drained,
-        pump(stderr, STDERR_LINE_CAP, Stream::Stderr, &ctx, |_| {}),
+    let read_stderr = unless_fired(
+        kill,
+        bounded_by(
+            &drained,
+            pump(stderr, STDERR_LINE_CAP, Stream::Stderr, &ctx, |_| {}),
+        ),
     );
 
     let supervise = async {
@@ -172,10 +184,16 @@ pub(super) async fn run(
             status = child.wait() => (Ending::Exited, Some(status)),
             () = expired => (Ending::TimedOut, None),
             () = cancel.cancelled() => (Ending::Cancelled, None),
+            () = fired(kill) => (Ending::Killed, None),
         };
-        let status = match status {
-            Some(status) => status,
-            None => terminate(&mut child, group.pgid, config.grace).await,
+        let status = match (status, &ending) {
+            (Some(status), _) => status,
+            (None, Ending::Killed) => kill_now(&mut child, group.pgid).await,
+            (None, _) => tokio::select! {
+                biased;
+                status = terminate(&mut child, group.pgid, config.grace) => status,
+                () = fired(kill) => kill_now(&mut child, group.pgid).await,
+            },
         };
         // The task is gone: nothing else of its group may live on.
         group.kill_rest();
@@ -248,7 +266,7 @@ fn conclude(
 ) -> Outcome {
     match ending {
         Ending::TimedOut => Outcome::TimedOut { after: timeout },
-        Ending::Cancelled => Outcome::Cancelled,
+        Ending::Cancelled | Ending::Killed => Outcome::Cancelled,
         Ending::Exited => {
             let from_file = read_result_file(&result_path.path, config.result_limit);
             // Nothing to remove if the task did not create the file.
@@ -418,6 +436,24 @@ async fn pump<R: AsyncRead + Unpin>(
     }
 }
 
+/// Waits until `token` fires; forever without one.
+async fn fired(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => pending().await,
+    }
+}
+
+/// Runs `fut` (which says whether it completed) unless `kill` fires first;
+/// true then too, as nothing more was wanted.
+async fn unless_fired(kill: Option<&CancellationToken>, fut: impl Future<Output = bool>) -> bool {
+    tokio::select! {
+        biased;
+        complete = fut => complete,
+        () = fired(kill) => true,
+    }
+}
+
 /// Runs `fut` to completion unless it is still running [`DRAIN_BOUND`] after
 /// `drained` fires. Returns whether it completed.
 pub(super) async fn bounded_by(drained: &CancellationToken, fut: impl Future<Output = ()>) -> bool {
@@ -500,6 +536,12 @@ pub(super) async fn terminate(
             child.wait().await
         }
     }
+}
+
+/// SIGKILL to the group, then reaps the child.
+async fn kill_now(child: &mut Child, pgid: Pid) -> io::Result<ExitStatus> {
+    kill_group(pgid, Signal::KILL);
+    child.wait().await
 }
 
 /// How a reaped process ended.
