@@ -15,20 +15,6 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::protocol::{self, ResultError, TaskResult};
 
-/// The index of the first `\n` in `bytes`.
-///
-/// On x86-64 this is memchr's SSE2 search, which every x86-64 CPU has, rather
-/// than `memchr::memchr`: that one picks AVX2 at run time by asking the CPU
-/// (`CPUID`), and on a virtual machine each `CPUID` traps to the hypervisor:
-/// the first search of every `manage_tasks` process cost ~40 µs on our CI VM.
-pub(crate) fn find_newline(bytes: &[u8]) -> Option<usize> {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(finder) = memchr::arch::x86_64::sse2::memchr::One::new(b'\n') {
-        return finder.find(bytes);
-    }
-    memchr::memchr(b'\n', bytes)
-}
-
 /// Size of the read buffer of every [`LineReader`].
 pub(crate) const READ_BUFFER: usize = 64 * 1024;
 /// The read buffer a reader starts with; it grows to [`READ_BUFFER`] once a
@@ -155,7 +141,7 @@ impl<R> LineReader<R> {
     fn scan(&mut self) -> Scan {
         if self.pos < self.filled {
             let avail = &self.buf[self.pos..self.filled];
-            if let Some(i) = find_newline(avail) {
+            if let Some(i) = memchr::memchr(b'\n', avail) {
                 let (start, end) = (self.pos, self.pos + i);
                 self.pos = end + 1;
                 if self.line_len == 0 {
