@@ -27,7 +27,8 @@ use crate::outcome::RunReport;
 use crate::runner::{RunRequest, Runner};
 use crate::task::PreparedTask;
 
-/// One unit of work for a [`Pool`].
+/// One unit of work for a [`Pool`]. Its `Debug` hides the arguments, as
+/// [`RunRequest`]'s does.
 #[derive(Debug, Clone)]
 pub struct Job {
     /// Caller's identifier, returned with the report (e.g. an input line number).
@@ -298,6 +299,38 @@ impl Slot {
                     None => open = false,
                 },
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::task::{Task, TaskName};
+
+    #[test]
+    fn a_jobs_debug_shows_no_argument() {
+        let task = Task {
+            name: TaskName::new("login").unwrap(),
+            location: "/bin/true".into(),
+            description: None,
+            inputs: json!({"type": "object"}),
+            outputs: None,
+            timeout: None,
+            policy: Default::default(),
+            formats: Default::default(),
+        };
+        let job = Job {
+            id: 3,
+            task: Arc::new(PreparedTask::new(task).unwrap()),
+            request: RunRequest::new(json!({"token": "tok-5ecret"})),
+        };
+        for shown in [format!("{job:?}"), format!("{job:#?}")] {
+            assert!(!shown.contains("tok-5ecret"), "{shown}");
+            assert!(shown.contains("bytes hidden"), "{shown}");
+            assert!(shown.contains("login"), "{shown}");
         }
     }
 }

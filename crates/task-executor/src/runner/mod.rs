@@ -60,8 +60,9 @@ impl Default for RunnerConfig {
     }
 }
 
-/// One run's inputs.
-#[derive(Debug, Clone)]
+/// One run's inputs. Its `Debug` shows the arguments' size only: they may
+/// hold secrets nobody has masked yet.
+#[derive(Clone)]
 pub struct RunRequest {
     /// The arguments (the envelope's `data`), already validated by the caller.
     pub args: Value,
@@ -82,6 +83,40 @@ impl RunRequest {
             timeout: None,
             run_id: None,
         }
+    }
+}
+
+impl std::fmt::Debug for RunRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunRequest")
+            .field("args", &Hidden(&self.args))
+            .field("caller", &self.caller)
+            .field("timeout", &self.timeout)
+            .field("run_id", &self.run_id)
+            .finish()
+    }
+}
+
+/// Prints as `<N bytes hidden>`, N the size of the value as JSON.
+struct Hidden<'a>(&'a Value);
+
+impl std::fmt::Debug for Hidden<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// Counts what is written to it.
+        struct Counter(usize);
+        impl std::io::Write for Counter {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0 += bytes.len();
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut counter = Counter(0);
+        // Writing a `Value` to a writer that never fails cannot fail.
+        let _ = serde_json::to_writer(&mut counter, self.0);
+        write!(f, "<{} bytes hidden>", counter.0)
     }
 }
 
@@ -148,4 +183,29 @@ impl Runner {
 /// The path a location resolves to, checked to be an executable regular file.
 pub fn check_executable(location: &std::path::Path) -> Result<PathBuf, DiscoveryError> {
     discover::check_executable(location)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_requests_debug_shows_no_argument() {
+        let mut request = RunRequest::new(json!({"password": "hunter2", "list": ["s3cret"]}));
+        request.caller = "ci-bot".to_owned();
+        request.run_id = Some("run-7".to_owned());
+        for shown in [format!("{request:?}"), format!("{request:#?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(!shown.contains("password"), "{shown}");
+            let size = serde_json::to_string(&request.args).unwrap().len();
+            assert!(shown.contains(&format!("<{size} bytes hidden>")), "{shown}");
+            assert!(
+                shown.contains("ci-bot") && shown.contains("run-7"),
+                "{shown}"
+            );
+        }
+    }
 }
