@@ -3,7 +3,7 @@
 //! Owns process control (own process group, timeout, SIGTERM → grace → SIGKILL
 //! of the whole group), feeding the envelope on stdin while stdout/stderr are
 //! read line by line with bounded memory, and extracting the result. A run
-//! that goes wrong is an [`Outcome`], never an `Err`: the only errors here are
+//! that goes wrong is an [`Outcome`](crate::Outcome), never an `Err`: the only errors here are
 //! discovery errors, because a task that cannot describe itself is not a task.
 
 mod discover;

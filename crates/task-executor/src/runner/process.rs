@@ -466,9 +466,9 @@ pub(super) async fn bounded_by(drained: &CancellationToken, fut: impl Future<Out
 }
 
 /// A spawned child's process group, SIGKILLed when dropped unless already
-/// cleaned up, so a dropped run future leaves nothing behind (the child itself
-/// is then killed and reaped by its own drop; `<task> schema`'s by tokio's
-/// `kill_on_drop`).
+/// cleaned up, so a dropped run future leaves nothing behind (the child
+/// itself is killed by tokio's `kill_on_drop` and reaped by tokio's orphan
+/// queue, on this or any runtime that still runs).
 pub(super) struct Group {
     /// The group id, which is the child's pid.
     pub pgid: Pid,
