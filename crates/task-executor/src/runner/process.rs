@@ -3,9 +3,11 @@
 //! Owns process control, because that is where runners go wrong: the task
 //! is started with `tokio::process::Command` (no shell, its own process
 //! group, stdin/stdout/stderr piped, the run's `TASK_*` variables over the
-//! inherited environment), the envelope is written while stdout and stderr
-//! are read concurrently (megabyte arguments cannot deadlock), a timeout or
-//! cancellation sends SIGTERM to the group, waits `grace`, then SIGKILL.
+//! inherited environment), the envelope is written into stdin at once when
+//! it fits the pipe (the usual case: no event-loop registration for stdin),
+//! else while stdout and stderr are read concurrently (megabyte arguments
+//! cannot deadlock), a timeout or cancellation sends SIGTERM to the group,
+//! waits `grace`, then SIGKILL.
 //! Whatever the ending, once the task itself has exited the rest of its
 //! group is SIGKILLed, so no grandchild outlives the run or holds its pipes
 //! open, and reading the remaining output is bounded by [`DRAIN_BOUND`] in
@@ -21,6 +23,7 @@
 
 use std::future::{Future, pending};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -29,6 +32,7 @@ use std::time::{Duration, SystemTime};
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep, sleep_until, timeout as within};
 use tokio_util::sync::CancellationToken;
@@ -126,14 +130,28 @@ pub(super) async fn run(
         Err(outcome) => return report(outcome, None),
     };
 
+    // Our own pipe for stdin rather than `Stdio::piped()`, which tokio would
+    // register with the event loop and write to only on its next turn: most
+    // envelopes fit in the pipe and are written at once, right after the spawn.
+    let (stdin_read, stdin_write) = match stdin_pipe() {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            let message = format!("cannot make a pipe for `{}`: {e}", def.location.display());
+            return report(Outcome::SpawnFailed { message }, None);
+        }
+    };
     let mut cmd = Command::new(&def.location);
-    cmd.stdin(Stdio::piped())
+    cmd.stdin(stdin_read)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true)
         .envs(run_variables(def, run_id, &result_path));
-    let (mut child, mut group) = match spawn_in_group(&mut cmd) {
+    let spawned = spawn_in_group(&mut cmd);
+    // Closes our copy of the read end of stdin: only the task holds it now,
+    // so a task that exits without reading makes our writes fail (EPIPE).
+    drop(cmd);
+    let (mut child, mut group) = match spawned {
         Ok(spawned) => spawned,
         Err(e) => {
             let message = format!("cannot start `{}`: {e}", def.location.display());
@@ -142,10 +160,16 @@ pub(super) async fn run(
     };
     tracing::debug!(task = %def.name, run_id, pid = group.pgid.as_raw_nonzero(), "task started");
 
-    let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let envelope = Envelope::new(request.caller, def.name.as_str(), request.args).to_line();
+    // What did not fit in the pipe, written by tokio as the task reads.
+    let unwritten = write_now(stdin_write, &envelope).and_then(|(fd, written)| {
+        pipe::Sender::from_owned_fd_unchecked(fd)
+            .inspect_err(|e| tracing::debug!("cannot register the task's stdin: {e}"))
+            .ok()
+            .map(|stdin| (stdin, written))
+    });
 
     let drained = CancellationToken::new();
     let mut scanner = ResultScanner::new(config.result_limit);
@@ -204,9 +228,11 @@ pub(super) async fn run(
     // Stops writing once the task is gone: one that never reads stdin must
     // not keep a large envelope's write pending.
     let write_input = async {
-        tokio::select! {
-            () = write_envelope(stdin, &envelope) => {}
-            () = drained.cancelled() => {}
+        if let Some((stdin, written)) = unwritten {
+            tokio::select! {
+                () = write_envelope(stdin, &envelope[written..]) => {}
+                () = drained.cancelled() => {}
+            }
         }
     };
 
@@ -388,8 +414,59 @@ impl Drop for ResultPath {
     }
 }
 
-/// Writes the envelope and closes stdin. A task that never reads stdin, or
-/// exits before reading all of it, is fine: EPIPE is not an error.
+/// The task's stdin: the read end (blocking, for the task) and ours
+/// (non-blocking, for [`write_now`]), both closed on exec.
+fn stdin_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    #[cfg(not(any(
+        target_vendor = "apple",
+        target_os = "aix",
+        target_os = "haiku",
+        target_os = "nto"
+    )))]
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    // No pipe2(2) there: close-on-exec is set right after, as std does.
+    #[cfg(any(
+        target_vendor = "apple",
+        target_os = "aix",
+        target_os = "haiku",
+        target_os = "nto"
+    ))]
+    let (read, write) = {
+        let (read, write) = rustix::pipe::pipe()?;
+        for fd in [&read, &write] {
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
+        }
+        (read, write)
+    };
+    rustix::fs::fcntl_setfl(&write, rustix::fs::OFlags::NONBLOCK)?;
+    Ok((read, write))
+}
+
+/// Writes as much of `bytes` to the non-blocking `fd` as it takes without
+/// waiting. Returns the descriptor and how much was written if the pipe
+/// filled up first; `None` once everything is written (dropping `fd` closes
+/// the task's stdin) or the task stopped reading (EPIPE: not an error, a
+/// task need not read its input).
+fn write_now(fd: OwnedFd, bytes: &[u8]) -> Option<(OwnedFd, usize)> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match rustix::io::write(&fd, &bytes[written..]) {
+            Ok(n) => written += n,
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => return Some((fd, written)),
+            Err(Errno::PIPE) => return None,
+            Err(e) => {
+                tracing::debug!("writing the envelope to the task's stdin failed: {e}");
+                return None;
+            }
+        }
+    }
+    None
+}
+
+/// Writes what [`write_now`] could not and closes stdin. A task that never
+/// reads stdin, or exits before reading all of it, is fine: EPIPE is not an
+/// error.
 async fn write_envelope(mut stdin: impl AsyncWrite + Unpin, envelope: &[u8]) {
     match stdin.write_all(envelope).await {
         Ok(()) => {}
