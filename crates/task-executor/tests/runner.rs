@@ -1408,7 +1408,9 @@ async fn pool_cancellation(parallel: usize) {
 
 /// The task starts with SIGPIPE at its default (Rust ignores it in the
 /// executor, and an ignored signal would survive exec) and nothing blocked,
-/// so `producer | head -1` in a task ends the way it does in a shell.
+/// so `producer | head -1` in a task ends the way it does in a shell. (std
+/// passes on the spawning thread's signal mask: nothing in the executor
+/// blocks a signal, and this test process starts with none blocked.)
 #[tokio::test]
 async fn signals_start_clean() {
     // What the shell ignores, and what a command it starts has blocked (the
