@@ -4,6 +4,8 @@
 //! style), open the store, call the library, print. Exit codes live in
 //! [`exit`]; human rendering in [`output`].
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod commands;
 mod exit;

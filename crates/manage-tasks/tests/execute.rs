@@ -1,6 +1,7 @@
 //! Executing tasks through the CLI: results, logs, exit codes, timeouts and signals.
 //!
 //! - the bundled examples, human and `--json` output
+//! - the run's `TASK_*` variables over the inherited environment
 //! - argument sources (`--taskArgs`, `-`, `--args-file`) and their errors
 //! - the exit-code table: 0, 1, 2, 3
 //! - timeouts, Ctrl-C and SIGTERM stop the whole process group
@@ -95,6 +96,38 @@ fn envelope_meta_carries_caller_and_task_name() {
         r["payload"],
         json!({"meta": {"protocol": "v1", "caller": "ci-bot", "taskName": "echo"}, "data": {"k": [1, 2]}})
     );
+}
+
+/// The run's own `TASK_*` variables replace any the executor inherited
+/// (say, from a task that runs `manage_tasks` itself); the rest is passed on.
+#[test]
+fn run_variables_replace_inherited_ones() {
+    let env = Env::new("db");
+    env.task(
+        "vars",
+        "vars.sh",
+        "{}",
+        r#"case "$TASK_RESULT_FILE" in /stale/*) file=stale;; *) file=fresh;; esac
+printf '{"status":1,"payload":{"name":"%s","run":"%s","protocol":"%s","file":"%s","kept":"%s"}}\n' "$TASK_NAME" "$TASK_RUN_ID" "$TASK_PROTOCOL" "$file" "$KEPT""#,
+    );
+    let out = env
+        .cmd()
+        .args(["execute", "--name", "vars", "--json", "--taskArgs", "{}"])
+        .env("TASK_NAME", "stale")
+        .env("TASK_RUN_ID", "stale")
+        .env("TASK_PROTOCOL", "v0")
+        .env("TASK_RESULT_FILE", "/stale/result.json")
+        .env("KEPT", "inherited")
+        .output()
+        .unwrap();
+    let r = json_stdout(&out);
+    let payload = &r["payload"];
+    assert_eq!(payload["name"], "vars");
+    assert_eq!(payload["protocol"], "v1");
+    assert_eq!(payload["file"], "fresh");
+    assert_eq!(payload["kept"], "inherited");
+    assert_ne!(payload["run"], "stale");
+    assert_eq!(payload["run"], r["run_id"], "{r}");
 }
 
 #[test]

@@ -13,6 +13,8 @@
 //! clients that use the `initialize` handshake). Like the library, this crate
 //! never prints; rmcp reports through `tracing`.
 
+#![forbid(unsafe_code)]
+
 pub mod mapping;
 pub mod server;
 mod stdio;

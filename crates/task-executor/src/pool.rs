@@ -8,15 +8,11 @@
 //! Runs are supervised on the pool's own *slot threads*, not on the caller's
 //! runtime: with one event loop for all runs, every spawn (the parent waits
 //! in `posix_spawn` until the child has exec'd) and every reap held up the
-//! other runs' completions. A minimal spawn-write-read-wait program did 1000
-//! no-op runs at parallelism 2 at 0.87 of a C `posix_spawn` loop's speed with
-//! one loop, 0.95–0.98 with a runtime per slot, 1.00 with a blocking loop per
-//! thread (docs/performance.md). There are `min(concurrency, max(2, CPUs))`
-//! slot threads, so `--parallel 500` does not mean 500 threads. A slot that
-//! runs one job at a time (the usual case: concurrency up to the CPUs)
-//! supervises it with [`Runner::run_blocking`], a `poll(2)` loop with no
-//! event loop at all; a slot that must run several at once does so on a
-//! current-thread tokio runtime with [`Runner::run`].
+//! other runs' completions. There are `min(concurrency, max(2, CPUs))` slot
+//! threads, so `--parallel 500` does not mean 500 threads; each runs its
+//! share of the concurrency with [`Runner::run`] on a current-thread tokio
+//! runtime of its own, so a run's process control is the runner's, whoever
+//! calls it.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -28,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::log::LogSink;
 use crate::outcome::RunReport;
-use crate::runner::{RunRequest, Runner, Stop};
+use crate::runner::{RunRequest, Runner};
 use crate::task::PreparedTask;
 
-/// One unit of work for a [`Pool`].
+/// One unit of work for a [`Pool`]. Its `Debug` hides the arguments, as
+/// [`RunRequest`]'s does.
 #[derive(Debug, Clone)]
 pub struct Job {
     /// Caller's identifier, returned with the report (e.g. an input line number).
@@ -72,11 +69,9 @@ pub struct Finished {
 pub struct Pool {
     concurrency: usize,
     cancel: CancellationToken,
-    /// Fired when the pool is dropped: slots drop their runs at once, which
-    /// SIGKILLs each run's process group.
+    /// Fired when the pool is dropped: each running job's process group is
+    /// SIGKILLed at once and its task reaped; queued jobs never start.
     abort: CancellationToken,
-    /// `cancel` and `abort` for the runs of the blocking slots.
-    stop: Stop,
     jobs: Option<mpsc::UnboundedSender<Job>>,
     done: mpsc::UnboundedReceiver<SlotResult>,
     in_flight: usize,
@@ -102,8 +97,7 @@ impl Pool {
     /// every log line to `logs`. Starts the pool's slot threads.
     ///
     /// # Panics
-    /// If the operating system refuses to start a thread or an I/O driver,
-    /// or to make an eventfd.
+    /// If the operating system refuses to start a thread or an I/O driver.
     pub fn new(runner: Runner, concurrency: usize, logs: Arc<dyn LogSink>) -> Self {
         let concurrency = concurrency.max(1);
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -113,8 +107,6 @@ impl Pool {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let abort = CancellationToken::new();
-        let stop = Stop::new().expect("cannot make the pool's stop signal");
-        bridge(&cancel, &abort, &stop);
         let slots = (0..threads)
             .map(|i| {
                 // Shares `concurrency` out exactly: the capacities add up to it.
@@ -126,7 +118,6 @@ impl Pool {
                     done: done_tx.clone(),
                     cancel: cancel.clone(),
                     abort: abort.clone(),
-                    stop: stop.clone(),
                     capacity,
                 };
                 std::thread::Builder::new()
@@ -139,7 +130,6 @@ impl Pool {
             concurrency,
             cancel,
             abort,
-            stop,
             jobs: Some(jobs_tx),
             done: done_rx,
             in_flight: 0,
@@ -200,7 +190,6 @@ impl Pool {
     /// start, see the cancellation at once and report it too.
     pub fn cancel_all(&self) {
         self.cancel.cancel();
-        self.stop.cancel();
     }
 
     /// A token that cancels the whole pool when cancelled (e.g. from a Ctrl-C handler).
@@ -232,43 +221,15 @@ impl Pool {
 }
 
 impl Drop for Pool {
-    /// Stops the slots: runs still going are dropped, which SIGKILLs their
-    /// process groups (as dropping a run's future always does), and the
+    /// Stops the slots: the process groups of runs still going are
+    /// SIGKILLed and their tasks reaped, queued jobs are dropped, and the
     /// threads are joined, so nothing of the pool outlives it.
     fn drop(&mut self) {
-        self.stop.abort();
         self.abort.cancel();
         self.jobs = None;
         for slot in self.slots.drain(..) {
             let _ = slot.join();
         }
-    }
-}
-
-/// Passes a cancellation of the pool's token (say, from a Ctrl-C handler)
-/// on to the blocking slots' [`Stop`]; ends when the pool is dropped.
-fn bridge(cancel: &CancellationToken, abort: &CancellationToken, stop: &Stop) {
-    let (cancel, abort, stop) = (cancel.clone(), abort.clone(), stop.clone());
-    let pass_on = async move {
-        tokio::select! {
-            () = cancel.cancelled() => stop.cancel(),
-            () = abort.cancelled() => {}
-        }
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => drop(runtime.spawn(pass_on)),
-        // Made outside a runtime: a thread of its own waits.
-        Err(_) => drop(
-            std::thread::Builder::new()
-                .name("task-pool-cancel".into())
-                .spawn(move || {
-                    tokio::runtime::Builder::new_current_thread()
-                        .build()
-                        .expect("cannot start the pool's cancellation thread")
-                        .block_on(pass_on);
-                })
-                .expect("cannot start the pool's cancellation thread"),
-        ),
     }
 }
 
@@ -280,38 +241,16 @@ struct Slot {
     done: mpsc::UnboundedSender<SlotResult>,
     cancel: CancellationToken,
     abort: CancellationToken,
-    stop: Stop,
     capacity: usize,
 }
 
 impl Slot {
     fn serve(self) {
-        if self.capacity == 1 {
-            return self.serve_one_at_a_time();
-        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("cannot start a pool thread's runtime");
         runtime.block_on(self.run_jobs());
-    }
-
-    /// Runs jobs one after the other on this thread, each supervised by
-    /// [`Runner::run_blocking`]: no event loop, no wake-ups through one.
-    fn serve_one_at_a_time(self) {
-        loop {
-            let job = self.jobs.blocking_lock().blocking_recv();
-            let Some(job) = job else { return };
-            if self.abort.is_cancelled() {
-                return;
-            }
-            let Job { id, task, request } = job;
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.runner
-                    .run_blocking(&task, request, self.logs.as_ref(), &self.stop)
-            }));
-            let _ = self.done.send(run.map(|report| Finished { id, report }));
-        }
     }
 
     /// Runs up to `capacity` jobs at once on a current-thread runtime.
@@ -328,10 +267,8 @@ impl Slot {
             };
             tokio::select! {
                 biased;
-                () = self.abort.cancelled() => {
-                    running.shutdown().await;
-                    return;
-                }
+                // The running jobs see `abort` themselves and end at once.
+                () = self.abort.cancelled(), if open => open = false,
                 Some(joined) = running.join_next(), if !running.is_empty() => {
                     let result = joined.map_err(|e| {
                         e.try_into_panic().unwrap_or_else(|_| {
@@ -344,11 +281,17 @@ impl Slot {
                     Some(job) => {
                         let runner = self.runner.clone();
                         let logs = self.logs.clone();
-                        let cancel = self.cancel.child_token();
+                        let (cancel, abort) = (self.cancel.clone(), self.abort.clone());
                         // The run's future (kilobytes) is boxed: it is then
                         // written once, not copied at each move into the task.
                         running.spawn(async move {
-                            let run = runner.run(&job.task, job.request, logs.as_ref(), &cancel);
+                            let run = runner.run_or_kill(
+                                &job.task,
+                                job.request,
+                                logs.as_ref(),
+                                &cancel,
+                                &abort,
+                            );
                             let report = Box::pin(run).await;
                             Finished { id: job.id, report }
                         });
@@ -356,6 +299,38 @@ impl Slot {
                     None => open = false,
                 },
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::task::{Task, TaskName};
+
+    #[test]
+    fn a_jobs_debug_shows_no_argument() {
+        let task = Task {
+            name: TaskName::new("login").unwrap(),
+            location: "/bin/true".into(),
+            description: None,
+            inputs: json!({"type": "object"}),
+            outputs: None,
+            timeout: None,
+            policy: Default::default(),
+            formats: Default::default(),
+        };
+        let job = Job {
+            id: 3,
+            task: Arc::new(PreparedTask::new(task).unwrap()),
+            request: RunRequest::new(json!({"token": "tok-5ecret"})),
+        };
+        for shown in [format!("{job:?}"), format!("{job:#?}")] {
+            assert!(!shown.contains("tok-5ecret"), "{shown}");
+            assert!(shown.contains("bytes hidden"), "{shown}");
+            assert!(shown.contains("login"), "{shown}");
         }
     }
 }

@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use task_executor::runner::{
-    DiscoveryError, RunRequest, Runner, RunnerConfig, Stop, check_executable,
-};
+use task_executor::runner::{DiscoveryError, RunRequest, Runner, RunnerConfig, check_executable};
 use task_executor::{
     ExitInfo, LogLine, LogSink, Outcome, PreparedTask, RunReport, Stream, Task, TaskName,
 };
@@ -93,62 +91,15 @@ impl LogSink for Count {
     }
 }
 
-/// Which of the runner's two supervisors a test drives.
-#[derive(Debug, Clone, Copy)]
-enum Mode {
-    /// `Runner::run`, on tokio.
-    Async,
-    /// `Runner::run_blocking`, a `poll(2)` loop on a thread of its own.
-    Blocking,
-}
-
-tokio::task_local! {
-    static MODE: Mode;
-}
-
-/// Runs `test` through the async supervisor, then through the blocking one:
-/// both must meet the same contract.
-async fn in_both_modes<F: std::future::Future<Output = ()>>(test: impl Fn() -> F) {
-    MODE.scope(Mode::Async, test()).await;
-    MODE.scope(Mode::Blocking, test()).await;
-}
-
 async fn run_with(
     config: RunnerConfig,
     task: &PreparedTask,
     request: RunRequest,
     cancel: &CancellationToken,
 ) -> (RunReport, Collect) {
-    let runner = Runner::new(config);
-    match MODE.try_with(|mode| *mode).unwrap_or(Mode::Async) {
-        Mode::Async => {
-            let logs = Collect::default();
-            let report = runner.run(task, request, &logs, cancel).await;
-            (report, logs)
-        }
-        Mode::Blocking => {
-            let stop = Stop::new().unwrap();
-            if cancel.is_cancelled() {
-                stop.cancel();
-            }
-            let pass_on = {
-                let (cancel, stop) = (cancel.clone(), stop.clone());
-                tokio::spawn(async move {
-                    cancel.cancelled().await;
-                    stop.cancel();
-                })
-            };
-            let task = PreparedTask::new(task.task().clone()).unwrap();
-            let run = tokio::task::spawn_blocking(move || {
-                let logs = Collect::default();
-                let report = runner.run_blocking(&task, request, &logs, &stop);
-                (report, logs)
-            });
-            let ran = run.await.unwrap();
-            pass_on.abort();
-            ran
-        }
-    }
+    let logs = Collect::default();
+    let report = Runner::new(config).run(task, request, &logs, cancel).await;
+    (report, logs)
 }
 
 async fn run_script(body: &str, args: Value) -> (RunReport, Collect, TempDir) {
@@ -235,61 +186,51 @@ fn read_pid(path: &Path) -> i32 {
 
 #[tokio::test]
 async fn success_with_status_1() {
-    in_both_modes(|| async {
-        let (report, _, _d) = run_script(
-            r#"cat >/dev/null; echo '{"status":1,"reason":"ok","payload":{"foo":"bar"}}'"#,
-            json!({}),
-        )
-        .await;
-        let result = completed(&report);
-        assert_eq!(result.reason, "ok");
-        assert_eq!(result.payload, json!({"foo": "bar"}));
-        assert!(report.outcome.is_success());
-        assert_eq!(report.exit, Some(ExitInfo::Code { code: 0 }));
-        assert_eq!(report.task.as_str(), "testTask");
-        assert!(!report.run_id.is_empty());
-    })
+    let (report, _, _d) = run_script(
+        r#"cat >/dev/null; echo '{"status":1,"reason":"ok","payload":{"foo":"bar"}}'"#,
+        json!({}),
+    )
     .await;
+    let result = completed(&report);
+    assert_eq!(result.reason, "ok");
+    assert_eq!(result.payload, json!({"foo": "bar"}));
+    assert!(report.outcome.is_success());
+    assert_eq!(report.exit, Some(ExitInfo::Code { code: 0 }));
+    assert_eq!(report.task.as_str(), "testTask");
+    assert!(!report.run_id.is_empty());
 }
 
 #[tokio::test]
 async fn status_2_is_completed_but_not_success() {
-    in_both_modes(|| async {
-        let (report, _, _d) =
-            run_script(r#"echo '{"status":2,"reason":"bad input"}'"#, json!({})).await;
-        assert_eq!(completed(&report).status, 2);
-        assert!(!report.outcome.is_success());
-    })
-    .await;
+    let (report, _, _d) =
+        run_script(r#"echo '{"status":2,"reason":"bad input"}'"#, json!({})).await;
+    assert_eq!(completed(&report).status, 2);
+    assert!(!report.outcome.is_success());
 }
 
 #[tokio::test]
 async fn result_is_the_last_candidate_among_logs() {
-    in_both_modes(|| async {
-        let (report, logs, _d) = run_script(
-            r#"echo starting
+    let (report, logs, _d) = run_script(
+        r#"echo starting
 echo 'to stderr' >&2
 echo '{"status":2,"reason":"early"}'
 echo '{"not":"a result"}'
 echo '{"status":1,"reason":"final","payload":[1,2]}'
 echo 'bye' >&2
 echo '[1,2,3]'"#,
-            json!({}),
-        )
-        .await;
-        let result = completed(&report);
-        assert_eq!(result.reason, "final");
-        assert_eq!(result.payload, json!([1, 2]));
-        assert_eq!(logs.texts(Stream::Stdout).len(), 5);
-        assert_eq!(logs.texts(Stream::Stdout)[0], "starting");
-        assert_eq!(logs.texts(Stream::Stderr), ["to stderr", "bye"]);
-    })
+        json!({}),
+    )
     .await;
+    let result = completed(&report);
+    assert_eq!(result.reason, "final");
+    assert_eq!(result.payload, json!([1, 2]));
+    assert_eq!(logs.texts(Stream::Stdout).len(), 5);
+    assert_eq!(logs.texts(Stream::Stdout)[0], "starting");
+    assert_eq!(logs.texts(Stream::Stderr), ["to stderr", "bye"]);
 }
 
 #[tokio::test]
 async fn pretty_printed_result_ending_stdout() {
-    in_both_modes(|| async {
     let dir = tempfile::tempdir().unwrap();
     let task = task_at(
         python(
@@ -307,13 +248,10 @@ print()"#,
         completed(&report).payload,
         json!({"items": [1, 2], "n": {"a": 1}})
     );
-    })
-    .await;
 }
 
 #[tokio::test]
 async fn result_file_is_preferred_over_stdout() {
-    in_both_modes(|| async {
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("results");
     let task = task_at(
@@ -342,37 +280,31 @@ printf '{"status":1,"reason":"from file","payload":{"dir_mode":"%s","existed":%s
     assert!(!path.exists(), "{} was not removed", path.display());
     // The directory stays for the next runs, and holds nothing.
     assert_eq!(std::fs::read_dir(&results).unwrap().count(), 0);
-    })
-    .await;
 }
 
 #[tokio::test]
 async fn a_result_directory_others_can_enter_is_refused() {
-    in_both_modes(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let results = dir.path().join("results");
-        std::fs::create_dir(&results).unwrap();
-        std::fs::set_permissions(&results, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let task = task_at(script(dir.path(), "t.sh", r#"echo '{"status":1}'"#), None);
-        let config = RunnerConfig {
-            results_dir: Some(results.clone()),
-            ..RunnerConfig::default()
-        };
-        let (report, _) = run_once(config, &task).await;
-        let message = spawn_failure(&report);
-        assert!(
-            message.contains(&results.display().to_string()),
-            "{message}"
-        );
-        assert!(message.contains("mode 777"), "{message}");
-        assert!(report.exit.is_none(), "the task must not have run");
-    })
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    std::fs::create_dir(&results).unwrap();
+    std::fs::set_permissions(&results, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let task = task_at(script(dir.path(), "t.sh", r#"echo '{"status":1}'"#), None);
+    let config = RunnerConfig {
+        results_dir: Some(results.clone()),
+        ..RunnerConfig::default()
+    };
+    let (report, _) = run_once(config, &task).await;
+    let message = spawn_failure(&report);
+    assert!(
+        message.contains(&results.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("mode 777"), "{message}");
+    assert!(report.exit.is_none(), "the task must not have run");
 }
 
 #[tokio::test]
 async fn environment_is_set() {
-    in_both_modes(|| async {
     let dir = tempfile::tempdir().unwrap();
     let task = task_at(
         script(
@@ -404,8 +336,6 @@ async fn environment_is_set() {
     )
     .await;
     assert_eq!(completed(&report).payload, json!(report.run_id));
-    })
-    .await;
 }
 
 const ECHO_STDIN: &str = r#"import json, sys
@@ -415,7 +345,6 @@ print(json.dumps({"status": 1, "reason": "ok", "payload": envelope}))"#;
 
 #[tokio::test]
 async fn envelope_is_received_intact() {
-    in_both_modes(|| async {
     let dir = tempfile::tempdir().unwrap();
     let task = task_at(python(dir.path(), "t.py", ECHO_STDIN), None);
     let args = json!({"cmd": "hostname", "requestId": "214215161263", "user": "tester", "ü": "→"});
@@ -432,140 +361,185 @@ async fn envelope_is_received_intact() {
         completed(&report).payload,
         json!({"meta": {"protocol": "v1", "caller": "api", "taskName": "testTask"}, "data": args})
     );
-    })
-    .await;
 }
 
 #[tokio::test]
 async fn five_megabyte_argument_read_back() {
-    in_both_modes(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let task = task_at(python(dir.path(), "t.py", ECHO_STDIN), None);
-        let big = "x".repeat(5 * 1024 * 1024);
-        let (report, _) = run_with(
-            RunnerConfig::default(),
-            &task,
-            RunRequest::new(json!({"big": big})),
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!(
-            completed(&report).payload["data"]["big"].as_str(),
-            Some(big.as_str())
-        );
-    })
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(python(dir.path(), "t.py", ECHO_STDIN), None);
+    let big = "x".repeat(5 * 1024 * 1024);
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(json!({"big": big})),
+        &CancellationToken::new(),
+    )
     .await;
+    assert_eq!(
+        completed(&report).payload["data"]["big"].as_str(),
+        Some(big.as_str())
+    );
 }
 
 #[tokio::test]
 async fn five_megabyte_argument_never_read() {
-    in_both_modes(|| async {
-        let big = "x".repeat(5 * 1024 * 1024);
-        let (report, _, _d) = run_script(
-            r#"echo '{"status":1,"reason":"did not read"}'"#,
-            json!({"big": big}),
-        )
-        .await;
-        assert_eq!(completed(&report).reason, "did not read");
-        // And one that dies before reading, after printing a lot.
-        let (report, _, _d) = run_script(
-            r#"yes line | head -n 100000; echo '{"status":1}'; exit 0"#,
-            json!({"big": "y".repeat(5 * 1024 * 1024)}),
-        )
-        .await;
-        assert_eq!(completed(&report).status, 1);
-    })
+    let big = "x".repeat(5 * 1024 * 1024);
+    let (report, _, _d) = run_script(
+        r#"echo '{"status":1,"reason":"did not read"}'"#,
+        json!({"big": big}),
+    )
     .await;
+    assert_eq!(completed(&report).reason, "did not read");
+    // And one that dies before reading, after printing a lot.
+    let (report, _, _d) = run_script(
+        r#"yes line | head -n 100000; echo '{"status":1}'; exit 0"#,
+        json!({"big": "y".repeat(5 * 1024 * 1024)}),
+    )
+    .await;
+    assert_eq!(completed(&report).status, 1);
+}
+
+/// A task that reads its stdin only after a while: the envelope (far more
+/// than a pipe holds) waits for it, whole.
+#[tokio::test]
+async fn a_big_envelope_reaches_a_task_that_reads_late() {
+    let args = json!({"big": "x".repeat(1 << 20)});
+    let (report, _, _d) = run_script(
+        r#"sleep 0.2; n=$(wc -c); echo "{\"status\":1,\"payload\":$n}""#,
+        args.clone(),
+    )
+    .await;
+    let sent = task_executor::Envelope::new("self", "testTask", args).to_line();
+    assert_eq!(completed(&report).payload, json!(sent.len()));
+}
+
+/// A task that exits at once, before its envelope is written (or while it
+/// is): EPIPE is not an error, and nothing waits for the write.
+#[tokio::test]
+async fn writing_to_a_task_that_exited_is_not_an_error() {
+    for big in [0, 5 << 20] {
+        let (report, _, _d) = run_script("exit 0", json!({"big": "x".repeat(big)})).await;
+        assert_eq!(report.outcome, Outcome::NoResult, "{big} bytes");
+        assert_eq!(report.exit, Some(ExitInfo::Code { code: 0 }));
+    }
+}
+
+/// A process that left the group holds the task's stdin without reading
+/// it (`<&0`: a background command's stdin is otherwise /dev/null): once
+/// the task has exited, the rest of a large envelope is not waited for
+/// (its output is closed, so nothing else is either).
+#[tokio::test]
+async fn stdin_held_by_an_escaped_process_does_not_delay_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            &format!(
+                "setsid bash -c 'echo $$ > {d}/escaped.tmp; mv {d}/escaped.tmp {d}/escaped.pid; exec sleep 1000' <&0 >/dev/null 2>&1 &\n\
+                 while [ ! -e {d}/escaped.pid ]; do sleep 0.01; done\necho '{{\"status\":1}}'"
+            ),
+        ),
+        None,
+    );
+    let never = CancellationToken::new();
+    let run = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(json!({"big": "x".repeat(5 << 20)})),
+        &never,
+    );
+    let ran = tokio::time::timeout(Duration::from_secs(10), run).await;
+    let escaped = read_pid(&dir.path().join("escaped.pid"));
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(escaped).unwrap(),
+        rustix::process::Signal::KILL,
+    );
+    let (report, _) = ran.expect("the run waited for the envelope's write");
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    // Well under the drain bound (2 s) that held output would cost.
+    assert!(
+        report.duration < Duration::from_millis(1500),
+        "{:?}",
+        report.duration
+    );
 }
 
 #[tokio::test]
 async fn non_zero_exit_with_and_without_result() {
-    in_both_modes(|| async {
-        let (report, _, _d) = run_script(
-            r#"echo '{"status":0,"reason":"failed"}'; exit 3"#,
-            json!({}),
-        )
-        .await;
-        match &report.outcome {
-            Outcome::ExitedNonZero {
-                code: 3,
-                result: Some(r),
-            } => assert_eq!(r.reason, "failed"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(report.exit, Some(ExitInfo::Code { code: 3 }));
-        let (report, _, _d) = run_script("echo oops >&2; exit 3", json!({})).await;
-        assert_eq!(
-            report.outcome,
-            Outcome::ExitedNonZero {
-                code: 3,
-                result: None
-            }
-        );
-    })
+    let (report, _, _d) = run_script(
+        r#"echo '{"status":0,"reason":"failed"}'; exit 3"#,
+        json!({}),
+    )
     .await;
+    match &report.outcome {
+        Outcome::ExitedNonZero {
+            code: 3,
+            result: Some(r),
+        } => assert_eq!(r.reason, "failed"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(report.exit, Some(ExitInfo::Code { code: 3 }));
+    let (report, _, _d) = run_script("echo oops >&2; exit 3", json!({})).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::ExitedNonZero {
+            code: 3,
+            result: None
+        }
+    );
 }
 
 #[tokio::test]
 async fn killed_by_its_own_signal() {
-    in_both_modes(|| async {
-        for (sig, name, number) in [("SEGV", "SIGSEGV", 11), ("KILL", "SIGKILL", 9)] {
-            let (report, _, _d) = run_script(
-                &format!("echo '{{\"status\":1}}'; kill -{sig} $$; sleep 5"),
-                json!({}),
-            )
-            .await;
-            assert_eq!(
-                report.outcome,
-                Outcome::Signalled {
-                    signal: name.to_owned()
-                }
-            );
-            assert_eq!(
-                report.exit,
-                Some(ExitInfo::Signal {
-                    number,
-                    name: name.to_owned()
-                })
-            );
-        }
-    })
-    .await;
+    for (sig, name, number) in [("SEGV", "SIGSEGV", 11), ("KILL", "SIGKILL", 9)] {
+        let (report, _, _d) = run_script(
+            &format!("echo '{{\"status\":1}}'; kill -{sig} $$; sleep 5"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            report.outcome,
+            Outcome::Signalled {
+                signal: name.to_owned()
+            }
+        );
+        assert_eq!(
+            report.exit,
+            Some(ExitInfo::Signal {
+                number,
+                name: name.to_owned()
+            })
+        );
+    }
 }
 
 #[tokio::test]
 async fn no_result() {
-    in_both_modes(|| async {
-        let (report, _, _d) = run_script("echo 'just logs'; echo '{\"x\":1}'", json!({})).await;
-        assert_eq!(report.outcome, Outcome::NoResult);
-        assert!(report.outcome.result().is_none());
-    })
-    .await;
+    let (report, _, _d) = run_script("echo 'just logs'; echo '{\"x\":1}'", json!({})).await;
+    assert_eq!(report.outcome, Outcome::NoResult);
+    assert!(report.outcome.result().is_none());
 }
 
 #[tokio::test]
 async fn invalid_reason() {
-    in_both_modes(|| async {
-        let (report, _, _d) = run_script(r#"echo '{"status":1,"reason":42}'"#, json!({})).await;
-        match &report.outcome {
-            Outcome::InvalidResult { message } => assert!(message.contains("reason"), "{message}"),
-            other => panic!("{other:?}"),
+    let (report, _, _d) = run_script(r#"echo '{"status":1,"reason":42}'"#, json!({})).await;
+    match &report.outcome {
+        Outcome::InvalidResult { message } => assert!(message.contains("reason"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let (report, _, _d) = run_script(r#"echo 'not json' > "$TASK_RESULT_FILE""#, json!({})).await;
+    match &report.outcome {
+        Outcome::InvalidResult { message } => {
+            assert!(message.contains("TASK_RESULT_FILE"), "{message}")
         }
-        let (report, _, _d) =
-            run_script(r#"echo 'not json' > "$TASK_RESULT_FILE""#, json!({})).await;
-        match &report.outcome {
-            Outcome::InvalidResult { message } => {
-                assert!(message.contains("TASK_RESULT_FILE"), "{message}")
-            }
-            other => panic!("{other:?}"),
-        }
-    })
-    .await;
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
 async fn result_over_the_limit() {
-    in_both_modes(|| async {
     let dir = tempfile::tempdir().unwrap();
     let config = RunnerConfig {
         result_limit: 1000,
@@ -594,55 +568,50 @@ async fn result_over_the_limit() {
             assert!(lines[0].2, "the sink is told the line was cut");
         }
     }
-    })
-    .await;
 }
 
 #[tokio::test]
 async fn output_schema_violation_lists_pointers() {
-    in_both_modes(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let outputs = json!({
-            "type": "object",
-            "required": ["status", "payload"],
-            "properties": {
-                "payload": {
-                    "type": "object",
-                    "required": ["count"],
-                    "properties": {"count": {"type": "integer"}, "name": {"type": "string"}}
-                }
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = json!({
+        "type": "object",
+        "required": ["status", "payload"],
+        "properties": {
+            "payload": {
+                "type": "object",
+                "required": ["count"],
+                "properties": {"count": {"type": "integer"}, "name": {"type": "string"}}
             }
-        });
-        let task = task_at(
-            script(
-                dir.path(),
-                "t.sh",
-                r#"echo '{"status":1,"payload":{"count":"three","name":5}}'"#,
-            ),
-            Some(outputs.clone()),
-        );
-        let (report, _) = run_once(RunnerConfig::default(), &task).await;
-        match &report.outcome {
-            Outcome::OutputViolation { result, violations } => {
-                assert_eq!(result.status, 1);
-                let pointers: Vec<_> = violations.iter().map(|v| v.pointer.as_str()).collect();
-                assert!(pointers.contains(&"/payload/count"), "{violations:?}");
-                assert!(pointers.contains(&"/payload/name"), "{violations:?}");
-            }
-            other => panic!("{other:?}"),
         }
-        let ok = task_at(
-            script(
-                dir.path(),
-                "ok.sh",
-                r#"echo '{"status":1,"payload":{"count":3}}'"#,
-            ),
-            Some(outputs),
-        );
-        let (report, _) = run_once(RunnerConfig::default(), &ok).await;
-        assert!(report.outcome.is_success());
-    })
-    .await;
+    });
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            r#"echo '{"status":1,"payload":{"count":"three","name":5}}'"#,
+        ),
+        Some(outputs.clone()),
+    );
+    let (report, _) = run_once(RunnerConfig::default(), &task).await;
+    match &report.outcome {
+        Outcome::OutputViolation { result, violations } => {
+            assert_eq!(result.status, 1);
+            let pointers: Vec<_> = violations.iter().map(|v| v.pointer.as_str()).collect();
+            assert!(pointers.contains(&"/payload/count"), "{violations:?}");
+            assert!(pointers.contains(&"/payload/name"), "{violations:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let ok = task_at(
+        script(
+            dir.path(),
+            "ok.sh",
+            r#"echo '{"status":1,"payload":{"count":3}}'"#,
+        ),
+        Some(outputs),
+    );
+    let (report, _) = run_once(RunnerConfig::default(), &ok).await;
+    assert!(report.outcome.is_success());
 }
 
 /// A script that records its pid and a background grandchild's, then sleeps.
@@ -659,174 +628,159 @@ fn sleeper(dir: &Path, prelude: &str) -> PathBuf {
 
 #[tokio::test]
 async fn timeout_kills_the_whole_group() {
-    in_both_modes(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let task = task_at(sleeper(dir.path(), ""), None);
-        let mut request = RunRequest::new(json!({}));
-        request.timeout = Some(Duration::from_millis(500));
-        let (report, logs) = run_with(
-            RunnerConfig::default(),
-            &task,
-            request,
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!(
-            report.outcome,
-            Outcome::TimedOut {
-                after: Duration::from_millis(500)
-            }
-        );
-        assert_eq!(logs.texts(Stream::Stdout), ["started"]);
-        let (main, child) = (
-            read_pid(&dir.path().join("main.pid")),
-            read_pid(&dir.path().join("child.pid")),
-        );
-        assert!(gone(main).await, "task {main} survived");
-        assert!(gone(child).await, "grandchild {child} survived");
-        // bash dies of the SIGTERM.
-        assert!(matches!(
-            report.exit,
-            Some(ExitInfo::Signal { number: 15, .. })
-        ));
-    })
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(sleeper(dir.path(), ""), None);
+    let mut request = RunRequest::new(json!({}));
+    request.timeout = Some(Duration::from_millis(500));
+    let (report, logs) = run_with(
+        RunnerConfig::default(),
+        &task,
+        request,
+        &CancellationToken::new(),
+    )
     .await;
+    assert_eq!(
+        report.outcome,
+        Outcome::TimedOut {
+            after: Duration::from_millis(500)
+        }
+    );
+    assert_eq!(logs.texts(Stream::Stdout), ["started"]);
+    let (main, child) = (
+        read_pid(&dir.path().join("main.pid")),
+        read_pid(&dir.path().join("child.pid")),
+    );
+    assert!(gone(main).await, "task {main} survived");
+    assert!(gone(child).await, "grandchild {child} survived");
+    // bash dies of the SIGTERM.
+    assert!(matches!(
+        report.exit,
+        Some(ExitInfo::Signal { number: 15, .. })
+    ));
 }
 
 #[tokio::test]
 async fn task_timeout_and_default_timeout_apply() {
-    in_both_modes(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let mut task = Task {
-            name: TaskName::new("testTask").unwrap(),
-            location: script(dir.path(), "t.sh", "sleep 1000"),
-            description: None,
-            inputs: json!(true),
-            outputs: None,
-            timeout: Some(Duration::from_millis(200)),
-            policy: Default::default(),
-            formats: Default::default(),
-        };
-        let prepared = PreparedTask::new(task.clone()).unwrap();
-        let (report, _) = run_once(RunnerConfig::default(), &prepared).await;
-        assert_eq!(
-            report.outcome,
-            Outcome::TimedOut {
-                after: Duration::from_millis(200)
-            }
-        );
-        task.timeout = None;
-        let prepared = PreparedTask::new(task).unwrap();
-        let config = RunnerConfig {
-            default_timeout: Duration::from_millis(300),
-            ..RunnerConfig::default()
-        };
-        let (report, _) = run_once(config, &prepared).await;
-        assert_eq!(
-            report.outcome,
-            Outcome::TimedOut {
-                after: Duration::from_millis(300)
-            }
-        );
-    })
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut task = Task {
+        name: TaskName::new("testTask").unwrap(),
+        location: script(dir.path(), "t.sh", "sleep 1000"),
+        description: None,
+        inputs: json!(true),
+        outputs: None,
+        timeout: Some(Duration::from_millis(200)),
+        policy: Default::default(),
+        formats: Default::default(),
+    };
+    let prepared = PreparedTask::new(task.clone()).unwrap();
+    let (report, _) = run_once(RunnerConfig::default(), &prepared).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::TimedOut {
+            after: Duration::from_millis(200)
+        }
+    );
+    task.timeout = None;
+    let prepared = PreparedTask::new(task).unwrap();
+    let config = RunnerConfig {
+        default_timeout: Duration::from_millis(300),
+        ..RunnerConfig::default()
+    };
+    let (report, _) = run_once(config, &prepared).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::TimedOut {
+            after: Duration::from_millis(300)
+        }
+    );
 }
 
 #[tokio::test]
 async fn sigterm_handler_runs_within_grace() {
-    in_both_modes(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let task = task_at(
-            sleeper(dir.path(), "trap 'echo cleaning up >&2; exit 0' TERM"),
-            None,
-        );
-        let mut request = RunRequest::new(json!({}));
-        request.timeout = Some(Duration::from_millis(300));
-        let config = RunnerConfig {
-            grace: Duration::from_secs(20),
-            ..RunnerConfig::default()
-        };
-        let (report, logs) = run_with(config, &task, request, &CancellationToken::new()).await;
-        assert!(matches!(report.outcome, Outcome::TimedOut { .. }));
-        assert_eq!(report.exit, Some(ExitInfo::Code { code: 0 }));
-        assert_eq!(logs.texts(Stream::Stderr), ["cleaning up"]);
-        assert!(
-            report.duration < Duration::from_secs(10),
-            "waited for the grace period: {:?}",
-            report.duration
-        );
-        assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
-    })
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(
+        sleeper(dir.path(), "trap 'echo cleaning up >&2; exit 0' TERM"),
+        None,
+    );
+    let mut request = RunRequest::new(json!({}));
+    request.timeout = Some(Duration::from_millis(300));
+    let config = RunnerConfig {
+        grace: Duration::from_secs(20),
+        ..RunnerConfig::default()
+    };
+    let (report, logs) = run_with(config, &task, request, &CancellationToken::new()).await;
+    assert!(matches!(report.outcome, Outcome::TimedOut { .. }));
+    assert_eq!(report.exit, Some(ExitInfo::Code { code: 0 }));
+    assert_eq!(logs.texts(Stream::Stderr), ["cleaning up"]);
+    assert!(
+        report.duration < Duration::from_secs(10),
+        "waited for the grace period: {:?}",
+        report.duration
+    );
+    assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
 }
 
 #[tokio::test]
 async fn sigterm_ignored_means_sigkill_after_grace() {
-    in_both_modes(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let task = task_at(sleeper(dir.path(), "trap '' TERM"), None);
-        let mut request = RunRequest::new(json!({}));
-        request.timeout = Some(Duration::from_millis(200));
-        let config = RunnerConfig {
-            grace: Duration::from_millis(300),
-            ..RunnerConfig::default()
-        };
-        let (report, _) = run_with(config, &task, request, &CancellationToken::new()).await;
-        assert!(matches!(report.outcome, Outcome::TimedOut { .. }));
-        assert_eq!(
-            report.exit,
-            Some(ExitInfo::Signal {
-                number: 9,
-                name: "SIGKILL".to_owned()
-            })
-        );
-        assert!(
-            report.duration >= Duration::from_millis(500),
-            "{:?}",
-            report.duration
-        );
-        let main = read_pid(&dir.path().join("main.pid"));
-        assert!(gone(main).await);
-        assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
-        // The executor's own child is reaped too, not left a zombie.
-        assert!(reaped(main).await, "process {main} was left a zombie");
-    })
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(sleeper(dir.path(), "trap '' TERM"), None);
+    let mut request = RunRequest::new(json!({}));
+    request.timeout = Some(Duration::from_millis(200));
+    let config = RunnerConfig {
+        grace: Duration::from_millis(300),
+        ..RunnerConfig::default()
+    };
+    let (report, _) = run_with(config, &task, request, &CancellationToken::new()).await;
+    assert!(matches!(report.outcome, Outcome::TimedOut { .. }));
+    assert_eq!(
+        report.exit,
+        Some(ExitInfo::Signal {
+            number: 9,
+            name: "SIGKILL".to_owned()
+        })
+    );
+    assert!(
+        report.duration >= Duration::from_millis(500),
+        "{:?}",
+        report.duration
+    );
+    let main = read_pid(&dir.path().join("main.pid"));
+    assert!(gone(main).await);
+    assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
+    // The executor's own child is reaped too, not left a zombie.
+    assert!(reaped(main).await, "process {main} was left a zombie");
 }
 
 #[tokio::test]
 async fn cancellation_stops_the_run() {
-    in_both_modes(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let task = task_at(sleeper(dir.path(), ""), None);
-        let cancel = CancellationToken::new();
-        let trigger = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            trigger.cancel();
-        });
-        let (report, _) = run_with(
-            RunnerConfig::default(),
-            &task,
-            RunRequest::new(json!({})),
-            &cancel,
-        )
-        .await;
-        assert_eq!(report.outcome, Outcome::Cancelled);
-        assert!(gone(read_pid(&dir.path().join("main.pid"))).await);
-        assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
-        // Already cancelled: nothing is started.
-        let (report, _) = run_with(
-            RunnerConfig::default(),
-            &task,
-            RunRequest::new(json!({})),
-            &cancel,
-        )
-        .await;
-        assert_eq!(report.outcome, Outcome::Cancelled);
-        assert_eq!(report.exit, None);
-    })
+    let dir = tempfile::tempdir().unwrap();
+    let task = task_at(sleeper(dir.path(), ""), None);
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        trigger.cancel();
+    });
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(json!({})),
+        &cancel,
+    )
     .await;
+    assert_eq!(report.outcome, Outcome::Cancelled);
+    assert!(gone(read_pid(&dir.path().join("main.pid"))).await);
+    assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
+    // Already cancelled: nothing is started.
+    let (report, _) = run_with(
+        RunnerConfig::default(),
+        &task,
+        RunRequest::new(json!({})),
+        &cancel,
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Cancelled);
+    assert_eq!(report.exit, None);
 }
 
 #[tokio::test]
@@ -851,27 +805,23 @@ async fn dropping_the_run_future_kills_the_group() {
 
 #[tokio::test]
 async fn grandchild_holding_stdout_does_not_hang_a_normal_exit() {
-    in_both_modes(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        let task = task_at(
-            script(
-                dir.path(),
-                "t.sh",
-                &format!("sleep 1000 &\necho $! > {d}/child.pid\necho '{{\"status\":1}}'"),
-            ),
-            None,
-        );
-        let (report, _) = run_once(RunnerConfig::default(), &task).await;
-        assert!(report.outcome.is_success(), "{:?}", report.outcome);
-        assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
-    })
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            &format!("sleep 1000 &\necho $! > {d}/child.pid\necho '{{\"status\":1}}'"),
+        ),
+        None,
+    );
+    let (report, _) = run_once(RunnerConfig::default(), &task).await;
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
 }
 
 #[tokio::test]
 async fn process_escaping_the_group_only_delays_by_the_drain_bound() {
-    in_both_modes(|| async {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let task = task_at(
@@ -906,24 +856,19 @@ async fn process_escaping_the_group_only_delays_by_the_drain_bound() {
         "{:?}",
         start.elapsed()
     );
-    })
-    .await;
 }
 
 #[tokio::test]
 async fn non_utf8_lines_reach_the_sink() {
-    in_both_modes(|| async {
-        let (report, logs, _d) = run_script(
-            r#"printf 'a\xffb\r\n'; printf 'err\xfe\n' >&2; echo '{"status":1}'"#,
-            json!({}),
-        )
-        .await;
-        assert!(report.outcome.is_success());
-        let lines = logs.0.lock().unwrap();
-        assert!(lines.contains(&(Stream::Stdout, b"a\xffb".to_vec(), false)));
-        assert!(lines.contains(&(Stream::Stderr, b"err\xfe".to_vec(), false)));
-    })
+    let (report, logs, _d) = run_script(
+        r#"printf 'a\xffb\r\n'; printf 'err\xfe\n' >&2; echo '{"status":1}'"#,
+        json!({}),
+    )
     .await;
+    assert!(report.outcome.is_success());
+    let lines = logs.0.lock().unwrap();
+    assert!(lines.contains(&(Stream::Stdout, b"a\xffb".to_vec(), false)));
+    assert!(lines.contains(&(Stream::Stderr, b"err\xfe".to_vec(), false)));
 }
 
 #[tokio::test]
@@ -990,7 +935,7 @@ fn peak_rss() -> usize {
 }
 
 /// 150 MB of short lines, then the result, then one 150 MB line without a
-/// newline, through each supervisor. Run alone, so that no other test shares the process:
+/// newline. Run alone, so that no other test shares the process:
 /// `cargo test -p task-executor --test runner -- --ignored --exact memory_stays_bounded`.
 #[tokio::test]
 #[ignore = "measures the whole process's peak RSS; run alone"]
@@ -1015,16 +960,6 @@ async fn memory_stays_bounded() {
         .await;
     assert!(report.outcome.is_success(), "{:?}", report.outcome);
     assert_eq!(logs.truncated.load(Ordering::Relaxed), 1);
-    // The same through the blocking supervisor (the pool's).
-    let logs = Count::default();
-    let report = Runner::default().run_blocking(
-        &task,
-        RunRequest::new(json!({"big": "z".repeat(1 << 20)})),
-        &logs,
-        &Stop::new().unwrap(),
-    );
-    assert!(report.outcome.is_success(), "{:?}", report.outcome);
-    assert_eq!(logs.truncated.load(Ordering::Relaxed), 1);
     let peak = peak_rss();
     eprintln!("peak RSS: {} MiB", peak >> 20);
     assert!(peak < 64 << 20, "peak RSS {} MiB", peak >> 20);
@@ -1032,19 +967,84 @@ async fn memory_stays_bounded() {
 
 #[tokio::test]
 async fn spawn_failures_are_outcomes() {
-    in_both_modes(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("missing.sh");
-        let (report, _) = run_once(RunnerConfig::default(), &task_at(missing.clone(), None)).await;
-        let message = spawn_failure(&report);
-        assert!(
-            message.contains(&missing.display().to_string()),
-            "{message}"
-        );
-        assert!(message.contains("No such file"), "{message}");
-        assert_eq!(report.exit, None);
-    })
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.sh");
+    let (report, _) = run_once(RunnerConfig::default(), &task_at(missing.clone(), None)).await;
+    let message = spawn_failure(&report);
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("No such file"), "{message}");
+    assert_eq!(report.exit, None);
+}
+
+/// A location std cannot pass to `posix_spawn` is the run's failure, not a panic.
+#[tokio::test]
+async fn a_path_with_a_nul_byte_is_a_spawn_failure() {
+    let (report, _) = run_once(
+        RunnerConfig::default(),
+        &task_at(PathBuf::from("/bin/t\0rue"), None),
+    )
     .await;
+    let message = spawn_failure(&report);
+    assert!(message.contains("nul byte"), "{message}");
+    assert_eq!(report.exit, None);
+}
+
+/// What the task gets is this process's environment plus the run's four
+/// variables, nothing else: read back from the kernel's copy of the
+/// environment the task was started with (`/proc/<pid>/environ`), which
+/// the shell's own variables do not touch.
+#[tokio::test]
+async fn the_environment_is_the_inherited_one_plus_the_run_variables() {
+    use std::collections::BTreeMap;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    let environ = dir.path().join("environ");
+    let task = task_at(
+        script(
+            dir.path(),
+            "t.sh",
+            &format!(
+                "cat /proc/$$/environ > {}\necho '{{\"status\":1}}'",
+                environ.display()
+            ),
+        ),
+        None,
+    );
+    let config = RunnerConfig {
+        results_dir: Some(results.clone()),
+        ..RunnerConfig::default()
+    };
+    let (report, _) = run_once(config, &task).await;
+    completed(&report);
+    let mut got: BTreeMap<Vec<u8>, Vec<u8>> = std::fs::read(&environ)
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let eq = entry.iter().position(|b| *b == b'=').unwrap();
+            (entry[..eq].to_vec(), entry[eq + 1..].to_vec())
+        })
+        .collect();
+    let result_file = PathBuf::from(std::ffi::OsStr::from_bytes(
+        &got.remove(&b"TASK_RESULT_FILE"[..]).unwrap(),
+    ));
+    assert_eq!(result_file.parent(), Some(results.as_path()));
+    let mut expected: BTreeMap<Vec<u8>, Vec<u8>> = std::env::vars_os()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    expected.remove(&b"TASK_RESULT_FILE"[..]);
+    for (k, v) in [
+        ("TASK_NAME", "testTask"),
+        ("TASK_RUN_ID", report.run_id.as_str()),
+        ("TASK_PROTOCOL", "v1"),
+    ] {
+        expected.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+    }
+    assert_eq!(got, expected);
 }
 
 #[tokio::test]
@@ -1249,13 +1249,13 @@ fn test_pool(parallel: usize) -> task_executor::pool::Pool {
 }
 
 /// More than a pool has slot threads (`max(2, CPUs)`): each slot then runs
-/// several jobs at once on a runtime of its own, not one at a time blocking.
+/// several jobs at once on its runtime, not one at a time.
 fn beyond_the_slots() -> usize {
     2 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) + 3
 }
 
 /// Jobs that record how many of them run at once, through pools whose slots
-/// run one job at a time (blocking) and several (async).
+/// run one job at a time and several.
 #[tokio::test]
 async fn pool_returns_every_job_and_never_exceeds_its_concurrency() {
     pool_bounds_concurrency(2).await;
@@ -1301,7 +1301,8 @@ async fn pool_bounds_concurrency(parallel: usize) {
 }
 
 /// Dropping a pool with runs in flight leaves no process of theirs behind,
-/// whichever kind of slot runs them.
+/// whichever kind of slot runs them: SIGKILL at once, even for a task that
+/// ignores SIGTERM, and the pool's own children reaped, not left zombies.
 #[tokio::test]
 async fn dropping_a_pool_kills_its_running_tasks() {
     dropping_a_pool_kills(2).await;
@@ -1310,16 +1311,30 @@ async fn dropping_a_pool_kills_its_running_tasks() {
 
 async fn dropping_a_pool_kills(parallel: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let pids = dir.path().join("pids");
+    let (mains, pids) = (dir.path().join("mains"), dir.path().join("pids"));
     let body = format!(
-        "sleep 30 &\necho $! >> {pids}\necho $$ >> {pids}\nwait",
+        "trap '' TERM\necho $$ >> {mains}\nsleep 30 &\necho $! >> {pids}\necho $$ >> {pids}\nwait",
+        mains = mains.display(),
         pids = pids.display()
     );
     let pool = two_started_jobs(parallel, dir.path(), &body, &pids, 4).await;
+    let dropped_at = Instant::now();
     drop(pool);
+    // Well inside the 5 s grace a SIGTERM would have waited for.
+    assert!(
+        dropped_at.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        dropped_at.elapsed()
+    );
     for pid in lines_of(&pids) {
         let pid = pid.parse().unwrap();
         assert!(gone(pid).await, "process {pid} outlived the pool");
+    }
+    let mains = lines_of(&mains);
+    assert_eq!(mains.len(), 2);
+    for pid in mains {
+        let pid = pid.parse().unwrap();
+        assert!(reaped(pid).await, "process {pid} was left a zombie");
     }
 }
 
@@ -1391,88 +1406,43 @@ async fn pool_cancellation(parallel: usize) {
     assert!(pool.next().await.is_none());
 }
 
-/// `Stop::abort` is the blocking run's equivalent of dropping the async
-/// run's future: SIGKILL to the group at once, even one ignoring SIGTERM,
-/// and the task reaped.
-#[tokio::test]
-async fn aborting_a_blocking_run_kills_the_group_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let task = task_at(sleeper(dir.path(), "trap '' TERM"), None);
-    let stop = Stop::new().unwrap();
-    let run = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            Runner::default().run_blocking(
-                &task,
-                RunRequest::new(json!({})),
-                &Collect::default(),
-                &stop,
-            )
-        })
-    };
-    let main_pid = dir.path().join("main.pid");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !main_pid.exists() {
-        assert!(Instant::now() < deadline, "the task did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let aborted_at = Instant::now();
-    stop.abort();
-    let report = run.join().unwrap();
-    assert_eq!(report.outcome, Outcome::Cancelled);
-    // Well inside the 5 s grace a SIGTERM would have waited for.
-    assert!(
-        aborted_at.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        aborted_at.elapsed()
-    );
-    let main = read_pid(&main_pid);
-    assert!(gone(main).await);
-    assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
-    assert!(reaped(main).await, "process {main} was left a zombie");
-}
-
 /// The task starts with SIGPIPE at its default (Rust ignores it in the
 /// executor, and an ignored signal would survive exec) and nothing blocked,
-/// so `producer | head -1` in a task ends the way it does in a shell.
+/// so `producer | head -1` in a task ends the way it does in a shell. (std
+/// passes on the spawning thread's signal mask: nothing in the executor
+/// blocks a signal, and this test process starts with none blocked.)
 #[tokio::test]
 async fn signals_start_clean() {
-    in_both_modes(|| async {
-        // What the shell ignores, and what a command it starts has blocked (the
-        // shell itself may block signals while it waits for a command).
-        let (report, logs, _d) = run_script(
-            r#"sed -n 's/^SigIgn:[[:space:]]*/ignored /p' /proc/$$/status >&2
+    // What the shell ignores, and what a command it starts has blocked (the
+    // shell itself may block signals while it waits for a command).
+    let (report, logs, _d) = run_script(
+        r#"sed -n 's/^SigIgn:[[:space:]]*/ignored /p' /proc/$$/status >&2
 sed -n 's/^SigBlk:[[:space:]]*/blocked /p' /proc/self/status >&2
 echo '{"status":1}'"#,
-            json!({}),
-        )
-        .await;
-        completed(&report);
-        let lines = logs.texts(Stream::Stderr);
-        let mask = |kind: &str| {
-            let line = lines.iter().find_map(|l| l.strip_prefix(kind)).unwrap();
-            u64::from_str_radix(line.trim(), 16).unwrap()
-        };
-        let sigpipe = 1u64 << (13 - 1);
-        assert_eq!(mask("ignored ") & sigpipe, 0, "SIGPIPE ignored: {lines:?}");
-        assert_eq!(mask("blocked "), 0, "signals blocked: {lines:?}");
-    })
+        json!({}),
+    )
     .await;
+    completed(&report);
+    let lines = logs.texts(Stream::Stderr);
+    let mask = |kind: &str| {
+        let line = lines.iter().find_map(|l| l.strip_prefix(kind)).unwrap();
+        u64::from_str_radix(line.trim(), 16).unwrap()
+    };
+    let sigpipe = 1u64 << (13 - 1);
+    assert_eq!(mask("ignored ") & sigpipe, 0, "SIGPIPE ignored: {lines:?}");
+    assert_eq!(mask("blocked "), 0, "signals blocked: {lines:?}");
 }
 
 #[tokio::test]
 async fn a_task_file_that_is_not_executable_is_a_spawn_failure() {
-    in_both_modes(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let path = script(dir.path(), "t.sh", r#"echo '{"status":1}'"#);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let (report, _) = run_once(RunnerConfig::default(), &task_at(path.clone(), None)).await;
-        let message = spawn_failure(&report);
-        assert!(message.contains(&path.display().to_string()), "{message}");
-        assert!(message.contains("Permission denied"), "{message}");
-        assert_eq!(report.exit, None);
-    })
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = script(dir.path(), "t.sh", r#"echo '{"status":1}'"#);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (report, _) = run_once(RunnerConfig::default(), &task_at(path.clone(), None)).await;
+    let message = spawn_failure(&report);
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("Permission denied"), "{message}");
+    assert_eq!(report.exit, None);
 }
 
 /// `try_next` hands out finished jobs only, and never waits.

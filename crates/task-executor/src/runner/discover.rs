@@ -328,7 +328,7 @@ async fn keep_tail<R: AsyncRead + Unpin>(mut reader: R, tail: &mut Vec<u8>) {
 fn tail_text(tail: &[u8]) -> String {
     let mut start = tail.len().saturating_sub(STDERR_TAIL);
     if start > 0 {
-        if let Some(nl) = super::output::find_newline(&tail[start..]) {
+        if let Some(nl) = memchr::memchr(b'\n', &tail[start..]) {
             start += nl + 1;
         }
     }

@@ -3,15 +3,13 @@
 //! Owns process control (own process group, timeout, SIGTERM → grace → SIGKILL
 //! of the whole group), feeding the envelope on stdin while stdout/stderr are
 //! read line by line with bounded memory, and extracting the result. A run
-//! that goes wrong is an [`Outcome`], never an `Err`: the only errors here are
+//! that goes wrong is an [`Outcome`](crate::Outcome), never an `Err`: the only errors here are
 //! discovery errors, because a task that cannot describe itself is not a task.
 
-mod blocking;
 mod discover;
 mod output;
 mod process;
 mod result_dir;
-mod spawn;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +18,6 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-pub use blocking::Stop;
 pub use discover::DiscoveryError;
 
 use crate::log::LogSink;
@@ -63,8 +60,9 @@ impl Default for RunnerConfig {
     }
 }
 
-/// One run's inputs.
-#[derive(Debug, Clone)]
+/// One run's inputs. Its `Debug` shows the arguments' size only: they may
+/// hold secrets nobody has masked yet.
+#[derive(Clone)]
 pub struct RunRequest {
     /// The arguments (the envelope's `data`), already validated by the caller.
     pub args: Value,
@@ -88,12 +86,45 @@ impl RunRequest {
     }
 }
 
+impl std::fmt::Debug for RunRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunRequest")
+            .field("args", &Hidden(&self.args))
+            .field("caller", &self.caller)
+            .field("timeout", &self.timeout)
+            .field("run_id", &self.run_id)
+            .finish()
+    }
+}
+
+/// Prints as `<N bytes hidden>`, N the size of the value as JSON.
+struct Hidden<'a>(&'a Value);
+
+impl std::fmt::Debug for Hidden<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// Counts what is written to it.
+        struct Counter(usize);
+        impl std::io::Write for Counter {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0 += bytes.len();
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut counter = Counter(0);
+        // Writing a `Value` to a writer that never fails cannot fail.
+        let _ = serde_json::to_writer(&mut counter, self.0);
+        write!(f, "<{} bytes hidden>", counter.0)
+    }
+}
+
 /// Executes tasks. Cheap to clone; share one per program.
 #[derive(Debug, Clone, Default)]
 pub struct Runner {
     config: Arc<RunnerConfig>,
     results: Arc<result_dir::ResultDir>,
-    env: Arc<spawn::BaseEnv>,
 }
 
 impl Runner {
@@ -102,7 +133,6 @@ impl Runner {
         Self {
             results: Arc::new(result_dir::ResultDir::new(config.results_dir.clone())),
             config: Arc::new(config),
-            env: Arc::default(),
         }
     }
 
@@ -120,21 +150,23 @@ impl Runner {
         logs: &dyn LogSink,
         cancel: &CancellationToken,
     ) -> RunReport {
-        process::run(self, task, request, logs, cancel).await
+        process::run(self, task, request, logs, cancel, None).await
     }
 
-    /// [`Runner::run`] on this thread, without an event loop: `poll(2)` on
-    /// the task's pipes, its pidfd and `stop`. What the [`crate::Pool`]'s
-    /// slot threads use; the outcomes are the same as `run`'s. [`Stop::cancel`]
-    /// is `cancel`'s cancellation, [`Stop::abort`] dropping `run`'s future.
-    pub fn run_blocking(
+    /// [`Runner::run`], and when `kill` fires the task's group is SIGKILLed
+    /// at once and the task reaped before this returns ([`Outcome::Cancelled`]):
+    /// how the [`crate::Pool`] stops its runs when it is dropped.
+    ///
+    /// [`Outcome::Cancelled`]: crate::Outcome::Cancelled
+    pub(crate) async fn run_or_kill(
         &self,
         task: &PreparedTask,
         request: RunRequest,
         logs: &dyn LogSink,
-        stop: &Stop,
+        cancel: &CancellationToken,
+        kill: &CancellationToken,
     ) -> RunReport {
-        blocking::run(self, task, request, logs, stop)
+        process::run(self, task, request, logs, cancel, Some(kill)).await
     }
 
     /// Runs `<location> schema` (no shell) for at most `timeout` and parses its AutoSchema.
@@ -151,4 +183,29 @@ impl Runner {
 /// The path a location resolves to, checked to be an executable regular file.
 pub fn check_executable(location: &std::path::Path) -> Result<PathBuf, DiscoveryError> {
     discover::check_executable(location)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_requests_debug_shows_no_argument() {
+        let mut request = RunRequest::new(json!({"password": "hunter2", "list": ["s3cret"]}));
+        request.caller = "ci-bot".to_owned();
+        request.run_id = Some("run-7".to_owned());
+        for shown in [format!("{request:?}"), format!("{request:#?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(!shown.contains("password"), "{shown}");
+            let size = serde_json::to_string(&request.args).unwrap().len();
+            assert!(shown.contains(&format!("<{size} bytes hidden>")), "{shown}");
+            assert!(
+                shown.contains("ci-bot") && shown.contains("run-7"),
+                "{shown}"
+            );
+        }
+    }
 }

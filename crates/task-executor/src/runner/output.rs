@@ -9,26 +9,11 @@
 //! without spawning anything.
 
 use std::io;
-use std::os::fd::AsFd;
 
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::protocol::{self, ResultError, TaskResult};
-
-/// The index of the first `\n` in `bytes`.
-///
-/// On x86-64 this is memchr's SSE2 search, which every x86-64 CPU has, rather
-/// than `memchr::memchr`: that one picks AVX2 at run time by asking the CPU
-/// (`CPUID`), and on a virtual machine each `CPUID` traps to the hypervisor:
-/// the first search of every `manage_tasks` process cost ~40 µs on our CI VM.
-pub(crate) fn find_newline(bytes: &[u8]) -> Option<usize> {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(finder) = memchr::arch::x86_64::sse2::memchr::One::new(b'\n') {
-        return finder.find(bytes);
-    }
-    memchr::memchr(b'\n', bytes)
-}
 
 /// Size of the read buffer of every [`LineReader`].
 pub(crate) const READ_BUFFER: usize = 64 * 1024;
@@ -132,37 +117,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     }
 }
 
-impl<R: AsFd> LineReader<R> {
-    /// [`LineReader::next_line`] for a non-blocking descriptor, read
-    /// without an event loop: `Err` of kind `WouldBlock` when no whole line
-    /// can be had without waiting (poll the descriptor, then call again;
-    /// nothing read so far is lost).
-    pub fn next_line_now(&mut self) -> io::Result<Option<Line<'_>>> {
-        let found = loop {
-            match self.scan() {
-                Scan::Found(found) => break found,
-                Scan::Eof => return Ok(None),
-                Scan::Empty => {}
-            }
-            let n = loop {
-                match rustix::io::read(self.reader.as_fd(), &mut self.buf[..]) {
-                    Ok(n) => break n,
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            };
-            self.filled(n);
-        };
-        Ok(Some(self.line_at(found)))
-    }
-}
-
 impl<R> LineReader<R> {
-    /// What it reads from.
-    pub fn get_ref(&self) -> &R {
-        &self.reader
-    }
-
     /// A reader keeping at most `cap` bytes of each line.
     pub fn new(reader: R, cap: usize) -> Self {
         Self {
@@ -186,7 +141,7 @@ impl<R> LineReader<R> {
     fn scan(&mut self) -> Scan {
         if self.pos < self.filled {
             let avail = &self.buf[self.pos..self.filled];
-            if let Some(i) = find_newline(avail) {
+            if let Some(i) = memchr::memchr(b'\n', avail) {
                 let (start, end) = (self.pos, self.pos + i);
                 self.pos = end + 1;
                 if self.line_len == 0 {

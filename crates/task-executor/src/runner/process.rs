@@ -1,21 +1,32 @@
 //! One run of a task: spawning it, supervising it, and judging how it ended.
 //!
 //! Owns process control, because that is where runners go wrong: the task
-//! is started by [`super::spawn`] (`posix_spawn`, its own process group), the
-//! envelope is written while stdout and stderr are read concurrently
-//! (megabyte arguments cannot deadlock), a timeout or cancellation sends SIGTERM to the group,
-//! waits `grace`, then SIGKILL. Whatever the ending, once the task itself has
-//! exited the rest of its group is SIGKILLed, so no grandchild outlives the run
-//! or holds its pipes open, and reading the remaining output is bounded by
-//! [`DRAIN_BOUND`] in case something escaped the group. The child is always
-//! awaited: no zombies. Modelled on cargo-nextest's `runner/unix.rs` and
-//! process-wrap's tokio `ProcessGroup`.
+//! is started with `tokio::process::Command` (no shell, its own process
+//! group, stdin/stdout/stderr piped, the run's `TASK_*` variables over the
+//! inherited environment), the envelope is written into stdin at once when
+//! it fits the pipe (the usual case: no event-loop registration for stdin),
+//! else while stdout and stderr are read concurrently (megabyte arguments
+//! cannot deadlock), a timeout or cancellation sends SIGTERM to the group,
+//! waits `grace`, then SIGKILL.
+//! Whatever the ending, once the task itself has exited the rest of its
+//! group is SIGKILLed, so no grandchild outlives the run or holds its pipes
+//! open, and reading the remaining output is bounded by [`DRAIN_BOUND`] in
+//! case something escaped the group. The child is always awaited: no
+//! zombies; a run dropped half-way SIGKILLs the group ([`Group`]) and the
+//! child (`kill_on_drop`), which tokio then reaps.
+//!
+//! std starts the child with `posix_spawn` (no `pre_exec` here, which
+//! would force fork + exec), resets SIGPIPE to its default (Rust ignores it,
+//! and an ignored signal survives exec) and leaves the signal mask as the
+//! spawning thread's; on Linux tokio waits through a pidfd. Modelled on
+//! cargo-nextest's `runner/unix.rs` and process-wrap's tokio `ProcessGroup`.
 
 use std::future::{Future, pending};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, SystemTime};
 
 use rustix::io::Errno;
@@ -45,27 +56,29 @@ use crate::task::TaskName;
 pub(crate) const DRAIN_BOUND: Duration = Duration::from_secs(2);
 
 /// Why supervision stopped waiting.
-pub(super) enum Ending {
+enum Ending {
     /// The task exited by itself.
     Exited,
     /// The timeout expired.
     TimedOut,
     /// The cancellation token fired.
     Cancelled,
+    /// The kill switch fired.
+    Killed,
 }
 
 /// What a run knows from its start: its id, its timeout, when it began.
-pub(super) struct Begun<'a> {
+struct Begun<'a> {
     def: &'a crate::Task,
-    pub run_id: String,
-    pub timeout: Duration,
+    run_id: String,
+    timeout: Duration,
     started_at: SystemTime,
-    pub start: std::time::Instant,
+    start: std::time::Instant,
 }
 
 impl<'a> Begun<'a> {
     /// Starts the clock of a run of `def` with `request`.
-    pub(super) fn new(def: &'a crate::Task, request: &RunRequest, config: &RunnerConfig) -> Self {
+    fn new(def: &'a crate::Task, request: &RunRequest, config: &RunnerConfig) -> Self {
         Self {
             def,
             run_id: request.run_id.clone().unwrap_or_else(new_run_id),
@@ -79,7 +92,7 @@ impl<'a> Begun<'a> {
     }
 
     /// The run's report, ending now.
-    pub(super) fn report(&self, outcome: Outcome, exit: Option<ExitInfo>) -> RunReport {
+    fn report(&self, outcome: Outcome, exit: Option<ExitInfo>) -> RunReport {
         RunReport {
             run_id: self.run_id.clone(),
             task: self.def.name.clone(),
@@ -91,53 +104,55 @@ impl<'a> Begun<'a> {
     }
 }
 
-/// The start both supervisors share: the run's clock, and its result path
-/// or the outcome that ends it before a process is started (already
-/// `cancelled`, or no result file can be had).
-pub(super) fn begin<'a>(
-    runner: &super::Runner,
-    def: &'a crate::Task,
-    request: &RunRequest,
-    cancelled: bool,
-) -> (Begun<'a>, Result<ResultPath, Outcome>) {
-    let begun = Begun::new(def, request, &runner.config);
-    let path = if cancelled {
-        Err(Outcome::Cancelled)
-    } else {
-        ResultPath::new(&runner.results, &begun.run_id, def)
-    };
-    (begun, path)
-}
-
-/// Runs `task` once; see [`super::Runner::run`].
+/// Runs `task` once; see [`super::Runner::run`]. When `kill` fires, the
+/// group is SIGKILLed at once (no grace), the task reaped, its output no
+/// longer read, and the run reports [`Outcome::Cancelled`]: what dropping the
+/// run would do, but with the task reaped before this returns.
 pub(super) async fn run(
     runner: &super::Runner,
     task: &PreparedTask,
     request: RunRequest,
     logs: &dyn LogSink,
     cancel: &CancellationToken,
+    kill: Option<&CancellationToken>,
 ) -> RunReport {
     let config = &*runner.config;
     let def = task.task();
-    let (begun, result_path) = begin(runner, def, &request, cancel.is_cancelled());
+    let begun = Begun::new(def, &request, config);
     let (run_id, timeout) = (begun.run_id.as_str(), begun.timeout);
     let start = Instant::from_std(begun.start);
     let report = |outcome, exit| begun.report(outcome, exit);
-    let result_path = match result_path {
+    if cancel.is_cancelled() || kill.is_some_and(CancellationToken::is_cancelled) {
+        return report(Outcome::Cancelled, None);
+    }
+    let result_path = match ResultPath::new(&runner.results, run_id, def) {
         Ok(path) => path,
         Err(outcome) => return report(outcome, None),
     };
 
-    let spawned = super::spawn::spawn(
-        &def.location,
-        &runner.env,
-        &run_variables(def, run_id, &result_path),
-    );
-    let (mut child, mut group) = match spawned {
-        Ok(child) => {
-            let group = Group::led_by(child.pid);
-            (child, group)
+    // Our own pipe for stdin rather than `Stdio::piped()`, which tokio would
+    // register with the event loop and write to only on its next turn: most
+    // envelopes fit in the pipe and are written at once, right after the spawn.
+    let (stdin_read, stdin_write) = match stdin_pipe() {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            let message = format!("cannot make a pipe for `{}`: {e}", def.location.display());
+            return report(Outcome::SpawnFailed { message }, None);
         }
+    };
+    let mut cmd = Command::new(&def.location);
+    cmd.stdin(stdin_read)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .envs(run_variables(def, run_id, &result_path));
+    let spawned = spawn_in_group(&mut cmd);
+    // Closes our copy of the read end of stdin: only the task holds it now,
+    // so a task that exits without reading makes our writes fail (EPIPE).
+    drop(cmd);
+    let (mut child, mut group) = match spawned {
+        Ok(spawned) => spawned,
         Err(e) => {
             let message = format!("cannot start `{}`: {e}", def.location.display());
             return report(Outcome::SpawnFailed { message }, None);
@@ -145,14 +160,11 @@ pub(super) async fn run(
     };
     tracing::debug!(task = %def.name, run_id, pid = group.pgid.as_raw_nonzero(), "task started");
 
-    let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-
     let envelope = Envelope::new(request.caller, def.name.as_str(), request.args).to_line();
-    // Usually the whole envelope fits in the pipe: written here, stdin closed,
-    // nothing to register with the event loop. Otherwise tokio writes the rest.
-    let unwritten = super::spawn::write_now(stdin, &envelope).and_then(|(fd, written)| {
+    // What did not fit in the pipe, written by tokio as the task reads.
+    let unwritten = write_now(stdin_write, &envelope).and_then(|(fd, written)| {
         pipe::Sender::from_owned_fd_unchecked(fd)
             .inspect_err(|e| tracing::debug!("cannot register the task's stdin: {e}"))
             .ok()
@@ -166,15 +178,21 @@ pub(super) async fn run(
         task: &def.name,
         run_id,
     };
-    let read_stdout = bounded_by(
-        &drained,
-        pump(stdout, config.result_limit, Stream::Stdout, &ctx, |line| {
-            scanner.feed(line)
-        }),
+    let read_stdout = unless_fired(
+        kill,
+        bounded_by(
+            &drained,
+            pump(stdout, config.result_limit, Stream::Stdout, &ctx, |line| {
+                scanner.feed(line)
+            }),
+        ),
     );
-    let read_stderr = bounded_by(
-        &drained,
-        pump(stderr, STDERR_LINE_CAP, Stream::Stderr, &ctx, |_| {}),
+    let read_stderr = unless_fired(
+        kill,
+        bounded_by(
+            &drained,
+            pump(stderr, STDERR_LINE_CAP, Stream::Stderr, &ctx, |_| {}),
+        ),
     );
 
     let supervise = async {
@@ -190,10 +208,16 @@ pub(super) async fn run(
             status = child.wait() => (Ending::Exited, Some(status)),
             () = expired => (Ending::TimedOut, None),
             () = cancel.cancelled() => (Ending::Cancelled, None),
+            () = fired(kill) => (Ending::Killed, None),
         };
-        let status = match status {
-            Some(status) => status,
-            None => terminate(&mut child, group.pgid, config.grace).await,
+        let status = match (status, &ending) {
+            (Some(status), _) => status,
+            (None, Ending::Killed) => kill_now(&mut child, group.pgid).await,
+            (None, _) => tokio::select! {
+                biased;
+                status = terminate(&mut child, group.pgid, config.grace) => status,
+                () = fired(kill) => kill_now(&mut child, group.pgid).await,
+            },
         };
         // The task is gone: nothing else of its group may live on.
         group.kill_rest();
@@ -242,7 +266,7 @@ pub(super) async fn run(
 }
 
 /// The variables a run sets for its task, besides the inherited environment.
-pub(super) fn run_variables<'a>(
+fn run_variables<'a>(
     def: &'a crate::Task,
     run_id: &'a str,
     result_path: &'a ResultPath,
@@ -257,7 +281,7 @@ pub(super) fn run_variables<'a>(
 
 /// The outcome of a run whose task has exited: the ending, else what the
 /// result file or stdout reported, judged against the task's `outputs`.
-pub(super) fn conclude(
+fn conclude(
     task: &PreparedTask,
     config: &RunnerConfig,
     ending: Ending,
@@ -268,7 +292,7 @@ pub(super) fn conclude(
 ) -> Outcome {
     match ending {
         Ending::TimedOut => Outcome::TimedOut { after: timeout },
-        Ending::Cancelled => Outcome::Cancelled,
+        Ending::Cancelled | Ending::Killed => Outcome::Cancelled,
         Ending::Exited => {
             let from_file = read_result_file(&result_path.path, config.result_limit);
             // Nothing to remove if the task did not create the file.
@@ -351,7 +375,7 @@ fn read_result_file(path: &Path, limit: usize) -> Option<Extracted> {
 }
 
 /// A run's `TASK_RESULT_FILE` path, removed on drop if the task may have made it.
-pub(super) struct ResultPath {
+struct ResultPath {
     path: std::path::PathBuf,
     /// Cleared once the file is known not to exist: saves an `unlink` per run.
     maybe_written: bool,
@@ -360,7 +384,7 @@ pub(super) struct ResultPath {
 impl ResultPath {
     /// A fresh path in the runner's private directory; the task creates the
     /// file if it reports through it. `Err` is the run's outcome.
-    pub(super) fn new(
+    fn new(
         results: &super::result_dir::ResultDir,
         run_id: &str,
         def: &crate::Task,
@@ -390,9 +414,59 @@ impl Drop for ResultPath {
     }
 }
 
-/// Writes what [`super::spawn::write_now`] could not and closes stdin. A
-/// task that never reads stdin, or exits before reading all of it, is fine:
-/// EPIPE is not an error.
+/// The task's stdin: the read end (blocking, for the task) and ours
+/// (non-blocking, for [`write_now`]), both closed on exec.
+fn stdin_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    #[cfg(not(any(
+        target_vendor = "apple",
+        target_os = "aix",
+        target_os = "haiku",
+        target_os = "nto"
+    )))]
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    // No pipe2(2) there: close-on-exec is set right after, as std does.
+    #[cfg(any(
+        target_vendor = "apple",
+        target_os = "aix",
+        target_os = "haiku",
+        target_os = "nto"
+    ))]
+    let (read, write) = {
+        let (read, write) = rustix::pipe::pipe()?;
+        for fd in [&read, &write] {
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
+        }
+        (read, write)
+    };
+    rustix::fs::fcntl_setfl(&write, rustix::fs::OFlags::NONBLOCK)?;
+    Ok((read, write))
+}
+
+/// Writes as much of `bytes` to the non-blocking `fd` as it takes without
+/// waiting. Returns the descriptor and how much was written if the pipe
+/// filled up first; `None` once everything is written (dropping `fd` closes
+/// the task's stdin) or the task stopped reading (EPIPE: not an error, a
+/// task need not read its input).
+fn write_now(fd: OwnedFd, bytes: &[u8]) -> Option<(OwnedFd, usize)> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match rustix::io::write(&fd, &bytes[written..]) {
+            Ok(n) => written += n,
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => return Some((fd, written)),
+            Err(Errno::PIPE) => return None,
+            Err(e) => {
+                tracing::debug!("writing the envelope to the task's stdin failed: {e}");
+                return None;
+            }
+        }
+    }
+    None
+}
+
+/// Writes what [`write_now`] could not and closes stdin. A task that never
+/// reads stdin, or exits before reading all of it, is fine: EPIPE is not an
+/// error.
 async fn write_envelope(mut stdin: impl AsyncWrite + Unpin, envelope: &[u8]) {
     match stdin.write_all(envelope).await {
         Ok(()) => {}
@@ -439,6 +513,24 @@ async fn pump<R: AsyncRead + Unpin>(
     }
 }
 
+/// Waits until `token` fires; forever without one.
+async fn fired(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => pending().await,
+    }
+}
+
+/// Runs `fut` (which says whether it completed) unless `kill` fires first;
+/// true then too, as nothing more was wanted.
+async fn unless_fired(kill: Option<&CancellationToken>, fut: impl Future<Output = bool>) -> bool {
+    tokio::select! {
+        biased;
+        complete = fut => complete,
+        () = fired(kill) => true,
+    }
+}
+
 /// Runs `fut` to completion unless it is still running [`DRAIN_BOUND`] after
 /// `drained` fires. Returns whether it completed.
 pub(super) async fn bounded_by(drained: &CancellationToken, fut: impl Future<Output = ()>) -> bool {
@@ -451,9 +543,9 @@ pub(super) async fn bounded_by(drained: &CancellationToken, fut: impl Future<Out
 }
 
 /// A spawned child's process group, SIGKILLed when dropped unless already
-/// cleaned up, so a dropped run future leaves nothing behind (the child itself
-/// is then killed and reaped by its own drop; `<task> schema`'s by tokio's
-/// `kill_on_drop`).
+/// cleaned up, so a dropped run future leaves nothing behind (the child
+/// itself is killed by tokio's `kill_on_drop` and reaped by tokio's orphan
+/// queue, on this or any runtime that still runs).
 pub(super) struct Group {
     /// The group id, which is the child's pid.
     pub pgid: Pid,
@@ -507,27 +599,9 @@ pub(super) fn kill_group(pgid: Pid, signal: Signal) {
     }
 }
 
-/// A child process that can be waited for and reaped.
-pub(super) trait Reap {
-    /// Waits for the process to exit and reaps it.
-    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>>;
-}
-
-impl Reap for Child {
-    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>> {
-        Child::wait(self)
-    }
-}
-
-impl Reap for super::spawn::Child {
-    fn wait(&mut self) -> impl Future<Output = io::Result<ExitStatus>> {
-        super::spawn::Child::wait(self)
-    }
-}
-
 /// SIGTERM to the group, up to `grace` for the child to exit, then SIGKILL; reaps the child.
 pub(super) async fn terminate(
-    child: &mut impl Reap,
+    child: &mut Child,
     pgid: Pid,
     grace: Duration,
 ) -> io::Result<ExitStatus> {
@@ -541,8 +615,14 @@ pub(super) async fn terminate(
     }
 }
 
+/// SIGKILL to the group, then reaps the child.
+async fn kill_now(child: &mut Child, pgid: Pid) -> io::Result<ExitStatus> {
+    kill_group(pgid, Signal::KILL);
+    child.wait().await
+}
+
 /// How a reaped process ended.
-pub(super) fn exit_info(status: ExitStatus) -> Option<ExitInfo> {
+fn exit_info(status: ExitStatus) -> Option<ExitInfo> {
     if let Some(code) = status.code() {
         return Some(ExitInfo::Code { code });
     }
