@@ -112,6 +112,24 @@ impl LogSink for HideSecrets<'_> {
     }
 }
 
+/// Whether any value could be secret under `schema`: it names a secret
+/// marker (`writeOnly: true`, `format: password`) or a reference (which the
+/// walk may not resolve, and then treats as secret). When it does not,
+/// [`mask`] is a copy and [`secrets`] empty, so callers that judge many
+/// values against one schema can ask this once and skip the walks.
+pub fn may_hold_secrets(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map.iter().any(|(k, v)| {
+            matches!(k.as_str(), "$ref" | "$dynamicRef" | "$recursiveRef")
+                || (k == "writeOnly" && v == &Value::Bool(true))
+                || (k == "format" && v == "password")
+                || may_hold_secrets(v)
+        }),
+        Value::Array(items) => items.iter().any(may_hold_secrets),
+        _ => false,
+    }
+}
+
 /// `args` with the value of every secret field replaced by [`MASK`].
 pub fn mask(schema: &Value, args: &Value) -> Value {
     let mut out = args.clone();
@@ -642,6 +660,40 @@ impl<'s> Index<'s> {
             .filter(|(n, _, _)| *n == name)
             .map(|&(_, schema, base)| (schema, base))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod may_hold {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn only_schemas_without_markers_or_references_hold_no_secrets() {
+        for (schema, may) in [
+            (json!({"type": "object"}), false),
+            (json!(true), false),
+            (
+                json!({"properties": {"a": {"type": "string", "format": "date"}}}),
+                false,
+            ),
+            (json!({"properties": {"a": {"writeOnly": false}}}), false),
+            (json!({"properties": {"a": {"writeOnly": true}}}), true),
+            (json!({"items": [{"format": "password"}]}), true),
+            (
+                json!({"$defs": {"x": {}}, "properties": {"a": {"$ref": "#/$defs/x"}}}),
+                true,
+            ),
+        ] {
+            assert_eq!(may_hold_secrets(&schema), may, "{schema}");
+            // A schema said to hold none masks nothing, whatever the arguments.
+            if !may {
+                let args = json!({"a": "x", "b": [1, {"c": true}]});
+                assert_eq!(mask(&schema, &args), args);
+                assert!(secrets(&schema, &args).is_empty());
+            }
+        }
     }
 }
 

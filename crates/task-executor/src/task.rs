@@ -206,6 +206,8 @@ pub struct PreparedTask {
     task: Task,
     inputs: Validator,
     outputs: Option<Validator>,
+    /// Whether its inputs can mark any argument secret (see [`crate::secrets`]).
+    secrets: bool,
 }
 
 impl PreparedTask {
@@ -218,10 +220,29 @@ impl PreparedTask {
             .map(|outputs| Validator::compile(outputs, task.formats))
             .transpose()?;
         Ok(Self {
+            secrets: crate::secrets::may_hold_secrets(&task.inputs),
             task,
             inputs,
             outputs,
         })
+    }
+
+    /// `args` with secret fields masked, as history shows them.
+    pub fn mask(&self, args: &Value) -> Value {
+        if self.secrets {
+            crate::secrets::mask(&self.task.inputs, args)
+        } else {
+            args.clone()
+        }
+    }
+
+    /// The secret values in `args`, to hide in log lines.
+    pub fn secrets(&self, args: &Value) -> Vec<String> {
+        if self.secrets {
+            crate::secrets::secrets(&self.task.inputs, args)
+        } else {
+            Vec::new()
+        }
     }
 
     /// The task definition.

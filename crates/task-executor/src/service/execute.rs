@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use super::{ExecuteError, PrepareError, Service};
 use crate::history::{RunLogs, RunRecord, RunState, to_ms};
 use crate::log::{LogLine, LogSink, Tee};
-use crate::outcome::RunReport;
+use crate::outcome::{RunReport, new_run_id};
 use crate::pool::{Job, Pool};
 use crate::runner::{RunRequest, check_executable};
-use crate::secrets::{HideSecrets, hide_secrets, secrets};
+use crate::secrets::{HideSecrets, hide_secrets};
 use crate::store::{Finish, LeaseStatus, NewRun};
 use crate::task::{PreparedTask, Task, TaskName};
 
@@ -117,9 +117,10 @@ impl Service {
         new.timeout = call.timeout;
         // Run here, not by a worker: history keeps only the masked arguments.
         new.secret_args = None;
+        let found = task.task.secrets(&call.args);
         let hidden = HideSecrets {
             inner: logs,
-            secrets: secrets(&def.inputs, &call.args),
+            secrets: found.clone(),
         };
         let request = RunRequest {
             args: call.args,
@@ -129,14 +130,15 @@ impl Service {
         };
         if !self.store.has_history() {
             let report = self.runner.run(&task.task, request, &hidden, cancel).await;
-            let record = record_of(&new, &report, None, to_ms(report.started_at), (0, 0));
+            let started = to_ms(report.started_at);
+            let record = record_of(new.into(), &report, None, started, (0, 0));
             return Ok(Executed {
                 record,
                 report,
                 warnings: Vec::new(),
             });
         }
-        self.execute_recorded(task, new, request, &hidden, cancel)
+        self.execute_recorded(task, new, request, found, &hidden, cancel)
             .await
     }
 
@@ -145,6 +147,7 @@ impl Service {
         task: &Prepared,
         new: NewRun,
         request: RunRequest,
+        secrets: Vec<String>,
         logs: &dyn LogSink,
         cancel: &CancellationToken,
     ) -> Result<Executed, ExecuteError> {
@@ -156,10 +159,7 @@ impl Service {
             .await
             .map_err(ExecuteError::Store)?;
         let held = started.lease;
-        let history = RunLogs::new(
-            self.config.log_limit,
-            secrets(&task.task().inputs, &request.args),
-        );
+        let history = RunLogs::new(self.config.log_limit, secrets);
         let tee = Tee(logs, &history);
         let mut warnings = Vec::new();
         let mut warn = |what: &str, e: &dyn fmt::Display| {
@@ -213,7 +213,7 @@ impl Service {
             ),
             Err(e) => warn("cannot record the run's end in history", &e),
         }
-        let record = record_of(&new, &report, Some(worker), started.at, cut);
+        let record = record_of(new.into(), &report, Some(worker), started.at, cut);
         Ok(Executed {
             record,
             report,
@@ -248,10 +248,29 @@ impl Service {
     }
 }
 
+/// What a run executed here was asked: its task, masked arguments, caller, priority.
+struct Asked {
+    task: TaskName,
+    args: Value,
+    caller: String,
+    priority: i64,
+}
+
+impl From<NewRun> for Asked {
+    fn from(new: NewRun) -> Self {
+        Self {
+            task: new.task,
+            args: new.args,
+            caller: new.caller,
+            priority: new.priority,
+        }
+    }
+}
+
 /// The record of a run executed here, from what was asked and what happened:
 /// timestamps on the store's clock from `started` on, the duration the runner measured.
 fn record_of(
-    new: &NewRun,
+    asked: Asked,
     report: &RunReport,
     worker: Option<&str>,
     started: i64,
@@ -259,11 +278,11 @@ fn record_of(
 ) -> RunRecord {
     RunRecord {
         id: report.run_id.clone(),
-        task: new.task.clone(),
-        args: new.args.clone(),
-        caller: new.caller.clone(),
+        task: asked.task,
+        args: asked.args,
+        caller: asked.caller,
         state: RunState::for_outcome(&report.outcome),
-        priority: new.priority,
+        priority: asked.priority,
         attempt: 1,
         max_attempts: 1,
         worker: worker.map(str::to_owned),
@@ -289,8 +308,8 @@ pub struct Batch {
     task: Prepared,
     caller: String,
     timeout: Option<Duration>,
-    /// What each job in flight was asked (masked), by job id.
-    waiting: HashMap<u64, NewRun>,
+    /// The masked arguments of each job in flight, by job id.
+    waiting: HashMap<u64, Value>,
     /// Each job's secret values, by run id, for [`BatchLogs`].
     secrets: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
@@ -309,22 +328,18 @@ impl Batch {
     /// as a slot is free; `id` (unique among the runs in flight) comes back
     /// with its record.
     pub fn submit(&mut self, id: u64, args: Value) {
-        let def = self.task.task();
-        let mut new = crate::queue::new_run(def, &args, &self.caller);
-        new.max_attempts = 1;
-        new.timeout = self.timeout;
-        new.secret_args = None;
-        let found = secrets(&def.inputs, &args);
+        let run_id = new_run_id();
+        let found = self.task.task.secrets(&args);
         if !found.is_empty() {
-            self.lock_secrets().insert(new.id.clone(), found);
+            self.lock_secrets().insert(run_id.clone(), found);
         }
+        self.waiting.insert(id, self.task.task.mask(&args));
         let request = RunRequest {
             args,
             caller: self.caller.clone(),
             timeout: self.timeout,
-            run_id: Some(new.id.clone()),
+            run_id: Some(run_id),
         };
-        self.waiting.insert(id, new);
         self.pool.submit(Job {
             id,
             task: self.task.task.clone(),
@@ -338,13 +353,16 @@ impl Batch {
 
     fn finished(&mut self, id: u64, report: RunReport) -> (u64, RunRecord) {
         self.lock_secrets().remove(&report.run_id);
-        // Only a caller reusing an id in flight can miss: its arguments are unknown.
-        let new = self
-            .waiting
-            .remove(&id)
-            .unwrap_or_else(|| crate::queue::new_run(self.task.task(), &Value::Null, &self.caller));
+        let def = self.task.task();
+        let asked = Asked {
+            task: def.name.clone(),
+            // Only a caller reusing an id in flight can miss: its arguments are unknown.
+            args: self.waiting.remove(&id).unwrap_or(Value::Null),
+            caller: self.caller.clone(),
+            priority: def.policy.priority.unwrap_or(0),
+        };
         let started = to_ms(report.started_at);
-        (id, record_of(&new, &report, None, started, (0, 0)))
+        (id, record_of(asked, &report, None, started, (0, 0)))
     }
 
     /// The next run to finish, or `None` when none is in flight.

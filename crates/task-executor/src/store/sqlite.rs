@@ -110,7 +110,10 @@ const MIGRATIONS: &[&str] = &[
     // 3: runs get an insertion order (`seq`: ids are random now, and runs
     // queued in the same millisecond must keep their order), a kind for
     // `error`, and a mark for runs executed in-process; tasks keep their
-    // `formats` mode. The ordering indexes follow `seq` instead of `id`.
+    // `formats` mode. The ordering indexes follow `seq` instead of `id`, and
+    // the queue's indexes hold only the runs they serve (queued ones to
+    // claim, running ones for leases and the concurrency cap), so finished
+    // history never weighs on them and a run touches fewer of them.
     "ALTER TABLE tasks ADD COLUMN formats TEXT;  -- NULL: assert; 'annotate'
     ALTER TABLE runs ADD COLUMN seq INTEGER;
     UPDATE runs SET seq = rowid;
@@ -125,7 +128,11 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX runs_state_order;
     CREATE INDEX runs_state_order ON runs (state, queued_at, seq);
     DROP INDEX runs_claim;
-    CREATE INDEX runs_claim ON runs (state, priority DESC, available_at, seq);",
+    CREATE INDEX runs_claim ON runs (priority DESC, available_at, seq) WHERE state = 'queued';
+    DROP INDEX runs_lease;
+    CREATE INDEX runs_lease ON runs (lease_until) WHERE state = 'running';
+    DROP INDEX runs_task_state;
+    CREATE INDEX runs_running ON runs (task) WHERE state = 'running';",
 ];
 
 /// The schema version this build writes and understands.

@@ -301,12 +301,14 @@ fn claim_in(
     // claimed just before it): look again, a few times, for the others.
     for _ in 0..3 {
         let want = n - claimed.len();
+        // The query names the queue's partial index: without statistics,
+        // SQLite's planner would take the state index and sort every queued run.
         let candidates = tx
             .prepare_cached(
                 "SELECT r.id, r.task, COALESCE(r.secret_args, r.args), r.caller, r.attempt, \
                         r.max_attempts, r.fence, r.timeout_ms, r.backoff_ms, r.retry_on_status, \
                         t.concurrency \
-                 FROM runs r LEFT JOIN tasks t ON t.name = r.task \
+                 FROM runs r INDEXED BY runs_claim LEFT JOIN tasks t ON t.name = r.task \
                  WHERE r.state = 'queued' AND r.available_at <= ?1 \
                    AND (t.concurrency IS NULL OR t.concurrency > \
                         (SELECT count(*) FROM runs x WHERE x.task = r.task AND x.state = 'running')) \
@@ -580,7 +582,7 @@ impl RunStore for SqliteStore {
                 let rows = conn
                     .prepare_cached(
                         "SELECT id, fence, attempt, max_attempts, cancel_requested, inline \
-                         FROM runs WHERE state = 'running' AND lease_until < ?1 \
+                         FROM runs INDEXED BY runs_lease WHERE state = 'running' AND lease_until < ?1 \
                          ORDER BY lease_until LIMIT ?2",
                     )?
                     .query_map(params![ctx.now(), limit as i64], |r| {
