@@ -12,8 +12,8 @@
 #      them alike.
 #   2. batch: 1000 no-op runs at --parallel 2 against a C posix_spawn loop
 #      (bench/spawn_baseline.c), alternated round by round; baseline too.
-#   3. what recording costs on SQLite: fsyncs and write transactions per
-#      `execute` (strace).
+#   3. what recording costs on SQLite: fsyncs and write locks per `execute`,
+#      averaged over many runs (strace).
 #   4. peak RSS of one run, a batch of 1000 and of 10000.
 #
 # Needs: cargo, cc, git, strace, /usr/bin/time. Uses /usr/bin/python3 nowhere:
@@ -21,10 +21,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-rounds=400; batch_rounds=15; baseline=da877d4
+rounds=400; batch_rounds=15; record_runs=50; baseline=da877d4
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) rounds=100; batch_rounds=5 ;;
+    --quick) rounds=100; batch_rounds=5; record_runs=20 ;;
     --baseline) baseline=$2; shift ;;
     *) echo "usage: bench/run.sh [--quick] [--baseline REV|BINARY]" >&2; exit 2 ;;
   esac
@@ -72,7 +72,8 @@ echo "## 1. per call: median of $rounds alternated rounds (ms), and the ratio to
   "TASK_STORE=$work/new.yaml $bin -q execute --name noop --taskArgs $args" \
   "TASK_STORE=$work/new.db $bin -q execute --name noop --taskArgs $args" \
   "TASK_STORE=$work/base.yaml $base -q execute --name noop --taskArgs $args" \
-  "TASK_STORE=$work/base.db $base -q execute --name noop --taskArgs $args" > "$work/alt.txt"
+  "TASK_STORE=$work/base.db $base -q execute --name noop --taskArgs $args" \
+  "$bin --version" "$base --version" > "$work/alt.txt"
 awk 'NR == 1 { d = $1 } { m[NR] = $1 } END {
   printf "%-28s %8s %8s\n", "", "ms", "ratio"
   printf "%-28s %8.3f %8.2f\n", "task run directly", d / 1000, 1
@@ -80,7 +81,9 @@ awk 'NR == 1 { d = $1 } { m[NR] = $1 } END {
   printf "%-28s %8.3f %8.2f\n", "execute, SQLite", m[3] / 1000, m[3] / d
   printf "%-28s %8.3f %8.2f\n", "baseline execute, YAML", m[4] / 1000, m[4] / d
   printf "%-28s %8.3f %8.2f\n", "baseline execute, SQLite", m[5] / 1000, m[5] / d
-  printf "(target: execute <= 2.5 on both stores)\n" }' "$work/alt.txt"
+  printf "%-28s %8.3f %8.2f\n", "manage_tasks --version", m[6] / 1000, m[6] / d
+  printf "%-28s %8.3f %8.2f\n", "baseline --version", m[7] / 1000, m[7] / d
+  printf "(target: execute <= 2.5 on both stores; --version is the start-up alone)\n" }' "$work/alt.txt"
 
 echo
 echo "## 2. batch: 1000 no-op runs, 2 at a time; median of $batch_rounds alternated rounds"
@@ -107,18 +110,22 @@ awk -v l="$(med "$work/loop.ns")" -v n="$(med "$work/new.ns")" -v b="$(med "$wor
   printf "(target: >= 0.90 of the loop)\n" }'
 
 echo
-echo "## 3. recording a run on SQLite: per execute"
+echo "## 3. recording a run on SQLite: per execute, over $record_runs runs"
 for b in new base; do
   exe=$bin; [ "$b" = base ] && exe=$base
-  TASK_STORE=$work/$b.db strace -f -qq -e trace=fsync,fdatasync -o "$work/$b.strace" \
-    "$exe" -q execute --name noop --taskArgs "$args" >/dev/null
-  fsyncs=$(grep -c -E 'fsync|fdatasync' "$work/$b.strace" || true)
-  # Write transactions: each takes SQLite's write lock, a fcntl(F_SETLK) on
-  # the WAL index's write slot; count those locks.
-  TASK_STORE=$work/$b.db strace -f -qq -e trace=fcntl -o "$work/$b.locks" \
-    "$exe" -q execute --name noop --taskArgs "$args" >/dev/null
-  writes=$(grep -c 'F_SETLK.*F_WRLCK.*l_start=120, l_len=1' "$work/$b.locks" || true)
-  printf '%-10s fsyncs %s, write transactions %s\n' "$b:" "$fsyncs" "$writes"
+  : > "$work/$b.sync"; : > "$work/$b.locks"
+  for _ in $(seq "$record_runs"); do
+    # fsyncs come from checkpoints, every few runs: count them over many.
+    # A write transaction takes SQLite's write lock, a fcntl(F_SETLK) on the
+    # WAL index's write slot; so does the WAL-index rebuild that the first
+    # connection of every process does.
+    TASK_STORE=$work/$b.db strace -f -qq -e trace=fsync,fdatasync,fcntl -o "$work/$b.trace" \
+      "$exe" -q execute --name noop --taskArgs "$args" >/dev/null
+    grep -E 'fsync|fdatasync' "$work/$b.trace" >> "$work/$b.sync" || true
+    grep 'F_SETLK.*F_WRLCK.*l_start=120, l_len=1' "$work/$b.trace" >> "$work/$b.locks" || true
+  done
+  awk -v n="$record_runs" -v b="$b:" -v s="$(wc -l < "$work/$b.sync")" -v l="$(wc -l < "$work/$b.locks")" \
+    'BEGIN { printf "%-10s fsyncs %.2f, write locks %.2f (2 commits + the WAL-index rebuild)\n", b, s / n, l / n }'
 done
 
 echo

@@ -260,7 +260,7 @@ pub struct WorkerArgs {
     /// With --until-idle: also wait for runs queued for later.
     #[arg(long, requires = "until_idle")]
     pub wait_delayed: bool,
-    /// The worker's id in history (default: worker-<hostname>-<pid>).
+    /// The worker's id in history (default: worker-HOSTNAME-PID).
     #[arg(long)]
     pub id: Option<String>,
     /// Log bytes kept in history per run (head + tail).

@@ -18,8 +18,8 @@ use crate::protocol::{self, ResultError, TaskResult};
 /// Size of the read buffer of every [`LineReader`].
 pub(crate) const READ_BUFFER: usize = 64 * 1024;
 /// The read buffer a reader starts with; it grows to [`READ_BUFFER`] once a
-/// read fills it. Most tasks print little, and zeroing 2 × 64 KiB per run was
-/// the largest single cost of a no-op run in a batch (callgrind).
+/// read fills it. Most tasks print little, and zeroing two full buffers per
+/// run is a large share of what a no-op run in a batch costs.
 const INITIAL_READ_BUFFER: usize = 4 * 1024;
 /// Line length after which a line's buffer grows straight to the cap.
 const BIG_LINE: usize = 1024 * 1024;
@@ -233,8 +233,8 @@ impl<R> LineReader<R> {
         let take = piece.len().min(room);
         if self.line.len() + take > self.line.capacity() && self.line.capacity() >= BIG_LINE {
             // Past 1 MiB, grow once to the cap instead of doubling: each doubling
-            // copies, and the blocks it frees stayed in the peak RSS (a 150 MB
-            // line peaked at 57 MiB). Untouched capacity costs no memory.
+            // copies, and the blocks it frees stay in the peak RSS. Untouched
+            // capacity costs no memory.
             self.line.reserve_exact(room);
         }
         self.line.extend_from_slice(&piece[..take]);

@@ -5,9 +5,8 @@
 //! creates if it reports through it; nothing is made or removed for runs that
 //! don't. The directory itself is made once, mode 0700, and kept, as tmux
 //! keeps `/tmp/tmux-<uid>`: making and removing a directory for every
-//! `manage_tasks execute` cost 0.16 ms on our CI's ext4 (mounted with
-//! `discard`, so freeing the directory's block waited for the disk), more
-//! than a tenth of the executor's whole overhead.
+//! `manage_tasks execute` is a metadata write that, on a filesystem mounted
+//! with `discard`, waits for the disk (see docs/performance.md).
 //!
 //! Default place: `$XDG_RUNTIME_DIR/task-executor` (a per-user tmpfs on most
 //! Linux desktops and servers), else `<temp dir>/task-executor-<uid>`.
