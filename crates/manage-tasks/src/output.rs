@@ -106,7 +106,7 @@ pub fn render_run(r: &RunRecord, style: Style) -> String {
         ));
         return out;
     };
-    let took = humantime::format_duration(Duration::from_millis(r.duration_ms().unwrap_or(0)));
+    let took = took(r.duration_ms().unwrap_or(0));
     match outcome {
         Outcome::Completed { result } if result.is_success() => {
             out.push_str(&format!(
@@ -138,6 +138,15 @@ pub fn render_run(r: &RunRecord, style: Style) -> String {
     out
 }
 
+/// A run's duration as text: `41ms`, `2s 5ms`; `<1ms` for a run that
+/// took less than the millisecond history counts in.
+pub fn took(ms: u64) -> String {
+    if ms == 0 {
+        return "<1ms".to_owned();
+    }
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
+
 pub fn exit_text(exit: &ExitInfo) -> String {
     match exit {
         ExitInfo::Code { code } => format!("exit code {code}"),
@@ -154,4 +163,16 @@ pub fn short_json(value: &serde_json::Value, max: usize) -> String {
     let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
     cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::took;
+
+    #[test]
+    fn a_run_under_a_millisecond_does_not_read_as_zero_seconds() {
+        assert_eq!(took(0), "<1ms");
+        assert_eq!(took(41), "41ms");
+        assert_eq!(took(2005), "2s 5ms");
+    }
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, cancel_on_signal, parse_args};
 use crate::cli::ExecuteArgs;
 use crate::exit::{self, Failure};
-use crate::output::{StderrLogs, Style, short_json};
+use crate::output::{StderrLogs, Style, short_json, took};
 
 /// How long output may wait in the buffer while no run finishes.
 const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
@@ -326,9 +326,7 @@ fn emit(
 
 /// `line 3: succeeded, status 1 (ok), 41ms: {"words":11}`, or what went wrong.
 fn text_line(line: u64, r: &RunRecord, style: Style) -> String {
-    let took = humantime::format_duration(std::time::Duration::from_millis(
-        r.duration_ms().unwrap_or(0),
-    ));
+    let took = took(r.duration_ms().unwrap_or(0));
     match &r.outcome {
         Some(Outcome::Completed { result }) => {
             let head = if result.is_success() {

@@ -1,7 +1,6 @@
 //! `runs list|show|logs|cancel|prune`: reading and trimming run history.
 
 use std::io::Write;
-use std::time::Duration;
 
 use comfy_table::{ContentArrangement, Table, presets};
 use task_executor::history::{Cursor, RunFilter, RunState, from_ms, now_ms};
@@ -16,7 +15,7 @@ use task_executor::{Outcome, Stream};
 use super::{Context, print_json, task_name};
 use crate::cli::{PruneArgs, RunIdArgs, RunsCommand, RunsListArgs, RunsLogsArgs};
 use crate::exit::{self, Failure};
-use crate::output::Style;
+use crate::output::{Style, took};
 
 pub async fn run(ctx: &Context, cmd: RunsCommand) -> anyhow::Result<u8> {
     let service = ctx.service()?;
@@ -85,10 +84,7 @@ async fn list(service: &Service, a: RunsListArgs) -> anyhow::Result<u8> {
             "RUN", "TASK", "STATE", "ATTEMPT", "QUEUED", "DURATION", "OUTCOME",
         ]);
     for r in &page.runs {
-        let duration = r
-            .duration_ms()
-            .map(|ms| humantime::format_duration(Duration::from_millis(ms)).to_string())
-            .unwrap_or_else(|| "-".into());
+        let duration = r.duration_ms().map(took).unwrap_or_else(|| "-".into());
         let outcome = match &r.outcome {
             Some(Outcome::Completed { result }) => format!("status {}", result.status),
             Some(o) => o.kind().to_owned(),
