@@ -217,9 +217,7 @@ fn a_worker_that_lost_its_lease_cannot_overwrite_and_kills_its_task() {
     );
     env.task("slow", "slow.sh", "{}", &run_script);
     let id = env.submit_many("slow", 1, "{}").remove(0);
-    let mut a = env.spawn(&[
-        "-q", "worker", "--poll", "20ms", "--lease", "1s", "--id", "A",
-    ]);
+    let mut a = env.spawn(&["worker", "--poll", "20ms", "--lease", "1s", "--id", "A"]);
     wait_until(10.0, "attempt 1", || read_lines(&env, "pids").len() == 1);
     signal(a.id(), "-STOP");
     let first_task: i32 = read_lines(&env, "pids")[0]
@@ -259,6 +257,14 @@ fn a_worker_that_lost_its_lease_cannot_overwrite_and_kills_its_task() {
     );
     let err = std::fs::read_to_string(env.dir.path().join("bg.err")).unwrap_or_default();
     assert!(!err.contains("panicked"), "{err}");
+    // A says what really happened to it, and what became of the run.
+    assert!(
+        err.contains(&format!(
+            "run {id}: lease expired while this worker was not running"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("attempt 2 is running on B"), "{err}");
 }
 
 #[test]
@@ -529,4 +535,72 @@ fn a_schedule_fires_once_per_tick_with_two_workers() {
         "{n} runs in {elapsed:.1}s"
     );
     assert!(runs.iter().all(|r| r["schedule"] == sched.as_str()));
+}
+
+#[test]
+fn a_queued_run_is_never_delivered_to_a_task_registered_later_under_its_name() {
+    let env = Env::new("db");
+    let marker = |file: &str| {
+        format!(
+            "read -r _\necho ran >> {}\necho '{{\"status\":1,\"reason\":\"ok\",\"payload\":null}}'",
+            env.dir.path().join(file).display()
+        )
+    };
+    env.task("t", "first.sh", "{}", &marker("first"));
+    let submit = |env: &Env| -> String {
+        let out = env.cmd().args(["-q", "submit", "t"]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    };
+    let work = |env: &Env| {
+        let mut args = vec!["-q", "worker", "--until-idle"];
+        args.extend(FAST);
+        env.cmd().args(&args).assert().success();
+    };
+
+    // Registered again unchanged (--force re-reads the same script): the run is its own.
+    let same = submit(&env);
+    env.cmd()
+        .args(["-q", "register", "t", "--location"])
+        .arg(env.dir.path().join("first.sh"))
+        .arg("--force")
+        .assert()
+        .success();
+    work(&env);
+    assert_eq!(run(&env, &same)["state"], "completed");
+    assert_eq!(read_lines(&env, "first").len(), 1);
+
+    // Replaced by another script under the same name: the run is not delivered to it.
+    let replaced = submit(&env);
+    let second = env.script("second.sh", &task_script("{}", &marker("second")));
+    env.cmd()
+        .args(["-q", "register", "t", "--force", "--location"])
+        .arg(&second)
+        .assert()
+        .success();
+    let fresh = submit(&env);
+    work(&env);
+    let r = run(&env, &replaced);
+    assert_eq!(r["state"], "failed", "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("registered again"), "{r}");
+    // The run queued for the new definition runs it, once.
+    assert_eq!(run(&env, &fresh)["state"], "completed");
+    assert_eq!(read_lines(&env, "second").len(), 1);
+    assert_eq!(read_lines(&env, "first").len(), 1);
+
+    // Unregistered meanwhile: the run fails saying so.
+    let orphan = submit(&env);
+    env.cmd().args(["-q", "unregister", "t"]).assert().success();
+    work(&env);
+    let r = run(&env, &orphan);
+    assert_eq!(r["state"], "failed", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not registered"),
+        "{r}"
+    );
+    assert_eq!(read_lines(&env, "second").len(), 1);
 }

@@ -144,6 +144,61 @@ pub struct Task {
     pub formats: Formats,
 }
 
+impl Task {
+    /// What the task *is*, as a short hash: its location, schemas and
+    /// formats mode (not its description, timeout or queue policy). A
+    /// queued run keeps the revision it was submitted for, so a worker
+    /// never delivers it to a different script registered later under the
+    /// same name. Stable across processes, machines and versions: SHA-256
+    /// of a canonical JSON form (object keys sorted).
+    pub fn revision(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut text = Vec::with_capacity(256);
+        canonical_json(
+            &serde_json::json!({
+                "location": self.location.to_string_lossy(),
+                "inputs": self.inputs,
+                "outputs": self.outputs,
+                "formats": self.formats,
+            }),
+            &mut text,
+        );
+        let digest = Sha256::digest(&text);
+        digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// `value` as JSON with every object's keys in sorted order.
+fn canonical_json(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
+                out.push(b':');
+                canonical_json(&map[k], out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(v, out);
+            }
+            out.push(b']');
+        }
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
+}
+
 /// A task's queue policy, set at register time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
@@ -208,6 +263,8 @@ pub struct PreparedTask {
     outputs: Option<Validator>,
     /// Whether its inputs can mark any argument secret (see [`crate::secrets`]).
     secrets: bool,
+    /// [`Task::revision`], worked out when first asked for.
+    revision: std::sync::OnceLock<String>,
 }
 
 impl PreparedTask {
@@ -224,7 +281,13 @@ impl PreparedTask {
             task,
             inputs,
             outputs,
+            revision: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The task's [`Task::revision`], computed once.
+    pub fn revision(&self) -> &str {
+        self.revision.get_or_init(|| self.task.revision())
     }
 
     /// `args` with secret fields masked, as history shows them.
@@ -267,6 +330,43 @@ impl PreparedTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revision_changes_with_what_the_task_is_and_nothing_else() {
+        let base = Task {
+            name: TaskName::new("t").unwrap(),
+            location: "/opt/t.sh".into(),
+            description: None,
+            inputs: serde_json::json!({"type": "object", "properties": {"a": {}, "b": {}}}),
+            outputs: None,
+            timeout: None,
+            policy: Policy::default(),
+            formats: Formats::Assert,
+        };
+        let rev = base.revision();
+        assert_eq!(rev.len(), 24);
+        // Key order, description, timeout and policy do not make another task.
+        let mut same = base.clone();
+        same.inputs =
+            serde_json::from_str(r#"{"properties": {"b": {}, "a": {}}, "type": "object"}"#)
+                .unwrap();
+        same.description = Some("now described".into());
+        same.timeout = Some(Duration::from_secs(3));
+        same.policy.retries = Some(2);
+        assert_eq!(same.revision(), rev);
+        // Its location, schemas and formats mode do.
+        let mut moved = base.clone();
+        moved.location = "/opt/other.sh".into();
+        let mut stricter = base.clone();
+        stricter.inputs["required"] = serde_json::json!(["a"]);
+        let mut checked = base.clone();
+        checked.outputs = Some(serde_json::json!({"type": "object"}));
+        let mut lax = base.clone();
+        lax.formats = Formats::Annotate;
+        for other in [moved, stricter, checked, lax] {
+            assert_ne!(other.revision(), rev, "{other:?}");
+        }
+    }
 
     #[test]
     fn accepts_valid_names() {

@@ -176,8 +176,8 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
                 format!("run {run} ({task}) attempt {attempt} started")
             }
             WorkerEvent::Finished { run, task, state } => format!("run {run} ({task}) {state}"),
-            WorkerEvent::LeaseLost { run } => {
-                format!("run {run}: lease lost to another worker; result dropped")
+            WorkerEvent::LeaseLost { run, message } => {
+                format!("run {run}: {message}; this attempt's result was not recorded")
             }
             WorkerEvent::Released { run } => {
                 format!("run {run}: stopped at shutdown and queued again")

@@ -65,6 +65,7 @@ pub fn new_run(task: &Task, args: &Value, caller: &str) -> NewRun {
         timeout: None,
         available: Availability::Now,
         schedule: None,
+        task_rev: Some(task.revision()),
     }
 }
 

@@ -22,7 +22,9 @@ use crate::history::{DEFAULT_LOG_LIMIT, LogBatch, RunLogs, RunState};
 use crate::outcome::RunReport;
 use crate::runner::{RunRequest, Runner};
 use crate::secrets::secrets;
-use crate::store::{Claimed, Finish, Lease, LeaseStatus, NewRun, Prune, Store, StoreError};
+use crate::store::{
+    Claimed, Finish, Lease, LeaseStatus, NewRun, Prune, RunLookup, Store, StoreError,
+};
 use crate::task::{PreparedTask, Task, TaskName};
 
 /// How a worker behaves.
@@ -101,6 +103,10 @@ pub enum WorkerEvent {
     LeaseLost {
         /// The run.
         run: String,
+        /// What happened, and what became of the run: `lease expired while
+        /// this worker was not running (no renewal for 4s); attempt 2 is
+        /// running on this worker`.
+        message: String,
     },
     /// A running attempt was given back to the queue at shutdown.
     Released {
@@ -152,7 +158,8 @@ struct InFlight {
     retry_on_status: bool,
     cancel: CancellationToken,
     logs: Arc<RunLogs>,
-    lost: bool,
+    /// Why its lease was lost, once it was.
+    lost: Option<String>,
     cancel_requested: bool,
     released: bool,
 }
@@ -174,7 +181,12 @@ impl TaskCache {
         }
         let task: Task = match store.get(name).await {
             Ok(Some(t)) => t,
-            Ok(None) => return Err(format!("task `{name}` is not registered")),
+            Ok(None) => {
+                return Err(format!(
+                    "task `{name}` is not registered (it was unregistered after this run was queued); \
+                     the run was not started"
+                ));
+            }
             Err(e) => return Err(e.to_string()),
         };
         let prepared =
@@ -187,6 +199,11 @@ impl TaskCache {
         self.0
             .insert(name.clone(), (prepared.clone(), Instant::now()));
         Ok(prepared)
+    }
+
+    /// Makes the next [`TaskCache::get`] of `name` read the store.
+    fn forget(&mut self, name: &TaskName) {
+        self.0.remove(name);
     }
 }
 
@@ -202,8 +219,13 @@ pub async fn run_worker(
 ) -> Result<WorkerStats, StoreError> {
     let mut stats = WorkerStats::default();
     let mut cache = TaskCache::default();
-    let mut inflight: HashMap<String, InFlight> = HashMap::new();
-    let mut running: JoinSet<(String, RunReport)> = JoinSet::new();
+    // By lease, not run id: after a pause this worker may hold a newer
+    // attempt of a run whose older attempt is still being stopped.
+    let mut inflight: HashMap<Lease, InFlight> = HashMap::new();
+    let mut running: JoinSet<(Lease, RunReport)> = JoinSet::new();
+    // When this worker last renewed its leases: a gap longer than the lease
+    // means it was not running (paused, or starved) while they lapsed.
+    let mut renewed = Instant::now();
     let mut heartbeat = interval((config.lease / 3).max(Duration::from_millis(50)));
     let mut flush = interval(Duration::from_millis(250));
     let mut maintain = interval(Duration::from_secs(1));
@@ -241,6 +263,7 @@ pub async fn run_worker(
                             config,
                             &mut cache,
                             c,
+                            renewed,
                             &mut inflight,
                             &mut running,
                             events,
@@ -268,9 +291,9 @@ pub async fn run_worker(
         let poll = tokio::time::sleep(config.poll);
         tokio::select! {
             Some(joined) = running.join_next(), if !running.is_empty() => {
-                let Ok((id, report)) = joined else { continue };
-                if let Some(run) = inflight.remove(&id) {
-                    if let Err(e) = record(store, run, report, &mut stats, events).await {
+                let Ok((lease, report)) = joined else { continue };
+                if let Some(run) = inflight.remove(&lease) {
+                    if let Err(e) = record(store, &config.id, run, report, &mut stats, events).await {
                         result = Err(e);
                     }
                 }
@@ -279,18 +302,22 @@ pub async fn run_worker(
                 let leases: Vec<Lease> = inflight.values().map(|r| r.lease.clone()).collect();
                 match store.heartbeat(&leases, config.lease).await {
                     Ok(statuses) => {
+                        let gap = renewed.elapsed();
+                        renewed = Instant::now();
                         for (lease, status) in leases.iter().zip(statuses) {
-                            let Some(run) = inflight.get_mut(&lease.id) else { continue };
+                            let Some(run) = inflight.get_mut(lease) else { continue };
                             match status {
                                 LeaseStatus::Held => {}
                                 LeaseStatus::CancelRequested => {
                                     run.cancel_requested = true;
                                     run.cancel.cancel();
                                 }
-                                LeaseStatus::Lost => {
-                                    run.lost = true;
+                                LeaseStatus::Lost if run.lost.is_none() => {
+                                    let now = what_became_of(store, &config.id, &lease.id).await;
+                                    run.lost = Some(lost_why(gap, config.lease, &now));
                                     run.cancel.cancel();
                                 }
+                                LeaseStatus::Lost => {}
                             }
                         }
                     }
@@ -298,7 +325,7 @@ pub async fn run_worker(
                 }
             }
             _ = flush.tick() => {
-                for run in inflight.values().filter(|r| !r.lost) {
+                for run in inflight.values().filter(|r| r.lost.is_none()) {
                     if let Err(e) = store.record_logs(&run.lease, run.attempt, &run.logs.take()).await {
                         result = Err(e);
                     }
@@ -346,12 +373,40 @@ async fn start(
     config: &WorkerConfig,
     cache: &mut TaskCache,
     c: Claimed,
-    inflight: &mut HashMap<String, InFlight>,
-    running: &mut JoinSet<(String, RunReport)>,
+    renewed: Instant,
+    inflight: &mut HashMap<Lease, InFlight>,
+    running: &mut JoinSet<(Lease, RunReport)>,
     events: &mut dyn FnMut(WorkerEvent),
 ) {
     let lease = c.lease();
-    let prepared = match cache.get(store, &c.task).await {
+    // This worker re-claimed a run whose older attempt it still runs: that
+    // attempt's lease lapsed while the worker was not running. Stop it.
+    for (held, run) in inflight.iter_mut() {
+        if held.id == lease.id && run.lost.is_none() {
+            let now = format!("attempt {} is running on this worker", c.attempt);
+            run.lost = Some(lost_why(renewed.elapsed(), config.lease, &now));
+            run.cancel.cancel();
+        }
+    }
+    let mut prepared = cache.get(store, &c.task).await;
+    if let (Ok(p), Some(rev)) = (&prepared, &c.task_rev)
+        && rev != p.revision()
+    {
+        // The cached copy may be older than the run: read the task again.
+        cache.forget(&c.task);
+        prepared = cache.get(store, &c.task).await;
+    }
+    let prepared = prepared.and_then(|p| match &c.task_rev {
+        // Registered again meanwhile as something else: not what was asked for.
+        Some(rev) if rev != p.revision() => Err(format!(
+            "task `{}` was registered again with a different location or schema after this \
+             run was queued; the run was not delivered to it (submit it again to run the new \
+             definition)",
+            c.task
+        )),
+        _ => Ok(p),
+    });
+    let prepared = match prepared {
         Ok(p) => p,
         Err(message) => {
             let finish = Finish {
@@ -379,9 +434,9 @@ async fn start(
         attempt: c.attempt,
     });
     inflight.insert(
-        c.id.clone(),
+        lease.clone(),
         InFlight {
-            lease,
+            lease: lease.clone(),
             task: c.task.clone(),
             attempt: c.attempt,
             max_attempts: c.max_attempts,
@@ -389,7 +444,7 @@ async fn start(
             retry_on_status: c.retry_on_status,
             cancel: cancel.clone(),
             logs: logs.clone(),
-            lost: false,
+            lost: None,
             cancel_requested: false,
             released: false,
         },
@@ -401,24 +456,24 @@ async fn start(
         timeout: c.timeout,
         run_id: Some(c.id.clone()),
     };
-    let id = c.id;
     running.spawn(async move {
         let report = runner.run(&prepared, request, logs.as_ref(), &cancel).await;
-        (id, report)
+        (lease, report)
     });
 }
 
 async fn record(
     store: &Store,
+    me: &str,
     run: InFlight,
     report: RunReport,
     stats: &mut WorkerStats,
     events: &mut dyn FnMut(WorkerEvent),
 ) -> Result<(), StoreError> {
     let id = report.run_id.clone();
-    if run.lost {
+    if let Some(message) = run.lost {
         stats.lost += 1;
-        events(WorkerEvent::LeaseLost { run: id });
+        events(WorkerEvent::LeaseLost { run: id, message });
         return Ok(());
     }
     let logs = run.logs.take();
@@ -429,7 +484,11 @@ async fn record(
             events(WorkerEvent::Released { run: id });
         } else {
             stats.lost += 1;
-            events(WorkerEvent::LeaseLost { run: id });
+            let now = what_became_of(store, me, &id).await;
+            events(WorkerEvent::LeaseLost {
+                run: id,
+                message: format!("lease lost before it could be given back; {now}"),
+            });
         }
         return Ok(());
     }
@@ -466,7 +525,44 @@ async fn record(
         });
     } else {
         stats.lost += 1;
-        events(WorkerEvent::LeaseLost { run: id });
+        let now = what_became_of(store, me, &id).await;
+        events(WorkerEvent::LeaseLost {
+            run: id,
+            message: format!("lease lost before its end could be recorded; {now}"),
+        });
     }
     Ok(())
+}
+
+/// Why an attempt's lease was lost, given how long this worker had gone
+/// without renewing it (`gap`) and what the run is `now`.
+fn lost_why(gap: Duration, lease: Duration, now: &str) -> String {
+    if gap >= lease {
+        let gap = Duration::from_millis(gap.as_millis() as u64);
+        format!(
+            "lease expired while this worker was not running (no renewal for {}); {now}",
+            humantime::format_duration(gap)
+        )
+    } else {
+        format!("lease taken over while this worker held it; {now}")
+    }
+}
+
+/// What the run `id` is now, in a phrase: `attempt 2 is running on worker-b`.
+async fn what_became_of(store: &Store, me: &str, id: &str) -> String {
+    let Ok(RunLookup::Found(r)) = store.get_run(id).await else {
+        return "it is no longer in the history".to_owned();
+    };
+    match r.state {
+        RunState::Running => {
+            let on = match r.worker.as_deref() {
+                Some(w) if w == me => "this worker".to_owned(),
+                Some(w) => w.to_owned(),
+                None => "another worker".to_owned(),
+            };
+            format!("attempt {} is running on {on}", r.attempt)
+        }
+        RunState::Queued => format!("it is queued for attempt {}", r.attempt + 1),
+        state => format!("attempt {} ended {state}", r.attempt),
+    }
 }

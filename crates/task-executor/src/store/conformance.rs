@@ -273,9 +273,10 @@ pub(super) async fn queued_runs_keep_masked_args_and_are_found_by_prefix(h: &dyn
     );
     assert_eq!((rec.queued_at, rec.available_at), (queued_at, queued_at));
     assert_eq!(rec.caller, "me");
-    // The worker still gets the real arguments.
+    // The worker still gets the real arguments, and the task's revision.
     let claimed = store.claim("w", 1, LEASE).await.unwrap();
     assert_eq!(claimed[0].args, json!({"pw": "hunter2", "x": 1}));
+    assert_eq!(claimed[0].task_rev.as_deref(), Some(t.revision().as_str()));
 
     assert_eq!(run_of(&store, &run.id[..8]).await.id, run.id);
     assert_eq!(

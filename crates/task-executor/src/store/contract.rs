@@ -289,6 +289,8 @@ pub struct NewRun {
     pub available: Availability,
     /// The schedule that fired it.
     pub schedule: Option<String>,
+    /// The task's [`revision`](crate::task::Task::revision) when the run was made.
+    pub task_rev: Option<String>,
 }
 
 impl fmt::Debug for NewRun {
@@ -303,6 +305,7 @@ impl fmt::Debug for NewRun {
             .field("max_attempts", &self.max_attempts)
             .field("available", &self.available)
             .field("schedule", &self.schedule)
+            .field("task_rev", &self.task_rev)
             .finish_non_exhaustive()
     }
 }
@@ -348,6 +351,9 @@ pub struct Claimed {
     pub backoff: Option<Duration>,
     /// Whether a status other than 1 is retried.
     pub retry_on_status: bool,
+    /// The task's revision when the run was queued (`None` for runs queued
+    /// before revisions were kept).
+    pub task_rev: Option<String>,
 }
 
 impl Claimed {
@@ -583,6 +589,7 @@ mod tests {
             timeout: None,
             available: Availability::Now,
             schedule: None,
+            task_rev: None,
         };
         let claimed = Claimed {
             id: "r".into(),
@@ -595,6 +602,7 @@ mod tests {
             timeout: None,
             backoff: None,
             retry_on_status: false,
+            task_rev: None,
         };
         let schedule = NewSchedule {
             id: "s".into(),

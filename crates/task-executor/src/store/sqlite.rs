@@ -133,6 +133,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_lease ON runs (lease_until) WHERE state = 'running';
     DROP INDEX runs_task_state;
     CREATE INDEX runs_running ON runs (task) WHERE state = 'running';",
+    // 4: a run keeps the revision of the task it was queued for (a hash of
+    // its location and schemas), so a worker can refuse to deliver it to a
+    // different script registered later under the same name.
+    "ALTER TABLE runs ADD COLUMN task_rev TEXT;",
 ];
 
 /// The schema version this build writes and understands.

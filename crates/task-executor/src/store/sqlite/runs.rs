@@ -164,9 +164,9 @@ impl RawRun {
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, task, args, secret_args, caller, state, priority, \
     attempt, max_attempts, fence, worker, lease_until, timeout_ms, backoff_ms, retry_on_status, \
-    queued_at, available_at, started_at, schedule_id, inline, seq) \
+    queued_at, available_at, started_at, schedule_id, inline, task_rev, seq) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-    ?20, (SELECT coalesce(max(seq), 0) + 1 FROM runs))";
+    ?20, ?21, (SELECT coalesce(max(seq), 0) + 1 FROM runs))";
 
 /// Inserts `run` at `now`: queued, or with `running` = (worker, lease) as the
 /// first attempt of an inline run.
@@ -208,6 +208,7 @@ fn insert_run(
         started,
         run.schedule,
         running.is_some(),
+        run.task_rev,
     ])?;
     Ok(())
 }
@@ -287,6 +288,7 @@ struct Candidate {
     backoff: Option<i64>,
     retry_on_status: bool,
     cap: Option<i64>,
+    task_rev: Option<String>,
 }
 
 fn claim_in(
@@ -307,7 +309,7 @@ fn claim_in(
             .prepare_cached(
                 "SELECT r.id, r.task, COALESCE(r.secret_args, r.args), r.caller, r.attempt, \
                         r.max_attempts, r.fence, r.timeout_ms, r.backoff_ms, r.retry_on_status, \
-                        t.concurrency \
+                        t.concurrency, r.task_rev \
                  FROM runs r INDEXED BY runs_claim LEFT JOIN tasks t ON t.name = r.task \
                  WHERE r.state = 'queued' AND r.available_at <= ?1 \
                    AND (t.concurrency IS NULL OR t.concurrency > \
@@ -327,6 +329,7 @@ fn claim_in(
                     backoff: r.get(8)?,
                     retry_on_status: r.get::<_, i64>(9)? != 0,
                     cap: r.get(10)?,
+                    task_rev: r.get(11)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -363,6 +366,7 @@ fn claim_in(
                 timeout: dur(c.timeout),
                 backoff: dur(c.backoff),
                 retry_on_status: c.retry_on_status,
+                task_rev: c.task_rev,
             });
         }
         if claimed.len() == n || !skipped || found == 0 {
