@@ -361,3 +361,71 @@ fn the_next_page_hint_keeps_the_filters() {
     assert_eq!(ids, [beta[0].as_str()]);
     assert!(rest["next"].is_null());
 }
+
+/// Runs `sql` on the store with Python's sqlite3 (a separate process, not the executor).
+fn sql(env: &Env, sql: &str) {
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
+        ])
+        .arg(&env.store)
+        .arg(sql)
+        .output()
+        .expect("/usr/bin/python3 runs this test's SQL (apt-get install python3)");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_history_write_that_fails_after_the_run_is_a_warning_not_a_failure() {
+    let env = Env::new("db");
+    let dir = env.dir.path();
+    env.task(
+        "t",
+        "t.sh",
+        "{}",
+        &format!(
+            "read -r _\necho ran >> {ran}\ntouch {started}\nwhile [ ! -e {go} ]; do sleep 0.01; done\n\
+             echo '{{\"status\":1,\"reason\":\"ok\",\"payload\":7}}'",
+            ran = dir.join("ran").display(),
+            started = dir.join("started").display(),
+            go = dir.join("go").display(),
+        ),
+    );
+    let mut child = env.spawn(&["execute", "t", "--json"]);
+    wait_until(10.0, "the task to start", || dir.join("started").exists());
+    // While it runs, history stops taking writes (as a full disk would).
+    sql(
+        &env,
+        "CREATE TRIGGER refuse BEFORE UPDATE ON runs BEGIN SELECT RAISE(FAIL, 'disk is full (test)'); END;",
+    );
+    std::fs::write(dir.join("go"), "").unwrap();
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(dir.join("bg.err")).unwrap();
+    // The task's outcome decides the exit code; the failed write is a warning.
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning: cannot record the run's end in history")
+            && err.contains("disk is full (test)"),
+        "{err}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bg.out")).unwrap()).unwrap();
+    assert_eq!(report["state"], "completed", "{report}");
+    assert_eq!(report["payload"], 7);
+    let warnings = report["warnings"].as_array().expect("warnings in --json");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("disk is full (test)")),
+        "{report}"
+    );
+    sql(&env, "DROP TRIGGER refuse;");
+    // Ran once; a worker never runs it again.
+    env.cmd()
+        .args(["-q", "worker", "--until-idle", "--poll", "20ms"])
+        .timeout(std::time::Duration::from_secs(1))
+        .output()
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("ran")).unwrap(), "ran\n");
+}

@@ -210,6 +210,10 @@ pub struct RunView<'a> {
     /// The input line, for `execute --batch`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
+    /// History writes that failed after the task had started (`execute`
+    /// only): the run's outcome stands, history may not show all of it.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub warnings: &'a [String],
 }
 
 impl<'a> From<&'a RunRecord> for RunView<'a> {
@@ -258,6 +262,7 @@ impl<'a> From<&'a RunRecord> for RunView<'a> {
             log_cut_lines: r.log_cut_lines,
             log_cut_bytes: r.log_cut_bytes,
             line: None,
+            warnings: &[],
         }
     }
 }

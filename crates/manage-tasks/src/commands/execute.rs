@@ -43,7 +43,9 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
         let _ = writeln!(std::io::stderr(), "warning: {warning}");
     }
     if args.json {
-        print_json(&RunView::from(&executed.record))?;
+        let mut view = RunView::from(&executed.record);
+        view.warnings = &executed.warnings;
+        print_json(&view)?;
     } else {
         let text = render_run(&executed.record, Style::stdout());
         std::io::stdout().lock().write_all(text.as_bytes())?;
