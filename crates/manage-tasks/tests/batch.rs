@@ -295,3 +295,35 @@ fn results_stream_while_later_runs_go_on() {
     assert_eq!(result["outcome"], "completed", "{result}");
     assert!(still_running, "the first result came only at the end");
 }
+
+#[test]
+fn a_line_that_is_not_utf8_is_its_own_error_and_the_others_run() {
+    let env = Env::new("db");
+    echo_task(&env);
+    let mut input = b"{\"n\":1}\n{\"n\":\"".to_vec();
+    input.extend_from_slice(&[0xff, 0xfe]);
+    input.extend_from_slice(b"\"}\n{\"n\":3}\n");
+    let out = env
+        .cmd()
+        .args(["-q", "execute", "echo", "--json", "--batch", "-"])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    let r = lines_json(&out);
+    assert_eq!(r.len(), 3, "{}", stdout(&out));
+    assert_eq!(
+        (r[0]["line"].as_u64(), r[0]["outcome"].as_str()),
+        (Some(1), Some("completed"))
+    );
+    assert_eq!(r[1]["line"], 2);
+    assert_eq!(r[1]["error"]["kind"], "invalid_json", "{}", r[1]);
+    assert!(
+        r[1]["error"]["message"].as_str().unwrap().contains("UTF-8"),
+        "{}",
+        r[1]
+    );
+    assert_eq!(
+        (r[2]["line"].as_u64(), r[2]["payload"].as_i64()),
+        (Some(3), Some(3))
+    );
+}

@@ -429,3 +429,25 @@ fn a_history_write_that_fails_after_the_run_is_a_warning_not_a_failure() {
         .unwrap();
     assert_eq!(std::fs::read_to_string(dir.join("ran")).unwrap(), "ran\n");
 }
+
+#[test]
+fn prune_keep_holds_whatever_else_is_given() {
+    let env = Env::new("db");
+    env.task("t", "t.sh", "{}", "echo '{\"status\":1}'");
+    for id in env.submit_many("t", 5, "{}") {
+        env.cmd().args(["runs", "cancel", &id]).assert().success();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    env.cmd()
+        .args(["runs", "prune", "--older-than", "1ms", "--keep", "3"])
+        .assert()
+        .success()
+        .stdout("Pruned 2 finished runs\n");
+    assert_eq!(env.all_runs().len(), 3);
+    env.cmd()
+        .args(["runs", "prune", "--older-than", "1ms", "--keep", "10"])
+        .assert()
+        .success()
+        .stdout("Pruned 0 finished runs\n");
+    assert_eq!(env.all_runs().len(), 3);
+}
