@@ -451,3 +451,43 @@ fn prune_keep_holds_whatever_else_is_given() {
         .stdout("Pruned 0 finished runs\n");
     assert_eq!(env.all_runs().len(), 3);
 }
+
+#[test]
+fn a_run_whose_execute_was_killed_fails_as_executor_lost_and_is_never_rerun() {
+    let env = Env::new("db");
+    let dir = env.dir.path();
+    env.task(
+        "slow",
+        "slow.sh",
+        "{}",
+        &format!(
+            "read -r _\necho $$ > {}\necho ran >> {}\nexec sleep 30",
+            dir.join("pid").display(),
+            dir.join("ran").display()
+        ),
+    );
+    let mut execute = env.spawn(&["execute", "slow"]);
+    wait_until(10.0, "the task to start", || dir.join("ran").exists());
+    signal(execute.id(), "-KILL");
+    execute.wait().unwrap();
+    let runs = env.all_runs();
+    assert_eq!(runs[0]["state"], "running", "{}", runs[0]);
+    let id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    // Its lease lapses (as 30 s would make it)...
+    sql(&env, "UPDATE runs SET lease_until = 0;");
+    let worker = env
+        .cmd()
+        .args(["worker", "--until-idle", "--poll", "20ms"])
+        .output()
+        .unwrap();
+    assert!(worker.status.success(), "{}", stderr(&worker));
+    // ...and a worker settles it as failed, without running it again.
+    let r = env.json(&["runs", "show", &id, "--json"]);
+    assert_eq!(r["state"], "failed", "{r}");
+    assert_eq!(r["error"]["kind"], "executor_lost", "{r}");
+    assert_eq!(r["attempt"], 1, "{r}");
+    assert_eq!(std::fs::read_to_string(dir.join("ran")).unwrap(), "ran\n");
+    // SIGKILL left the task behind; it is the test's to stop.
+    let pid = std::fs::read_to_string(dir.join("pid")).unwrap();
+    signal(pid.trim().parse().unwrap(), "-KILL");
+}
