@@ -109,6 +109,25 @@ fn tasks() {
 }
 
 #[test]
+fn list_with_unusable_entries() {
+    // A YAML store the original tool wrote, with a name we refuse and `schema: null`.
+    let env = Env::new("yaml");
+    let script = env.script(
+        "t.sh",
+        &common::task_script(r#"{"type":"object"}"#, "echo '{\"status\":1}'"),
+    );
+    std::fs::write(
+        &env.store,
+        format!(
+            "nothing:\n  name: nothing\n  location: {0}\n  schema: null\nplain:\n  name: plain\n  location: {0}\n  schema:\n    type: object\nwith space:\n  name: with space\n  location: {0}\n  schema:\n    type: object\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    insta::assert_json_snapshot!("list_unusable", stable(env.json(&["-q", "list", "--json"])));
+}
+
+#[test]
 fn runs() {
     let env = Env::new("db");
     greeter(&env);

@@ -2,7 +2,8 @@
 //!
 //! A run is a [`RunView`] whether it comes from `execute --json`, a line of
 //! `execute --batch --json`, `submit --json`, `runs show --json` or (later)
-//! the HTTP API; a task is a [`TaskView`]; every list is a [`ListView`]
+//! the HTTP API; a task is a [`TaskView`] (in `list`, an entry the store
+//! cannot use is an [`UnusableView`]); every list is a [`ListView`]
 //! (`{"items": [...], "next": cursor|null}`); every error is an
 //! [`ErrorView`] (`{kind, message, violations?}`), alone as
 //! `{"error": {...}}` ([`ErrorDoc`]) when nothing could run. Times are RFC
@@ -17,7 +18,7 @@ use crate::history::{LogEntry, RunRecord, RunState, from_ms};
 use crate::outcome::{ExitInfo, Outcome};
 use crate::queue::CancelResult;
 use crate::schema::Violation;
-use crate::store::Schedule;
+use crate::store::{Listed, Schedule, Unusable};
 use crate::task::{Formats, Task, TaskName};
 
 /// An epoch-milliseconds time as RFC 3339 UTC with milliseconds.
@@ -147,6 +148,49 @@ impl<'a> From<&'a Task> for TaskView<'a> {
                 concurrency: t.policy.concurrency,
                 priority: t.policy.priority.unwrap_or(0),
             },
+        }
+    }
+}
+
+/// An entry the store holds but cannot use (a YAML entry the original tool
+/// wrote with a name or field this build refuses): `{name, location, error}`,
+/// `error.kind` being `unusable_task`.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnusableView<'a> {
+    /// Its name as stored.
+    pub name: &'a str,
+    /// Its `location`, when the entry has a readable one.
+    pub location: Option<&'a std::path::Path>,
+    /// Why it cannot be used and how to fix that.
+    pub error: ErrorView,
+}
+
+impl<'a> From<&'a Unusable> for UnusableView<'a> {
+    fn from(u: &'a Unusable) -> Self {
+        Self {
+            name: &u.name,
+            location: u.location.as_deref(),
+            error: ErrorView::new("unusable_task", u.reason.clone()),
+        }
+    }
+}
+
+/// One item of `list --json`: a [`TaskView`], or an [`UnusableView`]
+/// (told apart by its `error`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum EntryView<'a> {
+    /// A task.
+    Task(TaskView<'a>),
+    /// An entry that cannot be used.
+    Unusable(UnusableView<'a>),
+}
+
+impl<'a> From<&'a Listed> for EntryView<'a> {
+    fn from(e: &'a Listed) -> Self {
+        match e {
+            Listed::Task(t) => EntryView::Task(t.into()),
+            Listed::Unusable(u) => EntryView::Unusable(u.into()),
         }
     }
 }

@@ -9,14 +9,14 @@ use task_executor::view::RunView;
 use task_executor::{LogSink, Runner, RunnerConfig};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, cancel_on_signal, print_json, read_args, task_name};
+use super::{Context, cancel_on_signal, print_json, read_args, task_name_in};
 use crate::cli::ExecuteArgs;
 use crate::exit;
 use crate::output::{StderrLogs, Style, render_run};
 
 pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
-    let name = task_name(args.name.get())?;
     let service = ctx.service_with(runner_for(&args), config_for(&args))?;
+    let name = task_name_in(&service, args.name.get()).await?;
     if args.batch.is_some() {
         let task = service.prepare(&name).await?;
         return super::batch::run(ctx, &service, &args, task).await;

@@ -119,6 +119,29 @@ pub fn task_name(name: &str) -> Result<TaskName, Failure> {
     TaskName::new(name).map_err(|e| Failure::nothing_ran("invalid_name", e.to_string()))
 }
 
+/// Checks a task name given on the command line; a name the store holds as
+/// an entry it cannot use (the original tool takes any name) says so and why.
+pub async fn task_name_in(service: &Service, name: &str) -> Result<TaskName, Failure> {
+    let invalid = match TaskName::new(name) {
+        Ok(n) => return Ok(n),
+        Err(e) => e,
+    };
+    match service.unusable(name).await? {
+        Some(u) => Err(Failure::nothing_ran(
+            "unusable_task",
+            format!("task `{}` is unusable: {}", u.name, u.reason),
+        )),
+        None => Err(Failure::nothing_ran("invalid_name", invalid.to_string())),
+    }
+}
+
+/// Prints, on stderr, what the store's writes want the user to know.
+pub fn print_warnings(service: &Service) {
+    for warning in service.take_warnings() {
+        let _ = writeln!(std::io::stderr(), "warning: {warning}");
+    }
+}
+
 /// Writes `value` as one line of JSON to stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();

@@ -6,7 +6,7 @@ use task_executor::Formats;
 use task_executor::service::Registration;
 use task_executor::view::TaskView;
 
-use super::{Context, print_json, task_name};
+use super::{Context, print_json, print_warnings, task_name};
 use crate::cli::{FormatsArg, RegisterArgs};
 use crate::exit;
 
@@ -30,10 +30,11 @@ pub async fn run(ctx: &Context, args: RegisterArgs) -> anyhow::Result<u8> {
             FormatsArg::Annotate => Formats::Annotate,
         }),
     };
-    let task = ctx
-        .service()?
+    let service = ctx.service()?;
+    let task = service
         .register(name, &args.location, &registration)
         .await?;
+    print_warnings(&service);
     if args.json {
         print_json(&TaskView::from(&task))?;
     } else {

@@ -3,25 +3,28 @@
 use std::io::Write;
 
 use comfy_table::{ContentArrangement, Table, presets};
-use task_executor::view::{ListView, TaskView};
+use task_executor::store::Listed;
+use task_executor::view::{EntryView, ListView, TaskView};
 
-use super::{Context, print_json, task_name};
+use super::{Context, print_json, print_warnings, task_name, task_name_in};
 use crate::cli::{ListArgs, NameArgs, ShowArgs};
 use crate::exit;
 use crate::output::Style;
 
 pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<u8> {
-    let tasks = ctx
+    let entries = ctx
         .service()?
-        .tasks()
+        .entries()
         .await
         .map_err(crate::exit::Failure::from)?;
     if args.json {
-        print_json(&ListView::all(tasks.iter().map(TaskView::from).collect()))?;
+        print_json(&ListView::all(
+            entries.iter().map(EntryView::from).collect(),
+        ))?;
         return Ok(exit::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
-    if tasks.is_empty() {
+    if entries.is_empty() {
         writeln!(
             out,
             "No tasks registered. Add one with: manage_tasks register --name NAME --location PATH"
@@ -33,23 +36,34 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<u8> {
         .load_style(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(["NAME", "DESCRIPTION", "LOCATION", "TIMEOUT"]);
-    for t in &tasks {
-        table.add_row([
-            t.name.to_string(),
-            t.description.clone().unwrap_or_default(),
-            t.location.display().to_string(),
-            t.timeout
-                .map(|d| humantime::format_duration(d).to_string())
-                .unwrap_or_else(|| "-".into()),
-        ]);
+    for entry in &entries {
+        match entry {
+            Listed::Task(t) => table.add_row([
+                t.name.to_string(),
+                t.description.clone().unwrap_or_default(),
+                t.location.display().to_string(),
+                t.timeout
+                    .map(|d| humantime::format_duration(d).to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ]),
+            Listed::Unusable(u) => table.add_row([
+                u.name.clone(),
+                format!("UNUSABLE: {}", u.reason),
+                u.location
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |l| l.display().to_string()),
+                "-".into(),
+            ]),
+        };
     }
     writeln!(out, "{table}")?;
     Ok(exit::SUCCESS)
 }
 
 pub async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<u8> {
-    let name = task_name(args.name.get())?;
-    let task = ctx.service()?.task(&name).await?;
+    let service = ctx.service()?;
+    let name = task_name_in(&service, args.name.get()).await?;
+    let task = service.task(&name).await?;
     if args.json {
         print_json(&TaskView::from(&task))?;
         return Ok(exit::SUCCESS);
@@ -117,8 +131,23 @@ pub async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn unregister(ctx: &Context, args: NameArgs) -> anyhow::Result<u8> {
+    let service = ctx.service()?;
+    // An entry the store cannot use goes by its name as stored, whatever it is.
+    if let Some(gone) = service.unregister_unusable(args.get()).await? {
+        print_warnings(&service);
+        writeln!(
+            std::io::stdout(),
+            "Unusable entry {} removed ({})",
+            gone.name,
+            gone.location
+                .as_ref()
+                .map_or_else(|| "no location".into(), |l| l.display().to_string())
+        )?;
+        return Ok(exit::SUCCESS);
+    }
     let name = task_name(args.get())?;
-    let gone = ctx.service()?.unregister(&name).await?;
+    let gone = service.unregister(&name).await?;
+    print_warnings(&service);
     let schedules = match gone.schedules {
         0 => String::new(),
         1 => "; removed its schedule".to_owned(),

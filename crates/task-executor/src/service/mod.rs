@@ -34,7 +34,7 @@ use crate::queue::{CronError, WorkerConfig, WorkerEvent, WorkerStats};
 use crate::register::{RegisterError, RegisterOptions};
 use crate::runner::{DEFAULT_SCHEMA_TIMEOUT, DiscoveryError, Runner};
 use crate::schema::{SchemaError, Violation};
-use crate::store::{InsertMode, MIN_PREFIX, Store, StoreError, StoreSpec};
+use crate::store::{InsertMode, Listed, MIN_PREFIX, Store, StoreError, StoreSpec, Unusable};
 use crate::task::{Formats, Policy, Task, TaskName};
 
 /// Settings of a [`Service`].
@@ -115,7 +115,11 @@ impl Service {
         registration: &Registration,
     ) -> Result<Task, RegisterError> {
         let stored = if registration.replace {
-            self.store.get(&name).await?
+            match self.store.get(&name).await {
+                // `--force` is how an unusable entry is mended: nothing of it is kept.
+                Err(StoreError::Unusable { .. }) => None,
+                other => other?,
+            }
         } else {
             None
         };
@@ -157,6 +161,30 @@ impl Service {
     /// Every registered task, sorted by name.
     pub async fn tasks(&self) -> Result<Vec<Task>, StoreError> {
         self.store.list().await
+    }
+
+    /// Every entry of the store, sorted by name: the tasks, and the entries
+    /// a YAML store holds but this build cannot use ([`Unusable`]).
+    pub async fn entries(&self) -> Result<Vec<Listed>, StoreError> {
+        self.store.entries().await
+    }
+
+    /// The unusable entry called `raw`, any name the store holds (even one
+    /// [`TaskName`] refuses), if there is one.
+    pub async fn unusable(&self, raw: &str) -> Result<Option<Unusable>, StoreError> {
+        self.store.unusable(raw).await
+    }
+
+    /// Removes the unusable entry called `raw`, if there is one; `None`
+    /// leaves the store as it was (then [`Service::unregister`] a task).
+    pub async fn unregister_unusable(&self, raw: &str) -> Result<Option<Unusable>, StoreError> {
+        self.store.remove_unusable(raw).await
+    }
+
+    /// Takes the warnings the store's writes left since the last call, for
+    /// the front end to show (a YAML rewrite that dropped comments).
+    pub fn take_warnings(&self) -> Vec<String> {
+        self.store.take_warnings()
     }
 
     /// The task called `name`.
@@ -455,6 +483,7 @@ pub fn store_kind(e: &StoreError) -> &'static str {
         StoreError::Unsupported { .. } => "unsupported",
         StoreError::Duplicate { .. } => "duplicate_task",
         StoreError::NotFound { .. } => "unknown_task",
+        StoreError::Unusable { .. } => "unusable_task",
         StoreError::BadSpec { .. } | StoreError::NoDefault => "usage",
         _ => "store",
     }

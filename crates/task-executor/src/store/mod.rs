@@ -37,6 +37,28 @@ pub use yaml::YamlStore;
 use crate::history::{LogBatch, LogEntry, RunError, RunFilter, RunPage};
 use crate::task::{Task, TaskName};
 
+/// A stored entry this build cannot use: a name [`TaskName`] refuses, a
+/// field it cannot read. The store keeps it as written; `list` shows it,
+/// `unregister` removes it by its raw name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unusable {
+    /// Its name as stored (not necessarily a valid [`TaskName`]).
+    pub name: String,
+    /// Its `location`, when that is a string.
+    pub location: Option<PathBuf>,
+    /// Why it cannot be used and how to fix that.
+    pub reason: String,
+}
+
+/// One entry of [`Store::entries`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Listed {
+    /// A task.
+    Task(Task),
+    /// An entry that cannot be used.
+    Unusable(Unusable),
+}
+
 /// What [`Store::insert`] does when the name is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertMode {
@@ -126,6 +148,16 @@ pub enum StoreError {
         /// The taken name.
         name: TaskName,
     },
+    /// The store holds an entry of this name that this build cannot use.
+    #[error("task `{name}` in store `{path}` is unusable: {reason}")]
+    Unusable {
+        /// The store file.
+        path: PathBuf,
+        /// The entry's name as stored.
+        name: String,
+        /// Why, and how to fix it.
+        reason: String,
+    },
     /// No task with this name is registered.
     #[error("task `{name}` is not registered")]
     NotFound {
@@ -206,6 +238,40 @@ impl Store {
         match self {
             Store::Yaml(s) => s.list().await,
             Store::Sqlite(s) => s.list().await,
+        }
+    }
+
+    /// Every entry, usable or not, sorted by name. Only a YAML store keeps
+    /// entries it cannot use; the others list their tasks.
+    pub async fn entries(&self) -> Result<Vec<Listed>, StoreError> {
+        match self {
+            Store::Yaml(s) => s.entries().await,
+            Store::Sqlite(s) => Ok(s.list().await?.into_iter().map(Listed::Task).collect()),
+        }
+    }
+
+    /// The unusable entry called `raw` (any name the store holds), if there is one.
+    pub async fn unusable(&self, raw: &str) -> Result<Option<Unusable>, StoreError> {
+        match self {
+            Store::Yaml(s) => s.unusable(raw).await,
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// Removes the unusable entry called `raw`, if there is one.
+    pub async fn remove_unusable(&self, raw: &str) -> Result<Option<Unusable>, StoreError> {
+        match self {
+            Store::Yaml(s) => s.remove_unusable(raw).await,
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// Takes the warnings of writes since the last call (a YAML rewrite
+    /// that dropped the file's comments).
+    pub fn take_warnings(&self) -> Vec<String> {
+        match self {
+            Store::Yaml(s) => s.take_warnings(),
+            Store::Sqlite(_) => Vec::new(),
         }
     }
 

@@ -14,27 +14,43 @@
 //! reader sees the old or the new file, never a mix. Writers serialize on an
 //! exclusive lock of the sidecar `<path>.lock`, re-read the file under it,
 //! write a temporary file in the same directory, fsync it, rename it over the
-//! store and fsync the directory. A file that does not parse, or that holds
-//! an invalid record, is reported and never rewritten.
+//! store and fsync the directory. A file that does not parse is reported and
+//! never rewritten.
+//!
+//! An entry this build cannot use — a name [`TaskName`] refuses (the Go tool
+//! takes any name: `with space`, `ünï`), `schema: null` (what Go writes for a
+//! task without `inputs`), a field it cannot read — does not make the file
+//! unreadable: it is kept as an [`Unusable`] entry with the reason, listed,
+//! refused by `get`, removable by its raw name, and written back unchanged
+//! (the same fields and values) whenever the file is rewritten.
+//!
+//! Comments cannot be kept: serde-saphyr's `Commented<T>` carries a comment
+//! on a typed scalar only, not on the JSON values and mappings a store holds.
+//! A rewrite of a file with comments leaves a warning (see
+//! [`YamlStore::take_warnings`]) naming the first comment's line.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::{InsertMode, Registry, StoreError};
+use super::{InsertMode, Listed, Registry, StoreError, Unusable};
 use crate::task::{Formats, Policy, Task, TaskName};
 
 /// A YAML file in the original tool's format.
 #[derive(Debug, Clone)]
 pub struct YamlStore {
     path: PathBuf,
+    /// What the last writes want the user to know (comments dropped); shared
+    /// by clones, drained by [`YamlStore::take_warnings`].
+    warnings: Arc<Mutex<Vec<String>>>,
 }
 
 /// One stored record: the task, plus any fields this build does not know.
@@ -44,8 +60,44 @@ struct Record {
     extra: Map<String, Value>,
 }
 
-/// The whole file, keyed (and so sorted) by task name.
-type Doc = BTreeMap<TaskName, Record>;
+/// One entry of the file.
+#[derive(Debug, Clone, PartialEq)]
+enum Entry {
+    /// A task this build can use.
+    Task(Record),
+    /// An entry it cannot use, kept exactly as read.
+    Unusable {
+        /// The entry's value as the file holds it.
+        raw: Value,
+        /// Why it cannot be used, and how to fix that.
+        reason: String,
+    },
+}
+
+impl Entry {
+    /// The [`Unusable`] view of an unusable entry called `key`.
+    fn unusable(&self, key: &str) -> Option<Unusable> {
+        match self {
+            Entry::Unusable { raw, reason } => Some(unusable(key, raw, reason.clone())),
+            Entry::Task(_) => None,
+        }
+    }
+}
+
+/// The [`Unusable`] entry `key` whose value is `raw`.
+fn unusable(key: &str, raw: &Value, reason: String) -> Unusable {
+    Unusable {
+        name: key.to_owned(),
+        location: raw
+            .get("location")
+            .and_then(Value::as_str)
+            .map(PathBuf::from),
+        reason,
+    }
+}
+
+/// The whole file, keyed (and so sorted) by the entry's name as written.
+type Doc = BTreeMap<String, Entry>;
 
 /// Fields of a record this build understands; everything else goes to `extra`.
 const KNOWN_FIELDS: [&str; 12] = [
@@ -68,7 +120,14 @@ impl YamlStore {
     pub fn open(path: &Path) -> Self {
         Self {
             path: path.to_owned(),
+            warnings: Arc::default(),
         }
+    }
+
+    /// Takes what writes since the last call want the user to know, such as
+    /// "comments are not kept when the file is rewritten (line 3)".
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The store file.
@@ -94,30 +153,74 @@ impl YamlStore {
         }
     }
 
-    /// Every task, sorted by name.
+    /// Every usable task, sorted by name.
     fn list_now(&self) -> Result<Vec<Task>, StoreError> {
-        Ok(self.load()?.into_values().map(|r| r.task).collect())
+        Ok(self
+            .load()?
+            .into_values()
+            .filter_map(|e| match e {
+                Entry::Task(r) => Some(r.task),
+                Entry::Unusable { .. } => None,
+            })
+            .collect())
     }
 
-    /// The task called `name`.
+    /// Every entry, usable or not, sorted by name.
+    fn entries_now(&self) -> Result<Vec<Listed>, StoreError> {
+        Ok(self
+            .load()?
+            .into_iter()
+            .map(|(key, e)| match e {
+                Entry::Task(r) => Listed::Task(r.task),
+                Entry::Unusable { raw, reason } => Listed::Unusable(unusable(&key, &raw, reason)),
+            })
+            .collect())
+    }
+
+    /// The task called `name`; [`StoreError::Unusable`] if the entry of that
+    /// name cannot be used.
     fn get_now(&self, name: &TaskName) -> Result<Option<Task>, StoreError> {
-        Ok(self.load()?.remove(name).map(|r| r.task))
+        match self.load()?.remove(name.as_str()) {
+            Some(Entry::Task(r)) => Ok(Some(r.task)),
+            Some(e) => Err(unusable_err(&self.path, &e, name.as_str())),
+            None => Ok(None),
+        }
+    }
+
+    /// The unusable entry called `raw` (any name the file holds), if there is one.
+    pub(super) fn unusable_now(&self, raw: &str) -> Result<Option<Unusable>, StoreError> {
+        Ok(self.load()?.get(raw).and_then(|e| e.unusable(raw)))
+    }
+
+    /// Removes the unusable entry called `raw`, if there is one; anything
+    /// else, the file included, is left alone.
+    pub(super) fn remove_unusable_now(&self, raw: &str) -> Result<Option<Unusable>, StoreError> {
+        if self.unusable_now(raw)?.is_none() {
+            return Ok(None);
+        }
+        self.modify(|doc| match doc.get(raw).and_then(|e| e.unusable(raw)) {
+            Some(u) => {
+                doc.remove(raw);
+                Ok((Some(u), true))
+            }
+            None => Ok((None, false)),
+        })
     }
 
     /// Stores `task`; with [`InsertMode::CreateNew`] a taken name is [`StoreError::Duplicate`].
     fn insert_now(&self, task: &Task, mode: InsertMode) -> Result<(), StoreError> {
         self.modify(|doc| {
-            if mode == InsertMode::CreateNew && doc.contains_key(&task.name) {
+            if mode == InsertMode::CreateNew && doc.contains_key(task.name.as_str()) {
                 return Err(StoreError::Duplicate {
                     name: task.name.clone(),
                 });
             }
             doc.insert(
-                task.name.clone(),
-                Record {
+                task.name.to_string(),
+                Entry::Task(Record {
                     task: task.clone(),
                     extra: Map::new(),
-                },
+                }),
             );
             Ok(((), true))
         })
@@ -128,8 +231,11 @@ impl YamlStore {
         if !exists(&self.path)? {
             return Err(StoreError::NotFound { name: name.clone() });
         }
-        self.modify(|doc| match doc.remove(name) {
-            Some(record) => Ok((record.task, true)),
+        self.modify(|doc| match doc.remove(name.as_str()) {
+            Some(Entry::Task(record)) => Ok((record.task, true)),
+            // Removed by its raw name (`remove_unusable_now`), not as a task;
+            // an error writes nothing.
+            Some(e) => Err(unusable_err(&self.path, &e, name.as_str())),
             None => Err(StoreError::NotFound { name: name.clone() }),
         })
     }
@@ -204,7 +310,36 @@ impl YamlStore {
         }
         write_atomically(&target, text.as_bytes(), old_perms)?;
         drop(lock);
+        if let Some(line) = bytes.as_deref().and_then(first_comment_line) {
+            let name = self.path.file_name().unwrap_or(self.path.as_os_str());
+            self.warnings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!(
+                    "{}: comments are not kept when the file is rewritten (line {line})",
+                    Path::new(name).display()
+                ));
+        }
         Ok(out)
+    }
+}
+
+impl YamlStore {
+    /// Every entry, usable or not, sorted by name.
+    pub async fn entries(&self) -> Result<Vec<Listed>, StoreError> {
+        self.blocking(|s| s.entries_now()).await
+    }
+
+    /// The unusable entry called `raw` (any name the file holds), if there is one.
+    pub async fn unusable(&self, raw: &str) -> Result<Option<Unusable>, StoreError> {
+        let raw = raw.to_owned();
+        self.blocking(move |s| s.unusable_now(&raw)).await
+    }
+
+    /// Removes the unusable entry called `raw`, if there is one.
+    pub async fn remove_unusable(&self, raw: &str) -> Result<Option<Unusable>, StoreError> {
+        let raw = raw.to_owned();
+        self.blocking(move |s| s.remove_unusable_now(&raw)).await
     }
 }
 
@@ -226,6 +361,19 @@ impl Registry for YamlStore {
     async fn remove(&self, name: &TaskName) -> Result<Task, StoreError> {
         let name = name.clone();
         self.blocking(move |s| s.remove_now(&name)).await
+    }
+}
+
+/// [`StoreError::Unusable`] for the entry `e` called `key`.
+fn unusable_err(path: &Path, e: &Entry, key: &str) -> StoreError {
+    let reason = match e {
+        Entry::Unusable { reason, .. } => reason.clone(),
+        Entry::Task(_) => String::new(),
+    };
+    StoreError::Unusable {
+        path: path.to_owned(),
+        name: key.to_owned(),
+        reason,
     }
 }
 
@@ -308,6 +456,36 @@ fn write_atomically(
 
 /// Parses and checks a whole store file.
 fn parse_doc(path: &Path, bytes: &[u8]) -> Result<Doc, StoreError> {
+    let mut doc = Doc::new();
+    for (key, value) in parse_raw(path, bytes)? {
+        let entry = match TaskName::new(key.as_str()) {
+            Err(e) => Entry::Unusable {
+                raw: value,
+                reason: format!(
+                    "name `{key}` is not a valid task name: {e}; register the task again under a valid name, then remove this entry with `manage_tasks unregister '{key}'`"
+                ),
+            },
+            Ok(name) => match record_from_value(name, value.clone()) {
+                Ok(record) => Entry::Task(record),
+                // A reason that already says how to fix it.
+                Err(reason) if reason.ends_with("--force") => {
+                    Entry::Unusable { raw: value, reason }
+                }
+                Err(reason) => Entry::Unusable {
+                    raw: value,
+                    reason: format!(
+                        "{reason}; fix the entry in the file, or register the task again with --force"
+                    ),
+                },
+            },
+        };
+        doc.insert(key, entry);
+    }
+    Ok(doc)
+}
+
+/// Parses a whole store file into its entries, unchecked.
+fn parse_raw(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Value>, StoreError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let before = &bytes[..e.valid_up_to()];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -318,30 +496,71 @@ fn parse_doc(path: &Path, bytes: &[u8]) -> Result<Doc, StoreError> {
             message: "the file is not valid UTF-8".into(),
         }
     })?;
+    parse_text(text).map_err(|e| parse_error(path, &e))
+}
+
+/// Parses store text (a byte-order mark allowed); blank text is empty.
+fn parse_text(text: &str) -> Result<BTreeMap<String, Value>, serde_saphyr::Error> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
-        return Ok(Doc::new());
+        return Ok(BTreeMap::new());
     }
-    let raw: Option<BTreeMap<String, Value>> =
-        serde_saphyr::from_str(text).map_err(|e| parse_error(path, &e))?;
-    let mut doc = Doc::new();
-    for (key, value) in raw.unwrap_or_default() {
-        let corrupt = |message: String| StoreError::Corrupt {
-            path: path.to_owned(),
-            what: "task",
-            key: key.clone(),
-            message,
-        };
-        let name = TaskName::new(key.as_str()).map_err(|e| corrupt(e.to_string()))?;
-        let record = record_from_value(name.clone(), value).map_err(corrupt)?;
-        doc.insert(name, record);
+    let raw: Option<BTreeMap<String, Value>> = serde_saphyr::from_str(text)?;
+    Ok(raw.unwrap_or_default())
+}
+
+/// The line (from 1) of the first comment in a store file, if it has one.
+///
+/// YAML parsers drop comments, so this tries each `#` that could start one
+/// (at a line's start or after a space) and checks that cutting the line
+/// there leaves the same data: a `#` inside a quoted or block string changes
+/// the data when cut. Only the first few dozen candidates are tried.
+fn first_comment_line(bytes: &[u8]) -> Option<usize> {
+    const MAX_TRIES: usize = 64;
+    let text = std::str::from_utf8(bytes).ok()?;
+    // Parsed at the first candidate: most files have none.
+    let mut data = None;
+    let mut tries = 0;
+    let mut start = 0;
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let body = line.trim_end_matches(['\n', '\r']);
+        for (at, _) in body.match_indices('#') {
+            if at > 0 && !body[..at].ends_with([' ', '\t']) {
+                continue;
+            }
+            tries += 1;
+            if tries > MAX_TRIES {
+                return None;
+            }
+            if data.is_none() {
+                data = Some(parse_text(text).ok()?);
+            }
+            let cut = format!("{}{}", &text[..start + at], &text[start + body.len()..]);
+            if parse_text(&cut).is_ok_and(|d| Some(d) == data) {
+                return Some(index + 1);
+            }
+        }
+        start += line.len();
     }
-    Ok(doc)
+    None
 }
 
 /// Turns a serde-saphyr error into [`StoreError::Parse`] with 1-based line/column.
 fn parse_error(path: &Path, e: &serde_saphyr::Error) -> StoreError {
     let location = e.location().filter(|l| l.line() > 0);
+    if let serde_saphyr::Error::DuplicateMappingKey { key, .. } = e.without_snippet() {
+        let key = key
+            .as_deref()
+            .map_or_else(String::new, |k| format!(" `{k}`"));
+        return StoreError::Parse {
+            path: path.to_owned(),
+            line: location.and_then(|l| usize::try_from(l.line()).ok()),
+            column: None,
+            message: format!(
+                "the key{key} appears twice in the same mapping (a second time here); remove one of the two"
+            ),
+        };
+    }
     let line = location.and_then(|l| usize::try_from(l.line()).ok());
     let column = location
         .filter(|l| l.column() > 0)
@@ -398,7 +617,11 @@ fn record_from_value(name: TaskName, value: Value) -> Result<Record, String> {
     };
     let inputs = match fields.remove("schema") {
         Some(v @ (Value::Object(_) | Value::Bool(_))) => v,
-        None | Some(Value::Null) => return Err("schema (the inputs JSON Schema) is missing".into()),
+        // What the Go tool writes for a task whose schema had no `inputs`.
+        Some(Value::Null) => {
+            return Err("no schema (schema: null); register it again with --force".into());
+        }
+        None => return Err("schema (the inputs JSON Schema) is missing".into()),
         Some(other) => {
             return Err(format!(
                 "schema must be a mapping (a JSON Schema), found {}",
@@ -537,7 +760,10 @@ fn kind(v: &Value) -> &'static str {
 fn render_doc(path: &Path, doc: &Doc) -> Result<String, StoreError> {
     let rows = doc
         .iter()
-        .map(|(name, r)| Row::new(path, name, r))
+        .map(|(name, e)| match e {
+            Entry::Task(r) => Row::new(path, name, r).map(Out::Task),
+            Entry::Unusable { raw, .. } => Ok(Out::Kept(name, raw)),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     // `yaml_12: false` (the default, pinned here) quotes YAML 1.1 words such as
     // `on`/`y`/`no`, which Go's yaml.v2 would otherwise read as booleans.
@@ -566,7 +792,7 @@ struct Row<'a> {
 }
 
 impl<'a> Row<'a> {
-    fn new(path: &Path, name: &'a TaskName, r: &'a Record) -> Result<Self, StoreError> {
+    fn new(path: &Path, name: &'a str, r: &'a Record) -> Result<Self, StoreError> {
         let location = r.task.location.to_str().ok_or_else(|| {
             io_err(
                 "write",
@@ -581,7 +807,7 @@ impl<'a> Row<'a> {
             )
         })?;
         Ok(Self {
-            name: name.as_str(),
+            name,
             location,
             schema: &r.task.inputs,
             description: r.task.description.as_deref(),
@@ -598,13 +824,48 @@ fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-struct DocSer<'a>(&'a [Row<'a>]);
+/// One entry as written: a task's row, or an unusable entry kept as read.
+enum Out<'a> {
+    Task(Row<'a>),
+    Kept(&'a str, &'a Value),
+}
+
+struct DocSer<'a>(&'a [Out<'a>]);
 
 impl Serialize for DocSer<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
-        for row in self.0 {
-            map.serialize_entry(row.name, row)?;
+        for out in self.0 {
+            match out {
+                Out::Task(row) => map.serialize_entry(row.name, row)?,
+                Out::Kept(name, raw) => map.serialize_entry(name, &Kept(raw))?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// An unusable entry's value, written back as it was read: its fields in the
+/// order a task's row has them (Go's `name`, `location`, `schema` first),
+/// then the others sorted, so that an entry the Go tool wrote stays as it wrote it.
+struct Kept<'a>(&'a Value);
+
+impl Serialize for Kept<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Value::Object(fields) = self.0 else {
+            return Sorted(self.0).serialize(s);
+        };
+        let mut entries: Vec<_> = fields.iter().collect();
+        let rank = |k: &str| {
+            KNOWN_FIELDS
+                .iter()
+                .position(|f| *f == k)
+                .unwrap_or(usize::MAX)
+        };
+        entries.sort_by(|a, b| (rank(a.0), a.0).cmp(&(rank(b.0), b.0)));
+        let mut map = s.serialize_map(Some(entries.len()))?;
+        for (k, v) in entries {
+            map.serialize_entry(k, &Sorted(v))?;
         }
         map.end()
     }
@@ -1021,7 +1282,7 @@ mod tests {
     }
 
     #[test]
-    fn invalid_records_are_corrupt_naming_the_key() {
+    fn invalid_records_are_unusable_with_the_reason_and_kept_on_rewrite() {
         let dir = tempfile::tempdir().unwrap();
         let (store, path) = store_in(&dir);
         let cases = [
@@ -1056,19 +1317,133 @@ mod tests {
         ];
         for (what, text, needle) in cases {
             fs::write(&path, text).unwrap();
-            let err = store.list_now().unwrap_err();
-            let StoreError::Corrupt { key, message, .. } = &err else {
-                panic!("{what}: expected Corrupt, got {err}");
-            };
+            // The file still loads: the entry is listed as unusable, with why.
+            assert_eq!(store.list_now().unwrap(), vec![], "{what}");
             let want_key = if what == "bad key" { "bad key" } else { "a" };
-            assert_eq!(key, want_key, "{what}");
-            assert!(err.to_string().contains(needle), "{what}: {message}");
-            let err = store
-                .insert_now(&task("z"), InsertMode::CreateNew)
-                .unwrap_err();
-            assert!(matches!(err, StoreError::Corrupt { .. }), "{what}: {err}");
-            assert_eq!(fs::read_to_string(&path).unwrap(), text, "{what}");
+            let [Listed::Unusable(u)] = &store.entries_now().unwrap()[..] else {
+                panic!("{what}: expected one unusable entry");
+            };
+            assert_eq!(u.name, want_key, "{what}");
+            assert!(u.reason.contains(needle), "{what}: {}", u.reason);
+            assert_eq!(store.unusable_now(want_key).unwrap().as_ref(), Some(u));
+            if let Ok(n) = TaskName::new(want_key) {
+                let err = store.get_now(&n).unwrap_err();
+                assert!(
+                    matches!(&err, StoreError::Unusable { name, .. } if name == want_key),
+                    "{what}: {err}"
+                );
+                assert!(err.to_string().contains(needle), "{what}: {err}");
+                // Not removed as a task: only by its raw name.
+                assert!(matches!(
+                    store.remove_now(&n),
+                    Err(StoreError::Unusable { .. })
+                ));
+                assert_eq!(fs::read_to_string(&path).unwrap(), text, "{what}");
+            }
+
+            // A rewrite keeps it as it was.
+            let before = parse_raw(&path, text.as_bytes()).unwrap();
+            store.insert_now(&task("z"), InsertMode::CreateNew).unwrap();
+            let mut after = parse_raw(&path, &fs::read(&path).unwrap()).unwrap();
+            assert!(after.remove("z").is_some(), "{what}");
+            assert_eq!(after, before, "{what}");
+            assert_eq!(store.list_now().unwrap(), vec![task("z")], "{what}");
+
+            // Its raw name removes it, and only it.
+            assert_eq!(
+                store.remove_unusable_now(want_key).unwrap().as_ref(),
+                Some(u)
+            );
+            assert_eq!(store.remove_unusable_now(want_key).unwrap(), None);
+            assert_eq!(
+                store.entries_now().unwrap(),
+                vec![Listed::Task(task("z"))],
+                "{what}"
+            );
         }
+    }
+
+    #[test]
+    fn a_task_name_is_not_removed_as_an_unusable_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = store_in(&dir);
+        assert_eq!(store.remove_unusable_now("a").unwrap(), None);
+        assert!(!path.exists());
+        store.insert_now(&task("a"), InsertMode::CreateNew).unwrap();
+        let before = fs::read(&path).unwrap();
+        assert_eq!(store.remove_unusable_now("a").unwrap(), None);
+        assert_eq!(fs::read(&path).unwrap(), before);
+        assert_eq!(store.list_now().unwrap(), vec![task("a")]);
+    }
+
+    #[test]
+    fn entries_the_go_tool_wrote_are_written_back_as_it_wrote_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = store_in(&dir);
+        let go = "nothing:\n  name: nothing\n  location: /bin/nothing\n  schema: null\nwith space:\n  name: with space\n  location: /bin/with space\n  schema:\n    type: object\n";
+        fs::write(&path, go).unwrap();
+        store.insert_now(&task("a"), InsertMode::CreateNew).unwrap();
+        store.remove_now(&name("a")).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), go);
+    }
+
+    #[test]
+    fn a_duplicate_key_names_the_key_and_line_and_leaves_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = store_in(&dir);
+        let text = "a:\n  name: a\n  location: /bin/a\n  schema: {}\nb:\n  name: b\n  location: /bin/b\n  location: /bin/c\n  schema: {}\n";
+        fs::write(&path, text).unwrap();
+        let err = store.list_now().unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, StoreError::Parse { line: Some(8), .. }),
+            "{msg}"
+        );
+        assert!(msg.contains("`location` appears twice"), "{msg}");
+        assert!(msg.contains("remove one"), "{msg}");
+        assert!(!msg.contains("DuplicateKeyPolicy"), "{msg}");
+        let err = store
+            .insert_now(&task("c"), InsertMode::CreateNew)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Parse { .. }), "{err}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn comments_are_found_where_they_are_and_only_there() {
+        for (text, want) in [
+            ("a: 1\n", None),
+            ("# top\na: 1\n", Some(1)),
+            ("a: 1\nb:\n  c: 2 # why\n", Some(3)),
+            ("a: \"x # not\"\nb: 'y # nor'\n", None),
+            ("a: |\n  line\n  # inside a block\nb: 2\n", None),
+            ("a: |\n  # inside\n\n# after\nb: 2\n", Some(4)),
+            ("a: http://x/schema#\nb: x#y\n", None),
+            ("a: \"multi\n  # still the string\"\n", None),
+        ] {
+            assert_eq!(first_comment_line(text.as_bytes()), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn rewriting_a_file_with_comments_warns_once_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = store_in(&dir);
+        fs::write(
+            &path,
+            "a:\n  name: a\n  # where it lives\n  location: /bin/a\n  schema: {}\n",
+        )
+        .unwrap();
+        assert_eq!(store.list_now().unwrap().len(), 1);
+        assert_eq!(store.take_warnings(), Vec::<String>::new());
+        store.insert_now(&task("b"), InsertMode::CreateNew).unwrap();
+        assert_eq!(
+            store.take_warnings(),
+            ["tasks.yaml: comments are not kept when the file is rewritten (line 3)"]
+        );
+        store.insert_now(&task("c"), InsertMode::CreateNew).unwrap();
+        assert_eq!(store.take_warnings(), Vec::<String>::new());
+        assert_eq!(store.list_now().unwrap().len(), 3);
     }
 
     #[cfg(unix)]
