@@ -514,30 +514,29 @@ impl RunStore for SqliteStore {
     async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<bool, StoreError> {
         let (lease, finish) = (lease.clone(), finish.clone());
         let (outcome, exit) = end_json(&finish);
-        let done = self
-            .write_dropping_secrets(true, move |tx, ctx| {
-                if !guard_logs(tx, &lease, &finish.logs)? {
-                    return Ok((false, false));
-                }
-                let secret = has_secret_args(tx, &lease.id)?;
-                insert_logs(tx, &lease, finish.attempt, &finish.logs)?;
-                tx.prepare_cached(
-                    "UPDATE runs SET state = ?3, outcome = ?4, exit = ?5, finished_at = ?6, \
+        self.write_dropping_secrets(true, move |tx, ctx| {
+            if !guard_logs(tx, &lease, &finish.logs)? {
+                return Ok((false, false));
+            }
+            let secret = has_secret_args(tx, &lease.id)?;
+            insert_logs(tx, &lease, finish.attempt, &finish.logs)?;
+            tx.prepare_cached(
+                "UPDATE runs SET state = ?3, outcome = ?4, exit = ?5, finished_at = ?6, \
                     lease_until = NULL, secret_args = NULL, error = NULL, error_kind = NULL \
                  WHERE id = ?1 AND fence = ?2 AND state = 'running'",
-                )?
-                .execute(params![
-                    lease.id,
-                    lease.fence,
-                    finish.state.as_str(),
-                    outcome,
-                    exit,
-                    ctx.now()
-                ])?;
-                Ok((true, secret))
-            })
-            .await?;
-        Ok(done.unwrap_or(false))
+            )?
+            .execute(params![
+                lease.id,
+                lease.fence,
+                finish.state.as_str(),
+                outcome,
+                exit,
+                ctx.now()
+            ])?;
+            Ok((true, secret))
+        })
+        .await
+        .map(|done| done.unwrap_or(false))
     }
 
     async fn retry(
@@ -619,7 +618,7 @@ impl RunStore for SqliteStore {
 
     async fn settle(&self, expired: &Expired, verdict: &Verdict) -> Result<bool, StoreError> {
         let (lease, verdict) = (expired.lease.clone(), verdict.clone());
-        let done = self.write_dropping_secrets(true, move |tx, ctx| {
+        self.write_dropping_secrets(true, move |tx, ctx| {
             let ends = !matches!(verdict, Verdict::Requeue(_));
             let (sql, note) = match &verdict {
                 Verdict::Requeue(note) => (
@@ -652,8 +651,8 @@ impl RunStore for SqliteStore {
             ])?;
             Ok((n == 1, secret && n == 1))
         })
-        .await?;
-        Ok(done.unwrap_or(false))
+        .await
+        .map(|done| done.unwrap_or(false))
     }
 
     async fn record_logs(
