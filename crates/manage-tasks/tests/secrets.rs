@@ -5,7 +5,7 @@
 //! - stores are private: directories we create 0700, files 0600 (SQLite's
 //!   database, WAL and SHM; YAML's file and lock); a file's own mode is kept
 //! - a queued run's secret arguments leave no trace in the database files
-//!   once a worker has run it
+//!   once it has ended (run by a worker, or cancelled)
 
 mod common;
 
@@ -255,5 +255,32 @@ fn worked_runs_leave_no_secret_in_the_database_files() {
         for i in 0..20 {
             assert!(!holds(&bytes, &secret(i)), "secret {i} is still in {path}");
         }
+    }
+}
+
+/// A queued run cancelled before it ran drops its secret the same way.
+#[test]
+fn a_cancelled_queued_run_leaves_no_secret_in_the_database_files() {
+    let env = Env::new("db");
+    env.task(
+        "login",
+        "login.sh",
+        r#"{"type":"object","properties":{"token":{"format":"password"}}}"#,
+        "cat >/dev/null\necho '{\"status\":1}'",
+    );
+    let secret = "Zq9-cancelled-secret-Xk27";
+    let out = env
+        .cmd()
+        .args(["-q", "submit", "--name", "login", "--taskArgs"])
+        .arg(format!(r#"{{"token":"{secret}"}}"#))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    assert!(store_files(&env).iter().any(|(_, b)| holds(b, secret)));
+    env.cmd().args(["runs", "cancel", &id]).assert().success();
+    assert_eq!(env.all_runs()[0]["state"], "cancelled");
+    for (path, bytes) in store_files(&env) {
+        assert!(!holds(&bytes, secret), "the secret is still in {path}");
     }
 }
