@@ -67,7 +67,12 @@ fn report_error(err: anyhow::Error, json: bool) -> ExitCode {
         Some(f) => f.to_string(),
         None => format!("{err:#}"),
     };
-    let _ = writeln!(std::io::stderr(), "{} {message}", style.red("error:"));
+    let _ = writeln!(
+        std::io::stderr(),
+        "{} {}",
+        style.red("error:"),
+        output::clean(&message)
+    );
     if json {
         let doc = task_executor::view::ErrorDoc {
             error: task_executor::view::ErrorView {

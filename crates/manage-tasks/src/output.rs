@@ -1,7 +1,16 @@
 //! Human output: colour decisions, the task log sink, and rendering of runs.
 //! Machine output (`--json`) is the library's views (`task_executor::view`),
 //! on stdout alone.
+//!
+//! Text a task or a store supplies (names, descriptions, locations, log
+//! lines, reasons, payloads, error messages) goes through [`clean`] (or
+//! [`Clean`]) on its way to human output, so that a task cannot move the
+//! cursor, clear or retitle the user's terminal: every control character
+//! but tab and newline is shown as an escape instead. `--json` output and
+//! stored logs keep the bytes as they were.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::io::{IsTerminal, Write};
 
 use std::time::Duration;
@@ -52,6 +61,40 @@ impl Style {
     }
 }
 
+/// Whether `c` is a control character a terminal may act on: C0 but tab
+/// and newline, DEL, and C1.
+fn is_control(c: char) -> bool {
+    matches!(c, '\0'..='\x08' | '\x0b'..='\x1f' | '\x7f'..='\u{9f}')
+}
+
+/// `text` safe to print: each control character (C0 but tab and newline —
+/// ESC, BEL, CR, backspace… —, DEL and C1) written as an escape, `\x1b` for
+/// ESC, `\x7f` for DEL, `\u{9b}` for C1's CSI. Everything else, backslashes
+/// included, is kept.
+pub fn clean(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !is_control(c) => out.push(c),
+            c if c <= '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A value displayed through [`clean`]: `format!("{}", Clean(&task.name))`.
+pub struct Clean<T>(pub T);
+
+impl<T: fmt::Display> fmt::Display for Clean<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&clean(&self.0.to_string()))
+    }
+}
+
 /// Prints each task log line to stderr as `TASK::<name> <line>`, above the
 /// progress bar when there is one.
 pub struct StderrLogs {
@@ -78,7 +121,8 @@ impl StderrLogs {
 impl LogSink for StderrLogs {
     fn line(&self, line: LogLine<'_>) {
         let text = String::from_utf8_lossy(line.text);
-        let prefix = self.style.dim(&format!("TASK::{}", line.task));
+        let text = clean(&text);
+        let prefix = self.style.dim(&format!("TASK::{}", Clean(line.task)));
         let cut = if line.truncated { " […line cut]" } else { "" };
         let write = || {
             // A closed stderr is not worth failing the run over.
@@ -96,11 +140,11 @@ impl LogSink for StderrLogs {
 pub fn render_run(r: &RunRecord, style: Style) -> String {
     let mut out = String::new();
     let Some(outcome) = r.outcome.as_ref().filter(|_| r.state.is_terminal()) else {
-        let why = r.error.as_ref().map(|e| format!(": {}", e.message));
+        let why = r.error.as_ref().map(|e| format!(": {}", clean(&e.message)));
         out.push_str(&format!(
             "Run {} of task {} is {}{}\n",
             r.id,
-            style.bold(r.task.as_str()),
+            style.bold(&clean(r.task.as_str())),
             r.state,
             why.unwrap_or_default()
         ));
@@ -111,24 +155,24 @@ pub fn render_run(r: &RunRecord, style: Style) -> String {
         Outcome::Completed { result } if result.is_success() => {
             out.push_str(&format!(
                 "Task {} {} with status {} ({}) in {took}\n",
-                style.bold(r.task.as_str()),
+                style.bold(&clean(r.task.as_str())),
                 style.green("succeeded"),
                 result.status,
-                result.reason
+                clean(&result.reason)
             ));
         }
         other => {
             out.push_str(&format!(
                 "Task {} {}: {} ({took})\n",
-                style.bold(r.task.as_str()),
+                style.bold(&clean(r.task.as_str())),
                 style.red("failed"),
-                other.describe()
+                clean(&other.describe())
             ));
         }
     }
     if let Some(result) = outcome.result() {
         let payload = serde_json::to_string_pretty(&result.payload).unwrap_or_default();
-        out.push_str(&format!("payload:\n{payload}\n"));
+        out.push_str(&format!("payload:\n{}\n", clean(&payload)));
     }
     out.push_str(&style.dim(&format!("run {}", r.id)));
     if let Some(exit) = &r.exit {
@@ -167,7 +211,19 @@ pub fn short_json(value: &serde_json::Value, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::took;
+    use super::{clean, took};
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(
+            clean("plain\ttab\nnewline ünï \\x1b"),
+            "plain\ttab\nnewline ünï \\x1b"
+        );
+        assert_eq!(
+            clean("\x1b[2J\x07bell\r\x08\x7f\u{9b}31m\0"),
+            r"\x1b[2J\x07bell\x0d\x08\x7f\u{9b}31m\x00"
+        );
+    }
 
     #[test]
     fn a_run_under_a_millisecond_does_not_read_as_zero_seconds() {

@@ -33,11 +33,14 @@
 //! because of a UI hint would make a task unusable. A task that needs a
 //! later draft's format checked declares that draft in `$schema`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use jsonschema::Draft as JsDraft;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::secrets::{Found, MASK, hide_secrets};
 
 /// How a schema's `format` keyword is treated; see the [module docs](self#format).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -227,6 +230,68 @@ impl Validator {
         }
         Err(collect(self.inner.iter_errors(value)))
     }
+
+    /// Validates `value` as [`validate`](Self::validate) does, with messages
+    /// that do not show the secrets `found` lists (called only when `value`
+    /// is invalid). A violation at or under a secret value names the rule it
+    /// breaks and not the value ("the secret value does not match …"); one
+    /// about a value that holds secrets (an object with a secret field
+    /// breaking `oneOf`) shows that value masked; and every message then has
+    /// the secret values blanked out of it, should a rule quote one some
+    /// other way.
+    pub fn validate_hiding(
+        &self,
+        value: &Value,
+        found: impl FnOnce() -> Found,
+    ) -> Result<(), Vec<Violation>> {
+        if self.inner.is_valid(value) {
+            return Ok(());
+        }
+        let found = found();
+        Err(self
+            .inner
+            .iter_errors(value)
+            .map(|e| hiding(&e, &found))
+            .collect())
+    }
+}
+
+/// The violation `e` without the secrets in `found`; see [`Validator::validate_hiding`].
+fn hiding(e: &jsonschema::ValidationError<'_>, found: &Found) -> Violation {
+    let pointer = e.instance_path().to_string();
+    let at_or_under = |secret: &String| {
+        pointer == *secret
+            || pointer
+                .strip_prefix(secret.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    let holds = |secret: &String| {
+        secret
+            .strip_prefix(pointer.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    let message = if found.pointers.iter().any(at_or_under) {
+        match e.kind() {
+            // Its inner error is about a property name; keep that out too.
+            jsonschema::error::ValidationErrorKind::PropertyNames { error } => {
+                error.masked_with("a property name").to_string()
+            }
+            _ => e.masked_with("the secret value").to_string(),
+        }
+    } else if found.pointers.iter().any(holds) {
+        let masked = found
+            .masked
+            .pointer(&pointer)
+            .map_or_else(|| format!("\"{MASK}\""), Value::to_string);
+        e.masked_with(masked).to_string()
+    } else {
+        e.to_string()
+    };
+    let message = match hide_secrets(message.as_bytes(), &found.values) {
+        Cow::Borrowed(_) => message,
+        Cow::Owned(hidden) => String::from_utf8_lossy(&hidden).into_owned(),
+    };
+    Violation { pointer, message }
 }
 
 #[cfg(test)]
@@ -292,6 +357,66 @@ mod tests {
     fn unknown_keywords_are_tolerated() {
         check_schema(&json!({"type": "object", "x-ui": {"widget": "textarea"}})).unwrap();
         check_schema(&json!(true)).unwrap();
+    }
+
+    /// Every rule a secret breaks is named, with its pointer, and the secret is not.
+    #[test]
+    fn violations_of_secret_fields_do_not_show_the_value() {
+        let schema = json!({
+            "type": "object",
+            "$defs": {"pin": {"type": "integer", "maximum": 99, "writeOnly": true}},
+            "properties": {
+                "token": {"type": "string", "writeOnly": true, "pattern": "^x", "minLength": 40},
+                "mode": {"format": "password", "enum": ["a", "b"]},
+                "mail": {"writeOnly": true, "format": "email"},
+                "pin": {"$ref": "#/$defs/pin"},
+                "keys": {"additionalProperties": {"writeOnly": true, "type": "integer"}}
+            },
+            "oneOf": [{"required": ["nope"]}, {"required": ["never"]}]
+        });
+        let args = json!({
+            "token": "hunter\"2", "mode": "s3cretmode", "mail": "not-an-email-s3cret",
+            "pin": 123456, "keys": {"k": "s3cretkey"}
+        });
+        let v = Validator::compile(&schema, Formats::Assert).unwrap();
+        let task_found = || crate::secrets::found(&schema, &args);
+        let errs = v.validate_hiding(&args, task_found).unwrap_err();
+        let text = errs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        for secret in [
+            "hunter",
+            "s3cretmode",
+            "s3cret",
+            "123456",
+            "s3cretkey",
+            "not-an-email",
+        ] {
+            assert!(!text.contains(secret), "{secret} shown in:\n{text}");
+        }
+        for (pointer, rule) in [
+            ("/token", r#"the secret value does not match "^x""#),
+            ("/token", "the secret value is shorter than 40 characters"),
+            ("/mode", r#"the secret value is not one of "a" or "b""#),
+            ("/mail", r#"the secret value is not a "email""#),
+            ("/pin", "the secret value is greater than the maximum of 99"),
+            ("/keys/k", r#"the secret value is not of type "integer""#),
+        ] {
+            assert!(
+                errs.iter()
+                    .any(|e| e.pointer == pointer && e.message == rule),
+                "{pointer}: {rule} missing from:\n{text}"
+            );
+        }
+        // The whole object breaks `oneOf`: shown masked.
+        let root = errs.iter().find(|e| e.pointer.is_empty()).unwrap();
+        assert!(root.message.contains(r#""token":"********""#), "{root}");
+        assert!(root.message.contains("'oneOf'"), "{root}");
+        // Without secrets, messages are jsonschema's own.
+        let plain = v.validate(&args).unwrap_err();
+        assert!(plain.iter().any(|e| e.message.contains("s3cretmode")));
     }
 
     #[test]

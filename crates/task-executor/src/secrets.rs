@@ -5,8 +5,11 @@
 //! true` or `"format": "password"`. [`mask`] replaces such values by [`MASK`]
 //! in a copy of the arguments (what history stores and front ends show);
 //! [`secrets`] lists their values so that [`hide_secrets`] (and the
-//! [`HideSecrets`] sink) can blank them out of log lines a task prints. No
-//! I/O here.
+//! [`HideSecrets`] sink) can blank them out of log lines a task prints;
+//! [`found`] gathers both, with where the secrets are, for messages about
+//! the arguments (schema violations:
+//! [`Validator::validate_hiding`](crate::schema::Validator::validate_hiding)).
+//! No I/O here.
 //!
 //! # Which schemas apply to a value
 //!
@@ -153,6 +156,55 @@ pub fn secrets(schema: &Value, args: &Value) -> Vec<String> {
     found.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     found.dedup();
     found
+}
+
+/// What messages about `args` must not show: see [`found`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// JSON pointers (RFC 6901, as validation errors write them) to each secret value.
+    pub pointers: Vec<String>,
+    /// `args` masked, as [`mask`] gives them.
+    pub masked: Value,
+    /// The values to hide, as [`secrets`] lists them, and each string as it
+    /// reads inside JSON text when that differs (`a\"b` for `a"b`), longest first.
+    pub values: Vec<String>,
+}
+
+/// Where the secrets of `args` are, `args` masked and the values to hide:
+/// what a message about `args` (a schema violation) needs to leave them out.
+pub fn found(schema: &Value, args: &Value) -> Found {
+    let paths = secret_paths(schema, args);
+    let pointers = paths.iter().map(|p| to_pointer(p)).collect();
+    let mut values = secrets(schema, args);
+    let escaped: Vec<String> = values
+        .iter()
+        .filter_map(|s| {
+            let json = serde_json::to_string(s).ok()?;
+            let inner = &json[1..json.len() - 1];
+            (inner != s).then(|| inner.to_owned())
+        })
+        .collect();
+    values.extend(escaped);
+    values.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    values.dedup();
+    Found {
+        pointers,
+        masked: mask(schema, args),
+        values,
+    }
+}
+
+/// `path` as a JSON pointer (`~` as `~0`, `/` as `~1`).
+fn to_pointer(path: &[Step<'_>]) -> String {
+    let mut out = String::new();
+    for step in path {
+        out.push('/');
+        match step {
+            Step::Key(k) => out.push_str(&k.replace('~', "~0").replace('/', "~1")),
+            Step::Index(i) => out.push_str(&i.to_string()),
+        }
+    }
+    out
 }
 
 fn leaves(value: &Value, out: &mut Vec<String>) {
@@ -1136,6 +1188,21 @@ mod tests {
                 secrets: &["aa"],
             },
         ]);
+    }
+
+    #[test]
+    fn found_names_each_secret_by_its_json_pointer() {
+        let schema = json!({
+            "properties": {"a/b": {"writeOnly": true}, "list": {"items": {"properties": {"t~k": {"format": "password"}}}}}
+        });
+        let args = json!({"a/b": "q\"uote", "list": [{"t~k": 7}, {"x": 1}]});
+        let found = found(&schema, &args);
+        let mut pointers = found.pointers.clone();
+        pointers.sort();
+        assert_eq!(pointers, ["/a~1b", "/list/0/t~0k"]);
+        assert_eq!(found.masked, mask(&schema, &args));
+        // As written and as it reads in JSON text.
+        assert_eq!(found.values, [r#"q\"uote"#, "q\"uote", "7"]);
     }
 
     #[test]

@@ -314,8 +314,14 @@ impl PreparedTask {
     }
 
     /// Checks caller arguments against the task's `inputs`, listing every violation.
+    /// Violations of secret fields name the field and the rule, never the value.
     pub fn validate_args(&self, args: &Value) -> Result<(), Vec<Violation>> {
-        self.inputs.validate(args)
+        if self.secrets {
+            self.inputs
+                .validate_hiding(args, || crate::secrets::found(&self.task.inputs, args))
+        } else {
+            self.inputs.validate(args)
+        }
     }
 
     /// Checks a raw result object against the task's `outputs`, if declared.

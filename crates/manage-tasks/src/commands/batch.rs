@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, cancel_on_signal, parse_args};
 use crate::cli::ExecuteArgs;
 use crate::exit::{self, Failure};
-use crate::output::{StderrLogs, Style, short_json, took};
+use crate::output::{Clean, StderrLogs, Style, clean, short_json, took};
 
 /// How long output may wait in the buffer while no run finishes.
 const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
@@ -296,10 +296,10 @@ fn emit(
                     out,
                     "line {line}: {} {}",
                     style.red("rejected:"),
-                    error.message
+                    clean(&error.message)
                 )?;
                 for v in &error.violations {
-                    writeln!(out, "  - {v}")?;
+                    writeln!(out, "  - {}", Clean(v))?;
                 }
             }
         }
@@ -337,18 +337,18 @@ fn text_line(line: u64, r: &RunRecord, style: Style) -> String {
             let reason = if result.reason.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", result.reason)
+                format!(" ({})", clean(&result.reason))
             };
             format!(
                 "line {line}: {head}, status {}{reason}, {took}: {}",
                 result.status,
-                short_json(&result.payload, PAYLOAD_CHARS)
+                clean(&short_json(&result.payload, PAYLOAD_CHARS))
             )
         }
         Some(other) => format!(
             "line {line}: {} {} ({took})",
             style.red("failed:"),
-            other.describe()
+            clean(&other.describe())
         ),
         None => format!("line {line}: {}", style.red("did not run")),
     }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, cancel_on_signal, print_json, read_args, task_name_in};
 use crate::cli::ExecuteArgs;
 use crate::exit;
-use crate::output::{StderrLogs, Style, render_run};
+use crate::output::{StderrLogs, Style, clean, render_run};
 
 pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
     let service = ctx.service_with(runner_for(&args), config_for(&args))?;
@@ -40,7 +40,7 @@ pub async fn run(ctx: &Context, args: ExecuteArgs) -> anyhow::Result<u8> {
     let executed = service.execute(&task, call, logs.as_ref(), &cancel).await?;
     signals.abort();
     for warning in &executed.warnings {
-        let _ = writeln!(std::io::stderr(), "warning: {warning}");
+        let _ = writeln!(std::io::stderr(), "warning: {}", clean(warning));
     }
     if args.json {
         let mut view = RunView::from(&executed.record);

@@ -138,7 +138,11 @@ pub async fn task_name_in(service: &Service, name: &str) -> Result<TaskName, Fai
 /// Prints, on stderr, what the store's writes want the user to know.
 pub fn print_warnings(service: &Service) {
     for warning in service.take_warnings() {
-        let _ = writeln!(std::io::stderr(), "warning: {warning}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: {}",
+            crate::output::clean(&warning)
+        );
     }
 }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, cancel_on_signal, parse_args, print_json, read_args, task_name};
 use crate::cli::{ScheduleAddArgs, ScheduleCommand, SubmitArgs, WorkerArgs};
 use crate::exit::{self, Failure};
-use crate::output::{Style, render_run};
+use crate::output::{Clean, Style, clean, render_run};
 
 pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<u8> {
     let name = task_name(args.name.get())?;
@@ -188,7 +188,7 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
             WorkerEvent::Fired { run, task } => format!("schedule queued run {run} ({task})"),
             WorkerEvent::Unrunnable { run, message } => format!("run {run} failed: {message}"),
         };
-        let _ = writeln!(std::io::stderr(), "{line}");
+        let _ = writeln!(std::io::stderr(), "{}", clean(&line));
     };
     let stats = service
         .work(&config, &shutdown, &mut events)
@@ -231,10 +231,10 @@ pub async fn schedule(ctx: &Context, cmd: ScheduleCommand) -> anyhow::Result<u8>
             for s in &all {
                 table.add_row([
                     s.id.clone(),
-                    s.task.to_string(),
-                    s.cron.clone(),
+                    Clean(&s.task).to_string(),
+                    clean(&s.cron).into_owned(),
                     time_text(s.next_fire_at),
-                    s.args.to_string(),
+                    Clean(&s.args).to_string(),
                 ]);
             }
             writeln!(out, "{table}")?;

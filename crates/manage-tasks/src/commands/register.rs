@@ -9,6 +9,7 @@ use task_executor::view::TaskView;
 use super::{Context, print_json, print_warnings, task_name};
 use crate::cli::{FormatsArg, RegisterArgs};
 use crate::exit;
+use crate::output::Clean;
 
 pub async fn run(ctx: &Context, args: RegisterArgs) -> anyhow::Result<u8> {
     let name = task_name(args.name.get())?;
@@ -41,8 +42,8 @@ pub async fn run(ctx: &Context, args: RegisterArgs) -> anyhow::Result<u8> {
         writeln!(
             std::io::stdout(),
             "Task {} registered ({}){}",
-            task.name,
-            task.location.display(),
+            Clean(&task.name),
+            Clean(task.location.display()),
             if args.force {
                 ", replacing any previous definition"
             } else {

@@ -15,7 +15,7 @@ use task_executor::{Outcome, Stream};
 use super::{Context, print_json, task_name};
 use crate::cli::{PruneArgs, RunIdArgs, RunsCommand, RunsListArgs, RunsLogsArgs};
 use crate::exit::{self, Failure};
-use crate::output::{Style, took};
+use crate::output::{Clean, Style, clean, took};
 
 pub async fn run(ctx: &Context, cmd: RunsCommand) -> anyhow::Result<u8> {
     let service = ctx.service()?;
@@ -91,12 +91,12 @@ async fn list(service: &Service, a: RunsListArgs) -> anyhow::Result<u8> {
             None => r
                 .error
                 .as_ref()
-                .map(|e| e.kind.clone())
+                .map(|e| clean(&e.kind).into_owned())
                 .unwrap_or_else(|| "-".into()),
         };
         table.add_row([
             r.id.clone(),
-            r.task.to_string(),
+            clean(r.task.as_str()).into_owned(),
             r.state.to_string(),
             format!("{}/{}", r.attempt, r.max_attempts),
             humantime::format_rfc3339_seconds(from_ms(r.queued_at)).to_string(),
@@ -156,18 +156,22 @@ async fn show(service: &Service, a: RunIdArgs) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     let opt = |ms: Option<i64>| ms.map(time_text).unwrap_or_else(|| "-".into());
     writeln!(out, "{} {}", style.bold("run"), r.id)?;
-    writeln!(out, "task:      {}", r.task)?;
+    writeln!(out, "task:      {}", Clean(&r.task))?;
     writeln!(out, "state:     {}", r.state)?;
     writeln!(out, "attempt:   {} of {}", r.attempt, r.max_attempts)?;
-    writeln!(out, "caller:    {}", r.caller)?;
-    writeln!(out, "worker:    {}", r.worker.as_deref().unwrap_or("-"))?;
+    writeln!(out, "caller:    {}", clean(&r.caller))?;
+    writeln!(
+        out,
+        "worker:    {}",
+        clean(r.worker.as_deref().unwrap_or("-"))
+    )?;
     writeln!(out, "queued:    {}", time_text(r.queued_at))?;
     if r.available_at > r.queued_at {
         writeln!(out, "not before: {}", time_text(r.available_at))?;
     }
     writeln!(out, "started:   {}", opt(r.started_at))?;
     writeln!(out, "finished:  {}", opt(r.finished_at))?;
-    writeln!(out, "arguments: {}", r.args)?;
+    writeln!(out, "arguments: {}", Clean(&r.args))?;
     if let Some(o) = &r.outcome {
         let text = match o {
             Outcome::Completed { result } => {
@@ -175,13 +179,13 @@ async fn show(service: &Service, a: RunIdArgs) -> anyhow::Result<u8> {
             }
             other => other.describe(),
         };
-        writeln!(out, "outcome:   {text}")?;
+        writeln!(out, "outcome:   {}", clean(&text))?;
         if let Some(result) = o.result() {
-            writeln!(out, "payload:   {}", result.payload)?;
+            writeln!(out, "payload:   {}", Clean(&result.payload))?;
         }
     }
     if let Some(e) = &r.error {
-        writeln!(out, "note:      {} ({})", e.message, e.kind)?;
+        writeln!(out, "note:      {} ({})", clean(&e.message), clean(&e.kind))?;
     }
     Ok(exit::SUCCESS)
 }
@@ -205,7 +209,7 @@ async fn logs(service: &Service, a: RunsLogsArgs) -> anyhow::Result<u8> {
                     } else {
                         ""
                     };
-                    writeln!(out, "{tag}| {}{cut}", entry.text)?;
+                    writeln!(out, "{tag}| {}{cut}", clean(&entry.text))?;
                 }
             }
             LogEvent::Cut { lines, bytes } => {

@@ -9,7 +9,7 @@ use task_executor::view::{EntryView, ListView, TaskView};
 use super::{Context, print_json, print_warnings, task_name, task_name_in};
 use crate::cli::{ListArgs, NameArgs, ShowArgs};
 use crate::exit;
-use crate::output::Style;
+use crate::output::{Clean, Style, clean};
 
 pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<u8> {
     let entries = ctx
@@ -39,19 +39,19 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<u8> {
     for entry in &entries {
         match entry {
             Listed::Task(t) => table.add_row([
-                t.name.to_string(),
-                t.description.clone().unwrap_or_default(),
-                t.location.display().to_string(),
+                Clean(&t.name).to_string(),
+                clean(t.description.as_deref().unwrap_or_default()).into_owned(),
+                Clean(t.location.display()).to_string(),
                 t.timeout
                     .map(|d| humantime::format_duration(d).to_string())
                     .unwrap_or_else(|| "-".into()),
             ]),
             Listed::Unusable(u) => table.add_row([
-                u.name.clone(),
-                format!("UNUSABLE: {}", u.reason),
+                clean(&u.name).into_owned(),
+                format!("UNUSABLE: {}", clean(&u.reason)),
                 u.location
                     .as_ref()
-                    .map_or_else(|| "-".into(), |l| l.display().to_string()),
+                    .map_or_else(|| "-".into(), |l| Clean(l.display()).to_string()),
                 "-".into(),
             ]),
         };
@@ -70,15 +70,15 @@ pub async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<u8> {
     }
     let style = Style::stdout();
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}  {}", style.bold("name:"), task.name)?;
+    writeln!(out, "{}  {}", style.bold("name:"), Clean(&task.name))?;
     writeln!(
         out,
         "{}  {}",
         style.bold("location:"),
-        task.location.display()
+        Clean(task.location.display())
     )?;
     if let Some(d) = &task.description {
-        writeln!(out, "{}  {d}", style.bold("description:"))?;
+        writeln!(out, "{}  {}", style.bold("description:"), clean(d))?;
     }
     let timeout = task
         .timeout
@@ -116,14 +116,14 @@ pub async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<u8> {
         out,
         "{}\n{}",
         style.bold("inputs:"),
-        serde_json::to_string_pretty(&task.inputs)?
+        clean(&serde_json::to_string_pretty(&task.inputs)?)
     )?;
     match &task.outputs {
         Some(o) => writeln!(
             out,
             "{}\n{}",
             style.bold("outputs:"),
-            serde_json::to_string_pretty(o)?
+            clean(&serde_json::to_string_pretty(o)?)
         )?,
         None => writeln!(out, "{}  not declared", style.bold("outputs:"))?,
     }
@@ -138,10 +138,10 @@ pub async fn unregister(ctx: &Context, args: NameArgs) -> anyhow::Result<u8> {
         writeln!(
             std::io::stdout(),
             "Unusable entry {} removed ({})",
-            gone.name,
+            clean(&gone.name),
             gone.location
                 .as_ref()
-                .map_or_else(|| "no location".into(), |l| l.display().to_string())
+                .map_or_else(|| "no location".into(), |l| Clean(l.display()).to_string())
         )?;
         return Ok(exit::SUCCESS);
     }
@@ -156,8 +156,8 @@ pub async fn unregister(ctx: &Context, args: NameArgs) -> anyhow::Result<u8> {
     writeln!(
         std::io::stdout(),
         "Task {} unregistered ({}){schedules}",
-        gone.task.name,
-        gone.task.location.display()
+        Clean(&gone.task.name),
+        Clean(gone.task.location.display())
     )?;
     Ok(exit::SUCCESS)
 }

@@ -59,6 +59,21 @@ pub enum Listed {
     Unusable(Unusable),
 }
 
+/// The mode of every file a store creates: owner only, since a store holds
+/// queued runs' secret arguments. A file that exists keeps its mode.
+pub(crate) const FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and its missing parents with mode 0700 (owner only, as
+/// [`FILE_MODE`] says why, and as the XDG base directory specification asks
+/// of the data directories it creates). Directories that exist keep theirs.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// What [`Store::insert`] does when the name is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertMode {

@@ -4,7 +4,8 @@
 //! used on tokio's blocking pool, so no SQLite call ever blocks an async
 //! runtime's thread. A connection is opened on first use: a read of a
 //! database that does not exist yet answers "empty" without creating it; the
-//! first write creates the parent directory and the file. Connections run in
+//! first write creates the parent directory (0700) and the file (0600, and
+//! SQLite gives its `-wal` and `-shm` the same mode). Connections run in
 //! WAL mode with a 10 s busy timeout, and every write is one `BEGIN
 //! IMMEDIATE` transaction, so dozens of processes writing at once queue up
 //! instead of failing or losing updates. Its clock is the [`Clock`] it was
@@ -16,6 +17,11 @@
 //! build is refused ([`StoreError::TooNew`]), and a file that is not an
 //! SQLite database, or is some other program's database, is reported and
 //! never modified. Run history and the queue are in `runs.rs`.
+//!
+//! A queued run holds its secret arguments in plaintext until it ends. Then
+//! they are dropped and overwritten: `secure_delete` zeroes them in the
+//! page, and the write that ended the run truncates the WAL, whose older
+//! frames still hold them (`write_dropping_secrets`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -391,6 +397,29 @@ impl SqliteStore {
         Ok(out.expect("a write opens (and creates) the database"))
     }
 
+    /// A write ([`SqliteStore::write`], or without `create`
+    /// [`SqliteStore::write_existing`]) that may drop a run's secret
+    /// arguments, `f` saying whether it did. When it did, the WAL is
+    /// checkpointed and truncated after the commit: `secure_delete` zeroes
+    /// the dropped value in the page, but older copies of that page stay in
+    /// the WAL until it is reset. Best effort: the change stands whatever the
+    /// checkpoint does (it cannot finish while another connection reads an
+    /// older snapshot; a later one resets the WAL).
+    async fn write_dropping_secrets<T: Send + 'static>(
+        &self,
+        create: bool,
+        f: impl FnOnce(&Transaction<'_>, &Ctx<'_>) -> Result<(T, bool), Fail> + Send + 'static,
+    ) -> Result<Option<T>, StoreError> {
+        self.with_conn(create, move |conn, ctx| {
+            let (out, dropped) = transaction(conn, ctx, f)?;
+            if dropped {
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// [`SqliteStore::write`] on a database that exists; `None` (nothing
     /// done, nothing created) when it does not.
     async fn write_existing<T: Send + 'static>(
@@ -600,12 +629,13 @@ fn connect(path: &Path, create: bool) -> Result<Connection, StoreError> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            super::create_private_dir(dir).map_err(|source| StoreError::Io {
                 action: "create directory",
                 path: dir.to_owned(),
                 source,
             })?;
         }
+        create_private_file(path)?;
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let mut conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
@@ -614,12 +644,14 @@ fn connect(path: &Path, create: bool) -> Result<Connection, StoreError> {
     // before anything could write to it.
     let version = user_version(&conn).map_err(sqlite)?;
     check_version(path, version)?;
+    // `secure_delete` zeroes what a write removes (a queued run's secret
+    // arguments, cleared when it ends) instead of leaving it in free space.
     // Closing the last connection would checkpoint the WAL (and fsync) at the
     // end of every short command; instead a committing writer checkpoints
     // every WAL_AUTOCHECKPOINT pages, which also keeps the WAL short for the
     // first connection of each process, which reads all of it.
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; \
          PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT};"
     ))
     .map_err(sqlite)?;
@@ -636,6 +668,27 @@ fn connect(path: &Path, create: bool) -> Result<Connection, StoreError> {
         migrate(&mut conn, path)?;
     }
     Ok(conn)
+}
+
+/// Creates the database file, empty, with [`super::FILE_MODE`] unless it
+/// exists: SQLite would create it `0644` (with the umask), and it creates the
+/// `-wal` and `-shm` files with the mode of the database file.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(super::FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            action: "create",
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {

@@ -15,7 +15,8 @@
 //! exclusive lock of the sidecar `<path>.lock`, re-read the file under it,
 //! write a temporary file in the same directory, fsync it, rename it over the
 //! store and fsync the directory. A file that does not parse is reported and
-//! never rewritten.
+//! never rewritten. A store this backend creates is 0600 (its lock file too),
+//! in directories it creates 0700; a rewrite keeps the file's mode.
 //!
 //! An entry this build cannot use — a name [`TaskName`] refuses (the Go tool
 //! takes any name: `with space`, `ünï`), `schema: null` (what Go writes for a
@@ -33,6 +34,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -257,7 +259,7 @@ impl YamlStore {
         change: impl FnOnce(&mut Doc) -> Result<(T, bool), StoreError>,
     ) -> Result<T, StoreError> {
         let dir = parent_dir(&self.path);
-        fs::create_dir_all(&dir).map_err(|e| io_err("create directory", &dir, e))?;
+        super::create_private_dir(&dir).map_err(|e| io_err("create directory", &dir, e))?;
 
         let lock_path = lock_path(&self.path);
         let lock = OpenOptions::new()
@@ -265,6 +267,7 @@ impl YamlStore {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(super::FILE_MODE)
             .open(&lock_path)
             .map_err(|e| io_err("open lock file", &lock_path, e))?;
         fs4::FileExt::lock(&lock).map_err(|e| io_err("lock", &lock_path, e))?;
@@ -426,13 +429,12 @@ fn write_atomically(
         None => OsString::from(".tasks."),
     };
     let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    #[cfg(unix)]
-    if old_perms.is_none() {
-        // A new store gets the usual 0666 & !umask, not tempfile's 0600.
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(fs::Permissions::from_mode(0o666));
-    }
+    // A new store gets FILE_MODE; a rewritten one keeps its mode (set below,
+    // once the content is written).
+    builder
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(super::FILE_MODE));
     let mut tmp = builder
         .tempfile_in(&dir)
         .map_err(|e| io_err("create temporary file in", &dir, e))?;

@@ -48,6 +48,16 @@ fn plus(now: i64, d: Duration) -> i64 {
     now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Whether run `id` still holds its secret arguments (a write that ends it
+/// drops them, and then scrubs the WAL: see `write_dropping_secrets`).
+fn has_secret_args(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT secret_args IS NOT NULL FROM runs WHERE id = ?1")?
+        .query_row([id], |r| r.get::<_, bool>(0))
+        .optional()?
+        .unwrap_or(false))
+}
+
 fn count(n: i64) -> u32 {
     n.clamp(0, u32::MAX.into()) as u32
 }
@@ -508,10 +518,11 @@ impl RunStore for SqliteStore {
     async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<bool, StoreError> {
         let (lease, finish) = (lease.clone(), finish.clone());
         let (outcome, exit) = end_json(&finish);
-        self.write(move |tx, ctx| {
+        self.write_dropping_secrets(true, move |tx, ctx| {
             if !guard_logs(tx, &lease, &finish.logs)? {
-                return Ok(false);
+                return Ok((false, false));
             }
+            let secret = has_secret_args(tx, &lease.id)?;
             insert_logs(tx, &lease, finish.attempt, &finish.logs)?;
             tx.prepare_cached(
                 "UPDATE runs SET state = ?3, outcome = ?4, exit = ?5, finished_at = ?6, \
@@ -526,9 +537,10 @@ impl RunStore for SqliteStore {
                 exit,
                 ctx.now()
             ])?;
-            Ok(true)
+            Ok((true, secret))
         })
         .await
+        .map(|done| done.unwrap_or(false))
     }
 
     async fn retry(
@@ -610,7 +622,8 @@ impl RunStore for SqliteStore {
 
     async fn settle(&self, expired: &Expired, verdict: &Verdict) -> Result<bool, StoreError> {
         let (lease, verdict) = (expired.lease.clone(), verdict.clone());
-        self.write(move |tx, ctx| {
+        self.write_dropping_secrets(true, move |tx, ctx| {
+            let ends = !matches!(verdict, Verdict::Requeue(_));
             let (sql, note) = match &verdict {
                 Verdict::Requeue(note) => (
                     "UPDATE runs SET state = 'queued', lease_until = NULL, available_at = ?3, \
@@ -632,6 +645,7 @@ impl RunStore for SqliteStore {
                 ),
             };
             let (kind, message) = error_cols(note);
+            let secret = ends && has_secret_args(tx, &lease.id)?;
             let n = tx.prepare_cached(sql)?.execute(params![
                 lease.id,
                 lease.fence,
@@ -639,9 +653,10 @@ impl RunStore for SqliteStore {
                 message,
                 kind
             ])?;
-            Ok(n == 1)
+            Ok((n == 1, secret && n == 1))
         })
         .await
+        .map(|done| done.unwrap_or(false))
     }
 
     async fn record_logs(
@@ -798,15 +813,16 @@ impl RunStore for SqliteStore {
     async fn cancel_queued(&self, id: &str, note: &RunError) -> Result<bool, StoreError> {
         let (id, note) = (id.to_owned(), note.clone());
         let done = self
-            .write_existing(move |tx, ctx| {
+            .write_dropping_secrets(false, move |tx, ctx| {
                 let (kind, message) = error_cols(&note);
+                let secret = has_secret_args(tx, &id)?;
                 let n = tx
                     .prepare_cached(
                         "UPDATE runs SET state = 'cancelled', finished_at = ?2, secret_args = NULL, \
                             error = ?3, error_kind = ?4 WHERE id = ?1 AND state = 'queued'",
                     )?
                     .execute(params![id, ctx.now(), message, kind])?;
-                Ok(n == 1)
+                Ok((n == 1, secret && n == 1))
             })
             .await?;
         Ok(done.unwrap_or(false))
