@@ -135,3 +135,80 @@ fn secrets_in_every_schema_shape_stay_out_of_output_history_and_logs() {
     let listed = env.cmd().args(["runs", "list", "--json"]).output().unwrap();
     assert_eq!(leaked(&stdout(&listed)), Vec::<&str>::new());
 }
+
+/// The same task over MCP: its log lines arrive as log notifications with
+/// every secret hidden, and the stored run shows none.
+#[test]
+fn mcp_log_notifications_hide_secrets_in_every_schema_shape() {
+    use std::io::{BufRead, BufReader, Write};
+    let env = Env::new("db");
+    env.task(
+        "login",
+        "login.sh",
+        &INPUTS.replace('\n', " "),
+        "read -r envelope\necho \"out $envelope\"\necho \"err $envelope\" >&2\n\
+         echo '{\"status\":1,\"reason\":\"ok\",\"payload\":null}'",
+    );
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"))
+        .arg("mcp")
+        .env("TASK_STORE", &env.store)
+        .env("HOME", env.dir.path())
+        .current_dir(env.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = server.stdin.take().unwrap();
+    let call = format!(
+        r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"login","arguments":{ARGS}}}}}"#
+    );
+    for message in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"debug"}}"#,
+        &call,
+    ] {
+        writeln!(stdin, "{message}").unwrap();
+    }
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = serde_json::from_str::<serde_json::Value>(&line).unwrap()["id"] == 3;
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    // Notifications may trail the reply by a moment; then end the session.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(stdin);
+    seen.extend(lines.map(Result::unwrap));
+    let out = server.wait_with_output().unwrap();
+    let logs: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains("notifications/message"))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("out {") && l.contains(r#"\"user\":\"ada\""#)),
+        "the task's stdout line as a log notification: {seen:#?}"
+    );
+    assert!(logs.iter().any(|l| l.contains("err {")), "{seen:#?}");
+    assert_eq!(leaked(&seen.concat()), Vec::<&str>::new(), "{seen:#?}");
+    assert_eq!(
+        leaked(&stderr(&out)),
+        Vec::<&str>::new(),
+        "{}",
+        stderr(&out)
+    );
+    let runs = env.all_runs();
+    assert_eq!(runs[0]["caller"], "mcp");
+    assert_eq!(
+        leaked(&runs[0].to_string()),
+        Vec::<&str>::new(),
+        "{}",
+        runs[0]
+    );
+}
