@@ -133,7 +133,10 @@ pub enum WorkerEvent {
 pub struct WorkerStats {
     /// Attempts recorded as completed.
     pub completed: u64,
-    /// Attempts recorded as failed or cancelled.
+    /// Of the completed attempts, those whose task reported a status other than 1.
+    pub other_status: u64,
+    /// Attempts recorded as failed or cancelled, including claimed runs that
+    /// could not start (task unregistered or broken).
     pub failed: u64,
     /// Attempts queued again for a retry.
     pub retried: u64,
@@ -243,6 +246,7 @@ pub async fn run_worker(
                             c,
                             &mut inflight,
                             &mut running,
+                            &mut stats,
                             events,
                         )
                         .await;
@@ -348,6 +352,7 @@ async fn start(
     c: Claimed,
     inflight: &mut HashMap<String, InFlight>,
     running: &mut JoinSet<(String, RunReport)>,
+    stats: &mut WorkerStats,
     events: &mut dyn FnMut(WorkerEvent),
 ) {
     let lease = c.lease();
@@ -364,6 +369,7 @@ async fn start(
                 logs: LogBatch::default(),
             };
             let _ = store.finish(&lease, &finish).await;
+            stats.failed += 1;
             events(WorkerEvent::Unrunnable { run: c.id, message });
             return;
         }
@@ -453,7 +459,12 @@ async fn record(
         )
     } else {
         match finish.state {
-            RunState::Completed => stats.completed += 1,
+            RunState::Completed => {
+                stats.completed += 1;
+                if !finish.outcome.is_success() {
+                    stats.other_status += 1;
+                }
+            }
             _ => stats.failed += 1,
         }
         (store.finish(&run.lease, &finish).await?, finish.state)
