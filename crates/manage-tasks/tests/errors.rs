@@ -5,6 +5,8 @@
 //! - every duration flag refuses less than 1 ms (it would be stored as 0)
 //! - the worker's summary counts every run that failed
 //! - a run id too short to be a prefix says so, in every `runs` command
+//! - another program's SQLite database is "not a task-executor store",
+//!   named, and left byte for byte as it was
 
 mod common;
 
@@ -169,4 +171,46 @@ fn a_run_id_too_short_to_be_a_prefix_says_so_in_every_runs_command() {
         .stderr(predicate::str::contains(
             "run `ffffffff` is not in the history",
         ));
+}
+
+#[test]
+fn a_foreign_sqlite_database_is_named_and_left_untouched() {
+    for (ddl, version) in [
+        ("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", 42),
+        ("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", 0),
+        ("CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT)", 1),
+    ] {
+        let env = Env::new("db");
+        {
+            let conn = rusqlite::Connection::open(&env.store).unwrap();
+            conn.execute_batch(ddl).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+        }
+        let before = env.store_bytes();
+        let script = env.script("t.sh", &task_script("{}", "true"));
+        let commands: &[&[&str]] = &[
+            &["list"],
+            &["register", "t", "--location", script.to_str().unwrap()],
+            &["execute", "t"],
+            &["runs", "list"],
+        ];
+        for args in commands {
+            env.cmd()
+                .args(*args)
+                .assert()
+                .code(2)
+                .stderr(predicate::str::contains(format!(
+                    "`{}` is not a task-executor store",
+                    env.store.display()
+                )))
+                .stderr(predicate::str::contains("this one was not modified"))
+                .stderr(predicate::str::contains("invalid").not());
+        }
+        assert!(
+            env.store_bytes() == before,
+            "{ddl} v{version}: the file changed"
+        );
+        let wal = env.dir.path().join("tasks.db-wal");
+        assert!(!wal.exists(), "{ddl} v{version}: a WAL was created");
+    }
 }
