@@ -7,8 +7,15 @@
 //! - a run id too short to be a prefix says so, in every `runs` command
 //! - another program's SQLite database is "not a task-executor store",
 //!   named, and left byte for byte as it was
+//! - `mcp --http`: a body that is not JSON is `-32700` (HTTP 400), JSON that
+//!   is not JSON-RPC `-32600`, and `tools/call` with `arguments` that are not
+//!   an object `-32602` (over stdio too)
+//! - `mcp --http` on a taken address says so once, with a hint
 
 mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Stdio;
 
 use common::*;
 use predicates::prelude::*;
@@ -213,4 +220,197 @@ fn a_foreign_sqlite_database_is_named_and_left_untouched() {
         let wal = env.dir.path().join("tasks.db-wal");
         assert!(!wal.exists(), "{ddl} v{version}: a WAL was created");
     }
+}
+
+/// `mcp --http 127.0.0.1:0`, and the `host:port` it serves on.
+fn http_server(env: &Env) -> (std::process::Child, String) {
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"))
+        .args(["mcp", "--http", "127.0.0.1:0"])
+        .env("TASK_STORE", &env.store)
+        .env("HOME", env.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("serving MCP on http://")
+        .and_then(|rest| rest.strip_suffix("/mcp"))
+        .unwrap_or_else(|| panic!("unexpected first stderr line: {line:?}"))
+        .to_owned();
+    (server, addr)
+}
+
+/// POSTs `body` to `/mcp` (one connection, closed after the answer) and
+/// returns the status code and the body as received.
+fn post(addr: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nConnection: close\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// The first JSON-RPC message with `"jsonrpc"` in `body` (plain JSON, or
+/// an SSE `data:` line, possibly inside chunked encoding).
+fn message(body: &str) -> Value {
+    body.lines()
+        .map(|l| l.strip_prefix("data: ").unwrap_or(l))
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v["jsonrpc"] == "2.0")
+        })
+        .unwrap_or_else(|| panic!("no JSON-RPC message in {body:?}"))
+}
+
+#[test]
+fn mcp_http_answers_malformed_messages_as_json_rpc_says() {
+    let env = Env::new("db");
+    let marker = marker_task(&env);
+    let (mut server, addr) = http_server(&env);
+
+    let (status, body) = post(&addr, &[], "this is not json");
+    assert_eq!(status, 400, "{body}");
+    let reply = message(&body);
+    assert_eq!(reply["error"]["code"], -32700, "{reply}");
+    assert_eq!(reply["id"], Value::Null, "{reply}");
+
+    let (status, body) = post(&addr, &[], r#"{"jsonrpc":"2.0","id":9,"#);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(message(&body)["error"]["code"], -32700, "{body}");
+
+    let (status, body) = post(&addr, &[], "[1, 2]");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(message(&body)["error"]["code"], -32600, "{body}");
+
+    // A 2026-07-28 request carries its protocol version in `_meta`.
+    let call = |id: u32, arguments: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "t", "arguments": arguments,
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }
+        }})
+        .to_string()
+    };
+    let headers = [
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "t"),
+    ];
+    for (id, arguments, got) in [
+        (2, json!("x"), "not a string"),
+        (3, json!([1]), "not an array"),
+    ] {
+        let (status, body) = post(&addr, &headers, &call(id, arguments));
+        assert_eq!(status, 200, "{body}");
+        let reply = message(&body);
+        assert_eq!(reply["id"], id, "{reply}");
+        assert_eq!(reply["error"]["code"], -32602, "{reply}");
+        let text = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            text.contains("`arguments` must be an object") && text.contains(got),
+            "{text}"
+        );
+    }
+    assert!(!marker.exists(), "the task ran");
+    // The same call with an object runs the task.
+    let (status, body) = post(&addr, &headers, &call(4, json!({})));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(message(&body)["result"]["isError"], false, "{body}");
+    assert!(marker.exists());
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+#[test]
+fn mcp_stdio_answers_arguments_that_are_not_an_object_with_invalid_params() {
+    let env = Env::new("db");
+    let marker = marker_task(&env);
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"))
+        .arg("mcp")
+        .env("TASK_STORE", &env.store)
+        .env("HOME", env.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = server.stdin.take().unwrap();
+    for message in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t","arguments":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/nope","params":{}}"#,
+    ] {
+        writeln!(stdin, "{message}").unwrap();
+    }
+    let mut replies = BufReader::new(server.stdout.take().unwrap())
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap())
+        .filter(|m| m["id"] == 2 || m["id"] == 3);
+    let (a, b) = (replies.next().unwrap(), replies.next().unwrap());
+    drop(stdin);
+    server.wait().unwrap();
+    let (bad_args, unknown) = if a["id"] == 2 { (a, b) } else { (b, a) };
+    assert_eq!(bad_args["error"]["code"], -32602, "{bad_args}");
+    assert!(
+        bad_args["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`arguments` must be an object (the tool's arguments by name), not a string"),
+        "{bad_args}"
+    );
+    assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
+    assert!(!marker.exists(), "the task ran");
+}
+
+#[test]
+fn a_taken_address_is_reported_once_with_a_hint() {
+    let env = Env::new("db");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let out = env.cmd().args(["mcp", "--http", &addr]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.matches("in use").count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot serve http on `{addr}`: the address is already in use"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("choose another port (port 0 picks a free one)"),
+        "{err}"
+    );
+    drop(listener);
 }
