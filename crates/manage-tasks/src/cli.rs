@@ -193,7 +193,7 @@ pub struct ExecuteArgs {
     #[arg(long, default_value = "self")]
     pub caller: String,
     /// Largest accepted result, in bytes.
-    #[arg(long, default_value_t = task_executor::runner::DEFAULT_RESULT_LIMIT, value_name = "BYTES")]
+    #[arg(long, default_value_t = task_executor::runner::DEFAULT_RESULT_LIMIT, value_parser = parse_result_limit, value_name = "BYTES")]
     pub result_limit: usize,
     /// Print the result and run facts as JSON on stdout.
     #[arg(long)]
@@ -275,7 +275,7 @@ pub struct WorkerArgs {
     )]
     pub keep_runs: u64,
     /// Largest accepted result, in bytes.
-    #[arg(long, default_value_t = task_executor::runner::DEFAULT_RESULT_LIMIT, value_name = "BYTES")]
+    #[arg(long, default_value_t = task_executor::runner::DEFAULT_RESULT_LIMIT, value_parser = parse_result_limit, value_name = "BYTES")]
     pub result_limit: usize,
 }
 
@@ -409,13 +409,29 @@ pub struct McpArgs {
     pub caller: String,
 }
 
+/// Parses a duration flag. Durations are stored and compared in whole
+/// milliseconds, so anything shorter than 1 ms (which would be stored as 0)
+/// is refused rather than silently meaning "no time at all".
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim())
         .map_err(|e| format!("{e} (examples: 500ms, 10s, 2m, 1h30m)"))?;
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms (durations are kept in milliseconds)".into());
     }
     Ok(d)
+}
+
+/// Parses `--result-limit`: a result is at least `{}`, so a limit of 0 would
+/// refuse every run after it ran; refused here, before anything runs.
+fn parse_result_limit(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e} (a number of bytes, e.g. 1048576)"))?;
+    if n == 0 {
+        return Err("must be at least 1 byte (0 would refuse every result)".into());
+    }
+    Ok(n)
 }
 
 /// Rewrites the original tool's single-dash long flags (`-name`, `-taskArgs=…`)

@@ -311,7 +311,7 @@ fn run_ids_differ_early_and_an_ambiguous_prefix_says_so() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains(
-            "a prefix needs at least 8 characters",
+            "run id `abc` is too short: give the whole id or a prefix of at least 8 characters",
         ));
 }
 

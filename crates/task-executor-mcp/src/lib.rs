@@ -7,7 +7,9 @@
 //!
 //! - [`mapping`]: pure task → tool and run → result translations;
 //! - [`server`]: the rmcp handler;
-//! - `stdio`: line framing that answers unparsable lines with `-32700`.
+//! - `stdio`: line framing that answers unparsable lines with `-32700`;
+//! - `malformed`: `-32602` for malformed params of MCP methods, and the
+//!   HTTP body check that answers `-32700`/`-32600` instead of rmcp's 415.
 //!
 //! Protocol revisions: [`PROTOCOL_VERSIONS`] (2026-07-28, and 2025-11-25 for
 //! clients that use the `initialize` handshake). Like the library, this crate
@@ -15,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+mod malformed;
 pub mod mapping;
 pub mod server;
 mod stdio;
@@ -36,8 +39,19 @@ pub enum ServeError {
     /// The MCP session could not be set up.
     #[error("mcp session failed to start: {0}")]
     Init(String),
-    /// The HTTP listener failed.
-    #[error("cannot serve http on `{addr}`: {source}")]
+    /// The address is taken: another process listens there.
+    #[error(
+        "cannot serve http on `{addr}`: the address is already in use (another process, \
+         perhaps another `manage_tasks mcp`, listens there); stop it, or choose another \
+         port (port 0 picks a free one)"
+    )]
+    AddrInUse {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The HTTP listener failed. (The display leaves the cause to the
+    /// source chain, so a report that prints both shows it once.)
+    #[error("cannot serve http on `{addr}`")]
     Http {
         /// The address asked for.
         addr: SocketAddr,
@@ -72,7 +86,10 @@ pub async fn serve_http(
     let http_err = |source| ServeError::Http { addr, source };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(http_err)?;
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AddrInUse => ServeError::AddrInUse { addr },
+            _ => http_err(source),
+        })?;
     ready(listener.local_addr().map_err(http_err)?);
     let config = Arc::new(config);
     // rmcp accepts only loopback `Host` headers (DNS-rebinding protection);
@@ -89,7 +106,9 @@ pub async fn serve_http(
                 .with_allowed_hosts(hosts)
                 .with_cancellation_token(cancel.child_token()),
         );
-    let router = axum::Router::new().nest_service("/mcp", service);
+    let router = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(malformed::check_body));
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { cancel.cancelled_owned().await })
         .await

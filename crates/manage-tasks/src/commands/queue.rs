@@ -198,8 +198,15 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
     if !quiet {
         let _ = writeln!(
             err,
-            "worker {} stopped: {} completed, {} failed, {} retried, {} requeued at shutdown, {} lost",
-            config.id, stats.completed, stats.failed, stats.retried, stats.released, stats.lost
+            "worker {} stopped: {} succeeded, {} reported another status, {} failed, {} retried, \
+             {} requeued at shutdown, {} lost",
+            config.id,
+            stats.completed - stats.other_status,
+            stats.other_status,
+            stats.failed,
+            stats.retried,
+            stats.released,
+            stats.lost
         );
     }
     Ok(exit::SUCCESS)

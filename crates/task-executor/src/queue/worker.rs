@@ -139,7 +139,10 @@ pub enum WorkerEvent {
 pub struct WorkerStats {
     /// Attempts recorded as completed.
     pub completed: u64,
-    /// Attempts recorded as failed or cancelled.
+    /// Of the completed attempts, those whose task reported a status other than 1.
+    pub other_status: u64,
+    /// Attempts recorded as failed or cancelled, including claimed runs that
+    /// could not start (task unregistered or broken).
     pub failed: u64,
     /// Attempts queued again for a retry.
     pub retried: u64,
@@ -266,6 +269,7 @@ pub async fn run_worker(
                             renewed,
                             &mut inflight,
                             &mut running,
+                            &mut stats,
                             events,
                         )
                         .await;
@@ -376,6 +380,7 @@ async fn start(
     renewed: Instant,
     inflight: &mut HashMap<Lease, InFlight>,
     running: &mut JoinSet<(Lease, RunReport)>,
+    stats: &mut WorkerStats,
     events: &mut dyn FnMut(WorkerEvent),
 ) {
     let lease = c.lease();
@@ -419,6 +424,7 @@ async fn start(
                 logs: LogBatch::default(),
             };
             let _ = store.finish(&lease, &finish).await;
+            stats.failed += 1;
             events(WorkerEvent::Unrunnable { run: c.id, message });
             return;
         }
@@ -512,7 +518,12 @@ async fn record(
         )
     } else {
         match finish.state {
-            RunState::Completed => stats.completed += 1,
+            RunState::Completed => {
+                stats.completed += 1;
+                if !finish.outcome.is_success() {
+                    stats.other_status += 1;
+                }
+            }
             _ => stats.failed += 1,
         }
         (store.finish(&run.lease, &finish).await?, finish.state)

@@ -404,12 +404,18 @@ impl SubmitError {
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
     /// No run has that id, or starts with that prefix.
-    #[error(
-        "run `{id}` is not in the history{}; `manage_tasks runs list` shows recent runs",
-        short_hint(id)
-    )]
+    #[error("run `{id}` is not in the history; `manage_tasks runs list` shows recent runs")]
     NotFound {
         /// The id or prefix asked for.
+        id: String,
+    },
+    /// No run has that id, and it is too short to be taken as a prefix.
+    #[error(
+        "run id `{id}` is too short: give the whole id or a prefix of at least {MIN_PREFIX} \
+         characters; `manage_tasks runs list` shows recent runs"
+    )]
+    TooShort {
+        /// The id asked for.
         id: String,
     },
     /// Several runs start with that prefix.
@@ -425,19 +431,11 @@ pub enum LookupError {
     Store(#[from] StoreError),
 }
 
-fn short_hint(id: &str) -> String {
-    if id.len() < MIN_PREFIX {
-        format!(" (a prefix needs at least {MIN_PREFIX} characters)")
-    } else {
-        String::new()
-    }
-}
-
 impl LookupError {
     /// The stable kind front ends show.
     pub fn kind(&self) -> &'static str {
         match self {
-            LookupError::NotFound { .. } => "unknown_run",
+            LookupError::NotFound { .. } | LookupError::TooShort { .. } => "unknown_run",
             LookupError::Ambiguous { .. } => "ambiguous_run",
             LookupError::Store(e) => store_kind(e),
         }

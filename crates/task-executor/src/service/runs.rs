@@ -11,7 +11,7 @@ use super::execute::Prepared;
 use super::{LookupError, ScheduleError, Service, SubmitError};
 use crate::history::{LogEntry, RunFilter, RunPage, RunRecord, RunState};
 use crate::queue::CancelResult;
-use crate::store::{Availability, NewRun, Prune, RunLookup, Schedule, StoreError};
+use crate::store::{Availability, MIN_PREFIX, NewRun, Prune, RunLookup, Schedule, StoreError};
 
 /// How a submitted run is queued.
 #[derive(Debug, Clone)]
@@ -106,6 +106,9 @@ impl Service {
         let store = self.queue_store("run history")?;
         match store.get_run(id).await? {
             RunLookup::Found(r) => Ok(*r),
+            RunLookup::Missing if id.trim().len() < MIN_PREFIX => {
+                Err(LookupError::TooShort { id: id.to_owned() })
+            }
             RunLookup::Missing => Err(LookupError::NotFound { id: id.to_owned() }),
             RunLookup::Ambiguous { count } => Err(LookupError::Ambiguous {
                 id: id.to_owned(),

@@ -155,6 +155,18 @@ pub enum StoreError {
         /// Newest version this build knows.
         supported: i64,
     },
+    /// The file is an SQLite database of some other program (tables that
+    /// are not ours, or a schema version without our tables); it is left
+    /// untouched.
+    #[error(
+        "`{path}` is not a task-executor store: {reason}; point --store or TASK_STORE at a task-executor store, or at a new file (this one was not modified)"
+    )]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+        /// What gives it away.
+        reason: String,
+    },
     /// A task with this name is already registered.
     #[error(
         "task `{name}` is already registered; use --force to re-read its schema, or unregister it first"

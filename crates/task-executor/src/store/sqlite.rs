@@ -643,6 +643,9 @@ fn connect(path: &Path, create: bool) -> Result<Connection, StoreError> {
     // The first read of the header: a file that is not a database fails here,
     // before anything could write to it.
     let version = user_version(&conn).map_err(sqlite)?;
+    // Before anything below could write to it (WAL mode is a property of
+    // the file): another program's database is refused untouched.
+    recognise(&conn, path, version)?;
     check_version(path, version)?;
     // `secure_delete` zeroes what a write removes (a queued run's secret
     // arguments, cleared when it ends) instead of leaving it in free space.
@@ -695,6 +698,56 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
 }
 
+/// Refuses a database that is not a task-executor store: one that holds
+/// tables but no schema version of ours, or a schema version but no `tasks`
+/// table of ours. An empty database (new, or all-zero) is ours to create.
+fn recognise(conn: &Connection, path: &Path, version: i64) -> Result<(), StoreError> {
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    // Every schema version since the first has this table with these columns.
+    let ours: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('tasks') \
+             WHERE name IN ('name', 'location', 'inputs')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sqlite)?;
+    if ours == 3 && version > 0 {
+        return Ok(());
+    }
+    let objects = user_objects(conn).map_err(sqlite)?;
+    let reason = match (version, objects) {
+        (0, 0) => return Ok(()),
+        // Nothing but a version from the future: a newer build's, as far as
+        // can be told (`check_version` says so).
+        (v, 0) if v > SCHEMA_VERSION => return Ok(()),
+        (0, n) => format!(
+            "it holds {n} tables or indexes but no task-executor schema version \
+             (`user_version` is 0)"
+        ),
+        (v, _) => format!(
+            "its `user_version` is {v} but it has no task-executor `tasks` table \
+             (it looks like another program's database)"
+        ),
+    };
+    Err(StoreError::Foreign {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+/// How many tables, indexes, views and triggers the database holds.
+fn user_objects(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'",
+        [],
+        |r| r.get(0),
+    )
+}
+
 fn check_version(path: &Path, version: i64) -> Result<usize, StoreError> {
     if version > SCHEMA_VERSION {
         return Err(StoreError::TooNew {
@@ -722,27 +775,8 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite)?;
     let version = user_version(&tx).map_err(sqlite)?;
+    recognise(&tx, path, version)?;
     let done = check_version(path, version)?;
-    if done == 0 {
-        let objects: i64 = tx
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(sqlite)?;
-        if objects > 0 {
-            return Err(StoreError::Corrupt {
-                path: path.to_owned(),
-                what: "schema version",
-                key: "user_version".into(),
-                message: format!(
-                    "the database holds {objects} tables or indexes but no task-executor schema version; \
-                     it looks like another program's database"
-                ),
-            });
-        }
-    }
     for sql in MIGRATIONS.iter().skip(done) {
         tx.execute_batch(sql).map_err(sqlite)?;
     }

@@ -173,7 +173,7 @@ async fn another_programs_database_is_not_migrated() {
         .insert(&task("a"), InsertMode::CreateNew)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
     let conn = Connection::open(&path).unwrap();
     assert_eq!(user_version(&conn).unwrap(), 0);
     let tables: i64 = conn
@@ -184,6 +184,67 @@ async fn another_programs_database_is_not_migrated() {
         )
         .unwrap();
     assert_eq!(tables, 0);
+}
+
+/// Another program's database, whatever its `user_version` (none, one we
+/// know, one from the future) and even with a `tasks` table of its own, is
+/// "not a task-executor store", named, and left byte for byte as it was
+/// (no WAL switch, no `-wal`/`-shm` files).
+#[tokio::test]
+async fn foreign_databases_are_named_and_left_byte_for_byte() {
+    let notes = "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); \
+                 INSERT INTO notes (body) VALUES ('keep me');";
+    let todo = "CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT); \
+                INSERT INTO tasks (title) VALUES ('buy milk');";
+    let cases = [
+        (notes, 0),
+        (notes, 1),
+        (notes, SCHEMA_VERSION),
+        (notes, 42),
+        (todo, 0),
+        (todo, 2),
+    ];
+    for (ddl, version) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = store_in(&dir);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(ddl).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+        }
+        let before = fs::read(&path).unwrap();
+        for err in [
+            store.list().await.unwrap_err(),
+            store
+                .insert(&task("a"), InsertMode::CreateNew)
+                .await
+                .unwrap_err(),
+            store.enqueue(&[]).await.unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(
+                matches!(err, StoreError::Foreign { .. }),
+                "{ddl} v{version}: {text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "`{}` is not a task-executor store",
+                    path.display()
+                )),
+                "{text}"
+            );
+            assert!(text.contains("was not modified"), "{text}");
+        }
+        assert_eq!(fs::read(&path).unwrap(), before, "{ddl} v{version}");
+        assert!(
+            !dir.path().join("tasks.db-wal").exists(),
+            "{ddl} v{version}"
+        );
+        assert!(
+            !dir.path().join("tasks.db-shm").exists(),
+            "{ddl} v{version}"
+        );
+    }
 }
 
 #[tokio::test]
