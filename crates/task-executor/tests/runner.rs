@@ -282,6 +282,137 @@ printf '{"status":1,"reason":"from file","payload":{"dir_mode":"%s","existed":%s
     assert_eq!(std::fs::read_dir(&results).unwrap().count(), 0);
 }
 
+/// What is left in `results` (names), after a run.
+fn leftovers(results: &Path) -> Vec<String> {
+    match std::fs::read_dir(results) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// One run on a thread of its own, or `None` if it has not ended within
+/// `limit`: a run that blocks its thread cannot hang the test.
+fn run_on_a_thread(config: RunnerConfig, task: PreparedTask, limit: Duration) -> Option<RunReport> {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = send.send(runtime.block_on(run_once(config, &task)).0);
+    });
+    receive.recv_timeout(limit).ok()
+}
+
+/// Issue 14: a FIFO, a symlink, a directory at `TASK_RESULT_FILE` is an
+/// invalid result naming what it is (never a hang, never the symlink's
+/// target read), and whatever the task left there is removed.
+#[test]
+fn a_result_file_that_is_not_a_regular_file_is_refused_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    let elsewhere = dir.path().join("elsewhere.json");
+    std::fs::write(&elsewhere, r#"{"status":1,"reason":"not the task's"}"#).unwrap();
+    let stdout_result = r#"echo '{"status":1,"reason":"stdout"}'"#;
+    let cases = [
+        (
+            "a FIFO",
+            format!(r#"mkfifo "$TASK_RESULT_FILE"; {stdout_result}"#),
+        ),
+        (
+            "a symbolic link",
+            format!(
+                r#"ln -s {} "$TASK_RESULT_FILE"; {stdout_result}"#,
+                elsewhere.display()
+            ),
+        ),
+        (
+            "a directory",
+            format!(
+                r#"mkdir -p "$TASK_RESULT_FILE/sub"; echo x > "$TASK_RESULT_FILE/sub/f"; ln -s {} "$TASK_RESULT_FILE/link"; {stdout_result}"#,
+                dir.path().display()
+            ),
+        ),
+    ];
+    let config = RunnerConfig {
+        results_dir: Some(results.clone()),
+        ..RunnerConfig::default()
+    };
+    for (kind, body) in cases {
+        let task = task_at(script(dir.path(), "t.sh", &body), None);
+        let start = Instant::now();
+        let report = run_on_a_thread(config.clone(), task, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{kind}: the run hung"));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{kind}: {:?}",
+            start.elapsed()
+        );
+        match &report.outcome {
+            Outcome::InvalidResult { message } => {
+                assert!(
+                    message.contains(&format!("is {kind}, not a regular file")),
+                    "{kind}: {message}"
+                );
+                assert!(message.contains("TASK_RESULT_FILE"), "{message}");
+                assert!(
+                    message.contains(&results.display().to_string()),
+                    "{message}"
+                );
+            }
+            other => panic!("{kind}: {other:?}"),
+        }
+        assert_eq!(leftovers(&results), Vec::<String>::new(), "{kind}");
+    }
+    // The link was removed, not what it pointed at; nor what the directory's link did.
+    assert!(elsewhere.exists());
+    assert!(dir.path().join("t.sh").exists());
+}
+
+/// An empty result file, and one left by a task that timed out, are removed too.
+#[tokio::test]
+async fn the_results_directory_keeps_no_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    let config = RunnerConfig {
+        results_dir: Some(results.clone()),
+        ..RunnerConfig::default()
+    };
+    let empty = task_at(
+        script(
+            dir.path(),
+            "empty.sh",
+            r#": > "$TASK_RESULT_FILE"; echo '{"status":1}'"#,
+        ),
+        None,
+    );
+    let (report, _) = run_once(config.clone(), &empty).await;
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert_eq!(leftovers(&results), Vec::<String>::new());
+
+    let slow = task_at(
+        script(
+            dir.path(),
+            "slow.sh",
+            r#"mkdir "$TASK_RESULT_FILE"; exec sleep 30"#,
+        ),
+        None,
+    );
+    let config = RunnerConfig {
+        default_timeout: Duration::from_millis(300),
+        ..config
+    };
+    let (report, _) = run_once(config, &slow).await;
+    assert!(
+        matches!(report.outcome, Outcome::TimedOut { .. }),
+        "{:?}",
+        report.outcome
+    );
+    assert_eq!(leftovers(&results), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn a_result_directory_others_can_enter_is_refused() {
     let dir = tempfile::tempdir().unwrap();
