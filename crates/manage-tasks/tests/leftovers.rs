@@ -87,3 +87,117 @@ fn a_result_file_that_is_not_a_regular_file_is_an_invalid_result_at_once() {
     }
     assert!(elsewhere.exists(), "the symlink's target is left alone");
 }
+
+/// Bash that starts a daemon the classic way — fork, the child forks again
+/// and exits, the grandchild calls `setsid` and sleeps — which writes its
+/// pid to `pid_file` (a bash word: it may name variables); waits for that file.
+fn daemon(pid_file: &str) -> String {
+    format!(
+        "( setsid bash -c \"echo \\$\\$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; exec sleep 1000\" </dev/null >/dev/null 2>&1 & )\n\
+         while [ ! -e {pid_file} ]; do sleep 0.01; done"
+    )
+}
+
+fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits up to 5 s for `pid` to no longer exist at all (not even as a zombie);
+/// SIGKILLs it if it is still there, so a failing test leaves nothing behind.
+fn gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    false
+}
+
+/// The children of process `pid`, from its threads' `children` files.
+fn children_of(pid: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for thread in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = thread.unwrap().path().join("children");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            found.extend(text.split_whitespace().map(str::to_owned));
+        }
+    }
+    found
+}
+
+#[test]
+fn a_daemon_started_by_a_task_does_not_outlive_execute() {
+    let env = Env::new("db");
+    let pid_file = env.dir.path().join("daemon.pid");
+    let run = format!(
+        "{}\necho '{{\"status\":1,\"reason\":\"started it\"}}'",
+        daemon(&pid_file.display().to_string())
+    );
+    env.task("starter", "starter.sh", "{}", &run);
+    let out = env
+        .cmd()
+        .args(["execute", "--name", "starter"])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let pid = read_pid(&pid_file);
+    assert!(gone(pid), "daemon {pid} outlived `execute`");
+}
+
+#[test]
+fn a_daemon_started_by_the_schema_call_does_not_outlive_register() {
+    let env = Env::new("yaml");
+    let pid_file = env.dir.path().join("daemon.pid");
+    let script = env.script(
+        "schema-starter.sh",
+        &format!(
+            "#!/bin/bash\nif [ \"$1\" = schema ]; then\n{}\n  echo '{{\"inputs\":{{}}}}'\n  exit 0\nfi\necho '{{\"status\":1}}'\n",
+            daemon(&pid_file.display().to_string())
+        ),
+    );
+    env.register("schemaStarter", &script);
+    let pid = read_pid(&pid_file);
+    assert!(gone(pid), "daemon {pid} outlived `register`");
+}
+
+/// A worker running runs that each leave a daemon keeps neither the daemons
+/// nor their zombies while it goes on running.
+#[test]
+fn a_worker_keeps_no_orphans_and_no_zombies() {
+    let env = Env::new("db");
+    let dir = env.dir.path().display().to_string();
+    let run = format!(
+        "{}\necho '{{\"status\":1}}'",
+        daemon(&format!("{dir}/daemon-$TASK_RUN_ID.pid"))
+    );
+    env.task("starter", "starter.sh", "{}", &run);
+    let mut worker = env.spawn(&["-q", "worker", "--concurrency", "2", "--poll", "20ms"]);
+    let ids = env.submit_many("starter", 4, "{}");
+    wait_until(30.0, "the runs to complete", || {
+        env.all_runs().iter().all(|r| r["state"] == "completed")
+    });
+    let pids: Vec<i32> = ids
+        .iter()
+        .map(|id| read_pid(&env.dir.path().join(format!("daemon-{id}.pid"))))
+        .collect();
+    let left: Vec<i32> = pids.iter().copied().filter(|&pid| !gone(pid)).collect();
+    // Still running, with no child at all: no daemon, no zombie.
+    let still_running = worker.try_wait().unwrap().is_none();
+    let children = children_of(worker.id());
+    signal(worker.id(), "-TERM");
+    let status = worker.wait().unwrap();
+    assert!(still_running, "the worker exited early");
+    assert_eq!(left, Vec::<i32>::new(), "daemons outlived their runs");
+    assert_eq!(children, Vec::<String>::new(), "the worker's children");
+    assert!(status.success(), "{status:?}");
+}

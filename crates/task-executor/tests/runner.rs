@@ -951,8 +951,10 @@ async fn grandchild_holding_stdout_does_not_hang_a_normal_exit() {
     assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
 }
 
+/// Issue 14: a process that left the group (`setsid`) and holds stdout open
+/// is ended with the run (the runner is its subreaper), not waited for.
 #[tokio::test]
-async fn process_escaping_the_group_only_delays_by_the_drain_bound() {
+async fn a_process_escaping_the_group_is_ended_with_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let task = task_at(
@@ -967,26 +969,142 @@ async fn process_escaping_the_group_only_delays_by_the_drain_bound() {
         ),
         None,
     );
-    let start = Instant::now();
     let (report, _) = run_once(RunnerConfig::default(), &task).await;
     let escaped = read_pid(&dir.path().join("escaped.pid"));
-    // Not ours to keep around.
-    let _ = rustix::process::kill_process(
-        rustix::process::Pid::from_raw(escaped).unwrap(),
-        rustix::process::Signal::KILL,
-    );
+    let left = reaped(escaped).await;
+    if !left {
+        // Not ours to keep around.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(escaped).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
     assert!(report.outcome.is_success(), "{:?}", report.outcome);
-    // It holds stdout open: the run waits for the drain bound (2 s), no longer.
+    assert!(left, "process {escaped} outlived its run");
+    // Without waiting for the drain bound (2 s) on the stdout it held.
     assert!(
-        report.duration >= Duration::from_millis(1500),
+        report.duration < Duration::from_millis(1500),
         "{:?}",
         report.duration
     );
-    assert!(
-        start.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        start.elapsed()
+}
+
+/// Bash that starts a daemon the classic way — fork, the child forks again
+/// and exits, the grandchild calls `setsid` — which writes its pid to
+/// `pid_file` and then runs `then` (ignoring SIGTERM if `stubborn`), and
+/// waits until the pid file exists.
+fn daemon(pid_file: &Path, then: &str, stubborn: bool) -> String {
+    let p = pid_file.display();
+    let trap = if stubborn { "trap \"\" TERM; " } else { "" };
+    format!(
+        "( setsid bash -c '{trap}echo $$ > {p}.tmp; mv {p}.tmp {p}; {then}' </dev/null >/dev/null 2>&1 & )\n\
+         while [ ! -e {p} ]; do sleep 0.01; done"
+    )
+}
+
+/// Issue 14: a daemon (double fork + `setsid`) does not outlive its run;
+/// one that ignores SIGTERM is SIGKILLed after the grace.
+#[tokio::test]
+async fn a_daemon_started_by_a_task_is_ended_with_its_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for stubborn in [false, true] {
+        let pid_file = dir.path().join(format!("daemon-{stubborn}.pid"));
+        let body = format!(
+            "{}\necho '{{\"status\":1}}'",
+            daemon(&pid_file, "exec sleep 1000", stubborn)
+        );
+        let task = task_at(script(dir.path(), "t.sh", &body), None);
+        let config = RunnerConfig {
+            grace: Duration::from_millis(300),
+            ..RunnerConfig::default()
+        };
+        let (report, _) = run_once(config, &task).await;
+        let pid = read_pid(&pid_file);
+        let ended = reaped(pid).await;
+        if !ended {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid).unwrap(),
+                rustix::process::Signal::KILL,
+            );
+        }
+        assert!(report.outcome.is_success(), "{:?}", report.outcome);
+        assert!(
+            ended,
+            "daemon {pid} (stubborn: {stubborn}) outlived its run"
+        );
+        if stubborn {
+            assert!(
+                report.duration >= Duration::from_millis(300),
+                "{:?}",
+                report.duration
+            );
+        }
+    }
+}
+
+/// One run's end spares what belongs to a run still going: its task, its
+/// daemon (its environment names that run); and children the program
+/// started itself (they share the program's process group).
+#[tokio::test]
+async fn a_runs_cleanup_spares_other_runs_and_the_programs_own_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut own = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let long = format!(
+        "{}\nwhile [ ! -e {d}/short.done ]; do sleep 0.01; done\n\
+         if kill -0 $(cat {d}/long-daemon.pid); then s=1; else s=2; fi\n\
+         echo \"{{\\\"status\\\":$s}}\"",
+        daemon(&d.join("long-daemon.pid"), "exec sleep 1000", false),
+        d = d.display()
     );
+    let short = format!(
+        "{}\necho '{{\"status\":1}}'",
+        daemon(&d.join("short-daemon.pid"), "exec sleep 1000", false)
+    );
+    let long = task_at(script(d, "long.sh", &long), None);
+    let short = task_at(script(d, "short.sh", &short), None);
+    let runner = Runner::default();
+    let cancel = CancellationToken::new();
+    let (long_logs, short_logs) = (Collect::default(), Collect::default());
+    let (long_report, short_daemon_ended) = tokio::join!(
+        runner.run(&long, RunRequest::new(json!({})), &long_logs, &cancel),
+        async {
+            // Once the long run's daemon is up.
+            while !d.join("long-daemon.pid").exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let report = runner
+                .run(&short, RunRequest::new(json!({})), &short_logs, &cancel)
+                .await;
+            assert!(report.outcome.is_success(), "{:?}", report.outcome);
+            let ended = reaped(read_pid(&d.join("short-daemon.pid"))).await;
+            std::fs::write(d.join("short.done"), "").unwrap();
+            ended
+        }
+    );
+    let own_alive = own.try_wait().unwrap().is_none();
+    let _ = own.kill();
+    let _ = own.wait();
+    let long_daemon = read_pid(&d.join("long-daemon.pid"));
+    let long_daemon_ended = reaped(long_daemon).await;
+    for pid in [long_daemon, read_pid(&d.join("short-daemon.pid"))] {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    assert!(short_daemon_ended, "the short run's daemon outlived it");
+    // Status 1: its daemon was still there after the short run ended.
+    assert!(
+        long_report.outcome.is_success(),
+        "{:?}",
+        long_report.outcome
+    );
+    assert!(long_daemon_ended, "the long run's daemon outlived it");
+    assert!(own_alive, "a child the program started itself was killed");
 }
 
 #[tokio::test]
@@ -1207,6 +1325,29 @@ async fn discover(
 }
 
 const SECOND: Duration = Duration::from_secs(10);
+
+/// Issue 14: a daemon started by `<task> schema` does not outlive the call.
+#[tokio::test]
+async fn a_daemon_started_by_the_schema_call_is_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("daemon.pid");
+    let body = format!(
+        "{}\necho '{{\"inputs\": {{\"type\": \"object\"}}}}'",
+        daemon(&pid_file, "exec sleep 1000", false)
+    );
+    let path = script(dir.path(), "t.sh", &body);
+    let schema = discover(&path, SECOND).await;
+    let pid = read_pid(&pid_file);
+    let ended = reaped(pid).await;
+    if !ended {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    assert!(schema.is_ok(), "{schema:?}");
+    assert!(ended, "daemon {pid} outlived the schema call");
+}
 
 #[tokio::test]
 async fn discovery_ok() {

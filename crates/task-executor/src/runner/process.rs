@@ -10,8 +10,10 @@
 //! waits `grace`, then SIGKILL.
 //! Whatever the ending, once the task itself has exited the rest of its
 //! group is SIGKILLed, so no grandchild outlives the run or holds its pipes
-//! open, and reading the remaining output is bounded by [`DRAIN_BOUND`] in
-//! case something escaped the group. The child is always awaited: no
+//! open; then, on Linux, what it started outside its group (a `setsid`
+//! daemon) is ended and reaped too ([`reaper::sweep`], before this run
+//! returns); reading the remaining output is bounded by [`DRAIN_BOUND`] in
+//! case something escaped both. The child is always awaited: no
 //! zombies; a run dropped half-way SIGKILLs the group ([`Group`]) and the
 //! child (`kill_on_drop`), which tokio then reaps.
 //! The result file is read only if it is a regular file (opened with
@@ -43,6 +45,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout as within};
 use tokio_util::sync::CancellationToken;
 
 use super::output::{Extracted, Line, LineReader, ResultScanner, STDERR_LINE_CAP};
+use super::reaper::{self, Booked};
 use super::{RunRequest, RunnerConfig};
 use crate::log::{LogLine, LogSink, Stream};
 use crate::outcome::{ExitInfo, Outcome, RunReport, new_run_id};
@@ -55,9 +58,11 @@ use crate::task::TaskName;
 
 /// How long output is still read once the task's process group is dead.
 ///
-/// Killing the group closes every pipe its members held, so EOF normally
-/// follows at once; only a process that left the group (`setsid`) and kept a
-/// pipe open can delay it, and it must not hang the executor.
+/// Killing the group (and the reaper's sweep) closes every pipe the task's
+/// processes held, so EOF normally follows at once; only a process that
+/// left the group and that the sweep cannot end (another user's, or any on
+/// a platform without a subreaper) can delay it, and it must not hang the
+/// executor.
 pub(crate) const DRAIN_BOUND: Duration = Duration::from_secs(2);
 
 /// Why supervision stopped waiting.
@@ -152,7 +157,7 @@ pub(super) async fn run(
         .process_group(0)
         .kill_on_drop(true)
         .envs(run_variables(def, run_id, &result_path));
-    let spawned = spawn_in_group(&mut cmd);
+    let spawned = spawn_in_group(&mut cmd, Some(run_id));
     // Closes our copy of the read end of stdin: only the task holds it now,
     // so a task that exits without reading makes our writes fail (EPIPE).
     drop(cmd);
@@ -224,8 +229,13 @@ pub(super) async fn run(
                 () = fired(kill) => kill_now(&mut child, group.pgid).await,
             },
         };
-        // The task is gone: nothing else of its group may live on.
-        group.kill_rest();
+        // The task is gone: nothing else of its group may live on, nor
+        // anything it started elsewhere (which may hold its pipes open).
+        let grace = match ending {
+            Ending::Killed => Duration::ZERO,
+            _ => config.grace,
+        };
+        group.finish(grace, kill).await;
         drained.cancel();
         (ending, status)
     };
@@ -638,12 +648,18 @@ pub(super) struct Group {
     /// The group id, which is the child's pid.
     pub pgid: Pid,
     armed: bool,
+    /// The child, booked so that no sweep takes it for a leftover.
+    booked: Option<Booked>,
 }
 
 impl Group {
     /// The group of a freshly spawned child started with its own group.
-    pub fn led_by(pgid: Pid) -> Self {
-        Self { pgid, armed: true }
+    fn led_by(pgid: Pid, booked: Booked) -> Self {
+        Self {
+            pgid,
+            armed: true,
+            booked: Some(booked),
+        }
     }
 
     /// SIGKILLs whatever is left of the group once its leader has exited.
@@ -655,15 +671,33 @@ impl Group {
     }
 }
 
+impl Group {
+    /// Once the child has been reaped: SIGKILLs the rest of its group, then
+    /// ends what this run and other finished runs left running outside
+    /// their groups ([`reaper::sweep`]: SIGTERM, `grace` or until `kill`
+    /// fires, SIGKILL, reaped).
+    pub async fn finish(&mut self, grace: Duration, kill: Option<&CancellationToken>) {
+        self.kill_rest();
+        if let Some(booked) = self.booked.take() {
+            booked.reaped();
+        }
+        reaper::sweep(grace, kill).await;
+    }
+}
+
 impl Drop for Group {
     fn drop(&mut self) {
         self.kill_rest();
     }
 }
 
-/// Spawns `cmd` (which must have `process_group(0)`) and names its group.
-pub(super) fn spawn_in_group(cmd: &mut Command) -> io::Result<(Child, Group)> {
-    let mut child = cmd.spawn()?;
+/// Spawns `cmd` (which must have `process_group(0)`) for the run `run_id`
+/// (`None` for a `schema` call) and names its group.
+pub(super) fn spawn_in_group(
+    cmd: &mut Command,
+    run_id: Option<&str>,
+) -> io::Result<(Child, Group)> {
+    let (mut child, booked) = reaper::spawn(cmd, run_id)?;
     let Some(pgid) = child
         .id()
         .and_then(|id| Pid::from_raw(i32::try_from(id).ok()?))
@@ -672,7 +706,7 @@ pub(super) fn spawn_in_group(cmd: &mut Command) -> io::Result<(Child, Group)> {
         let _ = child.start_kill();
         return Err(io::Error::other("the spawned process has no pid"));
     };
-    Ok((child, Group::led_by(pgid)))
+    Ok((child, Group::led_by(pgid, booked)))
 }
 
 /// Sends `signal` to every process of group `pgid`; a group already gone is fine.
