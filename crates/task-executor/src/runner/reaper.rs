@@ -295,6 +295,9 @@ mod linux {
     }
 
     pub(super) async fn sweep(grace: Duration, kill: Option<&CancellationToken>) {
+        if !unaccounted_children() {
+            return;
+        }
         for _round in 0..MAX_ROUNDS {
             let now = grace.is_zero() || kill.is_some_and(CancellationToken::is_cancelled);
             let mut claim = claim_leftovers();
@@ -331,15 +334,25 @@ mod linux {
         );
     }
 
+    /// Whether this process has a child that no run accounts for: the
+    /// usual answer, no, costs no lock that spawns wait for. Forgets the
+    /// dropped runs' children that tokio has reaped since.
+    fn unaccounted_children() -> bool {
+        let children = children();
+        let mut book = book();
+        book.spawned
+            .retain(|pid, run| run.is_some() || children.contains(pid));
+        children
+            .iter()
+            .any(|pid| !book.spawned.contains_key(pid) && !book.claimed.contains(pid))
+    }
+
     /// Picks this process's children that are leftovers of finished runs,
     /// claims them, and returns them; see the module docs for the rules.
     fn claim_leftovers() -> Claim {
         let _gate = GATE.write().unwrap_or_else(PoisonError::into_inner);
         let children = children();
         let mut book = book();
-        // Dropped runs' children that tokio has reaped since.
-        book.spawned
-            .retain(|pid, run| run.is_some() || children.contains(pid));
         let running: BTreeSet<i32> = book
             .spawned
             .iter()
