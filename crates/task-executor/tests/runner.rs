@@ -1042,6 +1042,24 @@ async fn a_daemon_started_by_a_task_is_ended_with_its_run() {
     }
 }
 
+/// Orphans that exit on their own while their run goes on are reaped as it
+/// goes, not when it ends: a long run cannot fill the process table with zombies.
+#[tokio::test]
+async fn orphans_exiting_during_a_long_run_leave_no_zombies() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "for i in $(seq 20); do ( sleep 0.05 & ); done\n\
+                sleep 2.5\n\
+                zombies=$(ps --ppid $PPID -o stat= | grep -c '^Z')\n\
+                echo \"{\\\"status\\\":1,\\\"payload\\\":$zombies}\"";
+    let task = task_at(script(dir.path(), "t.sh", body), None);
+    let (report, _) = run_once(RunnerConfig::default(), &task).await;
+    assert_eq!(
+        completed(&report).payload,
+        json!(0),
+        "zombies of the executor"
+    );
+}
+
 /// One run's end spares what belongs to a run still going: its task, its
 /// daemon (its environment names that run); and children the program
 /// started itself (they share the program's process group).

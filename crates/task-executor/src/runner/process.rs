@@ -219,6 +219,7 @@ pub(super) async fn run(
             () = expired => (Ending::TimedOut, None),
             () = cancel.cancelled() => (Ending::Cancelled, None),
             () = fired(kill) => (Ending::Killed, None),
+            never = reaper::keep_reaping() => match never {},
         };
         let status = match (status, &ending) {
             (Some(status), _) => status,

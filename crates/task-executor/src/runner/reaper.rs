@@ -11,8 +11,9 @@
 //! or its whole group when it leads one, waits up to the grace period,
 //! SIGKILLs what is left, and reaps them all; killing a leftover orphans its
 //! own children, which come to us in turn, so the sweep goes round until it
-//! finds none. Zombies of exited orphans are reaped on the way: a worker or
-//! an MCP server keeps neither orphans nor zombies.
+//! finds none. Zombies of exited orphans are reaped on the way, and, while
+//! runs go on, at most once a second ([`keep_reaping`]): a worker or an MCP
+//! server keeps neither orphans nor zombies.
 //!
 //! # Which children are leftovers
 //!
@@ -108,6 +109,21 @@ pub(super) fn spawn(
         Ok((cmd.spawn()?, Booked {}))
     }
 }
+
+/// Never returns: while a run goes on, reaps (at most once every
+/// [`REAP_EVERY`] in the whole process) the zombies of orphans that exited
+/// on their own, so a long run whose task keeps starting short-lived
+/// daemons does not fill the process table. Does nothing off Linux.
+pub(super) async fn keep_reaping() -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(REAP_EVERY).await;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        linux::reap_zombies();
+    }
+}
+
+/// How often [`keep_reaping`] reaps, at most.
+pub(super) const REAP_EVERY: Duration = Duration::from_secs(1);
 
 /// Ends every leftover of finished runs: SIGTERM, up to `grace` (cut short
 /// when `kill` fires), SIGKILL, and reaps them. Does nothing off Linux.
@@ -332,6 +348,40 @@ mod linux {
         tracing::warn!(
             "tasks' leftover processes keep starting new ones; gave up after {MAX_ROUNDS} rounds"
         );
+    }
+
+    /// Reaps the zombies among this process's children that nobody else
+    /// reaps, unless another run did so less than [`super::REAP_EVERY`] ago.
+    pub(super) fn reap_zombies() {
+        static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+        {
+            let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < super::REAP_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let zombie = |pid: i32, book: &Book, ours: i32| {
+            !book.spawned.contains_key(&pid)
+                && !book.claimed.contains(&pid)
+                && Stat::of(pid).is_some_and(|stat| stat.zombie && stat.pgid != ours)
+        };
+        let ours = rustix::process::getpgrp().as_raw_nonzero().get();
+        let children = children();
+        if !children.iter().any(|&pid| zombie(pid, &book(), ours)) {
+            return;
+        }
+        // Under the gate a zombie cannot be a task that exited before its spawn was booked.
+        let _gate = GATE.write().unwrap_or_else(PoisonError::into_inner);
+        let mut book = book();
+        for &pid in &children {
+            if zombie(pid, &book, ours) {
+                if let Some(pid) = Pid::from_raw(pid) {
+                    let _ = rustix::process::waitpid(Some(pid), WaitOptions::NOHANG);
+                }
+                book.unkillable.remove(&pid);
+            }
+        }
     }
 
     /// Whether this process has a child that no run accounts for: the
