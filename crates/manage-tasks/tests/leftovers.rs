@@ -3,8 +3,8 @@
 //! - a `TASK_RESULT_FILE` that is a FIFO, a symlink or a directory: an
 //!   invalid result naming what it is, at once, and removed afterwards
 //! - a daemon a task starts (double fork + `setsid`) does not outlive the
-//!   run, from `execute`, from `register` (the `schema` call) and from a
-//!   long-lived worker, which keeps neither orphans nor zombies
+//!   run, from `execute`, `execute --batch`, `register` (the `schema`
+//!   call) and a long-lived worker, which keeps neither orphans nor zombies
 
 mod common;
 
@@ -200,4 +200,47 @@ fn a_worker_keeps_no_orphans_and_no_zombies() {
     assert_eq!(left, Vec::<i32>::new(), "daemons outlived their runs");
     assert_eq!(children, Vec::<String>::new(), "the worker's children");
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn daemons_started_by_a_batch_do_not_outlive_it() {
+    let env = Env::new("yaml");
+    let dir = env.dir.path().display().to_string();
+    let run = format!(
+        "{}\necho '{{\"status\":1}}'",
+        daemon(&format!("{dir}/daemon-$TASK_RUN_ID.pid"))
+    );
+    env.task("starter", "starter.sh", "{}", &run);
+    let out = env
+        .cmd()
+        .args([
+            "-q",
+            "execute",
+            "--name",
+            "starter",
+            "--batch",
+            "-",
+            "--parallel",
+            "3",
+        ])
+        .write_stdin("{}\n".repeat(6))
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let pid_files: Vec<PathBuf> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("daemon-") && name.ends_with(".pid")
+        })
+        .collect();
+    assert_eq!(pid_files.len(), 6, "{pid_files:?}");
+    let left: Vec<i32> = pid_files
+        .iter()
+        .map(|p| read_pid(p))
+        .filter(|&pid| !gone(pid))
+        .collect();
+    assert_eq!(left, Vec::<i32>::new(), "daemons outlived the batch");
 }
