@@ -48,6 +48,9 @@
 //! - Anything left when the executor itself is killed (SIGKILL), or a run
 //!   future dropped half-way (its group is SIGKILLed at once; its daemons
 //!   are ended by the next run's sweep, or not at all if none comes).
+//! - As a container's PID 1 the executor is every orphan's reaper anyway,
+//!   and orphans of processes started beside it (`docker exec`) are taken
+//!   for leftovers too: run it under an init (`docker run --init`).
 //! - A daemon of a run that is still going which cleared its environment
 //!   (`env -i`) and left its task's group: another run's sweep cannot tell it
 //!   from a leftover and ends it early.
