@@ -282,6 +282,137 @@ printf '{"status":1,"reason":"from file","payload":{"dir_mode":"%s","existed":%s
     assert_eq!(std::fs::read_dir(&results).unwrap().count(), 0);
 }
 
+/// What is left in `results` (names), after a run.
+fn leftovers(results: &Path) -> Vec<String> {
+    match std::fs::read_dir(results) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// One run on a thread of its own, or `None` if it has not ended within
+/// `limit`: a run that blocks its thread cannot hang the test.
+fn run_on_a_thread(config: RunnerConfig, task: PreparedTask, limit: Duration) -> Option<RunReport> {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = send.send(runtime.block_on(run_once(config, &task)).0);
+    });
+    receive.recv_timeout(limit).ok()
+}
+
+/// Issue 14: a FIFO, a symlink, a directory at `TASK_RESULT_FILE` is an
+/// invalid result naming what it is (never a hang, never the symlink's
+/// target read), and whatever the task left there is removed.
+#[test]
+fn a_result_file_that_is_not_a_regular_file_is_refused_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    let elsewhere = dir.path().join("elsewhere.json");
+    std::fs::write(&elsewhere, r#"{"status":1,"reason":"not the task's"}"#).unwrap();
+    let stdout_result = r#"echo '{"status":1,"reason":"stdout"}'"#;
+    let cases = [
+        (
+            "a FIFO",
+            format!(r#"mkfifo "$TASK_RESULT_FILE"; {stdout_result}"#),
+        ),
+        (
+            "a symbolic link",
+            format!(
+                r#"ln -s {} "$TASK_RESULT_FILE"; {stdout_result}"#,
+                elsewhere.display()
+            ),
+        ),
+        (
+            "a directory",
+            format!(
+                r#"mkdir -p "$TASK_RESULT_FILE/sub"; echo x > "$TASK_RESULT_FILE/sub/f"; ln -s {} "$TASK_RESULT_FILE/link"; {stdout_result}"#,
+                dir.path().display()
+            ),
+        ),
+    ];
+    let config = RunnerConfig {
+        results_dir: Some(results.clone()),
+        ..RunnerConfig::default()
+    };
+    for (kind, body) in cases {
+        let task = task_at(script(dir.path(), "t.sh", &body), None);
+        let start = Instant::now();
+        let report = run_on_a_thread(config.clone(), task, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{kind}: the run hung"));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{kind}: {:?}",
+            start.elapsed()
+        );
+        match &report.outcome {
+            Outcome::InvalidResult { message } => {
+                assert!(
+                    message.contains(&format!("is {kind}, not a regular file")),
+                    "{kind}: {message}"
+                );
+                assert!(message.contains("TASK_RESULT_FILE"), "{message}");
+                assert!(
+                    message.contains(&results.display().to_string()),
+                    "{message}"
+                );
+            }
+            other => panic!("{kind}: {other:?}"),
+        }
+        assert_eq!(leftovers(&results), Vec::<String>::new(), "{kind}");
+    }
+    // The link was removed, not what it pointed at; nor what the directory's link did.
+    assert!(elsewhere.exists());
+    assert!(dir.path().join("t.sh").exists());
+}
+
+/// An empty result file, and one left by a task that timed out, are removed too.
+#[tokio::test]
+async fn the_results_directory_keeps_no_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    let config = RunnerConfig {
+        results_dir: Some(results.clone()),
+        ..RunnerConfig::default()
+    };
+    let empty = task_at(
+        script(
+            dir.path(),
+            "empty.sh",
+            r#": > "$TASK_RESULT_FILE"; echo '{"status":1}'"#,
+        ),
+        None,
+    );
+    let (report, _) = run_once(config.clone(), &empty).await;
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert_eq!(leftovers(&results), Vec::<String>::new());
+
+    let slow = task_at(
+        script(
+            dir.path(),
+            "slow.sh",
+            r#"mkdir "$TASK_RESULT_FILE"; exec sleep 30"#,
+        ),
+        None,
+    );
+    let config = RunnerConfig {
+        default_timeout: Duration::from_millis(300),
+        ..config
+    };
+    let (report, _) = run_once(config, &slow).await;
+    assert!(
+        matches!(report.outcome, Outcome::TimedOut { .. }),
+        "{:?}",
+        report.outcome
+    );
+    assert_eq!(leftovers(&results), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn a_result_directory_others_can_enter_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -820,8 +951,10 @@ async fn grandchild_holding_stdout_does_not_hang_a_normal_exit() {
     assert!(gone(read_pid(&dir.path().join("child.pid"))).await);
 }
 
+/// Issue 14: a process that left the group (`setsid`) and holds stdout open
+/// is ended with the run (the runner is its subreaper), not waited for.
 #[tokio::test]
-async fn process_escaping_the_group_only_delays_by_the_drain_bound() {
+async fn a_process_escaping_the_group_is_ended_with_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let task = task_at(
@@ -836,26 +969,160 @@ async fn process_escaping_the_group_only_delays_by_the_drain_bound() {
         ),
         None,
     );
-    let start = Instant::now();
     let (report, _) = run_once(RunnerConfig::default(), &task).await;
     let escaped = read_pid(&dir.path().join("escaped.pid"));
-    // Not ours to keep around.
-    let _ = rustix::process::kill_process(
-        rustix::process::Pid::from_raw(escaped).unwrap(),
-        rustix::process::Signal::KILL,
-    );
+    let left = reaped(escaped).await;
+    if !left {
+        // Not ours to keep around.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(escaped).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
     assert!(report.outcome.is_success(), "{:?}", report.outcome);
-    // It holds stdout open: the run waits for the drain bound (2 s), no longer.
+    assert!(left, "process {escaped} outlived its run");
+    // Without waiting for the drain bound (2 s) on the stdout it held.
     assert!(
-        report.duration >= Duration::from_millis(1500),
+        report.duration < Duration::from_millis(1500),
         "{:?}",
         report.duration
     );
-    assert!(
-        start.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        start.elapsed()
+}
+
+/// Bash that starts a daemon the classic way — fork, the child forks again
+/// and exits, the grandchild calls `setsid` — which writes its pid to
+/// `pid_file` and then runs `then` (ignoring SIGTERM if `stubborn`), and
+/// waits until the pid file exists.
+fn daemon(pid_file: &Path, then: &str, stubborn: bool) -> String {
+    let p = pid_file.display();
+    let trap = if stubborn { "trap \"\" TERM; " } else { "" };
+    format!(
+        "( setsid bash -c '{trap}echo $$ > {p}.tmp; mv {p}.tmp {p}; {then}' </dev/null >/dev/null 2>&1 & )\n\
+         while [ ! -e {p} ]; do sleep 0.01; done"
+    )
+}
+
+/// Issue 14: a daemon (double fork + `setsid`) does not outlive its run;
+/// one that ignores SIGTERM is SIGKILLed after the grace.
+#[tokio::test]
+async fn a_daemon_started_by_a_task_is_ended_with_its_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for stubborn in [false, true] {
+        let pid_file = dir.path().join(format!("daemon-{stubborn}.pid"));
+        let body = format!(
+            "{}\necho '{{\"status\":1}}'",
+            daemon(&pid_file, "exec sleep 1000", stubborn)
+        );
+        let task = task_at(script(dir.path(), "t.sh", &body), None);
+        let config = RunnerConfig {
+            grace: Duration::from_millis(300),
+            ..RunnerConfig::default()
+        };
+        let (report, _) = run_once(config, &task).await;
+        let pid = read_pid(&pid_file);
+        let ended = reaped(pid).await;
+        if !ended {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid).unwrap(),
+                rustix::process::Signal::KILL,
+            );
+        }
+        assert!(report.outcome.is_success(), "{:?}", report.outcome);
+        assert!(
+            ended,
+            "daemon {pid} (stubborn: {stubborn}) outlived its run"
+        );
+        if stubborn {
+            assert!(
+                report.duration >= Duration::from_millis(300),
+                "{:?}",
+                report.duration
+            );
+        }
+    }
+}
+
+/// Orphans that exit on their own while their run goes on are reaped as it
+/// goes, not when it ends: a long run cannot fill the process table with zombies.
+#[tokio::test]
+async fn orphans_exiting_during_a_long_run_leave_no_zombies() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "for i in $(seq 20); do ( sleep 0.05 & ); done\n\
+                sleep 2.5\n\
+                zombies=$(ps --ppid $PPID -o stat= | grep -c '^Z')\n\
+                echo \"{\\\"status\\\":1,\\\"payload\\\":$zombies}\"";
+    let task = task_at(script(dir.path(), "t.sh", body), None);
+    let (report, _) = run_once(RunnerConfig::default(), &task).await;
+    assert_eq!(
+        completed(&report).payload,
+        json!(0),
+        "zombies of the executor"
     );
+}
+
+/// One run's end spares what belongs to a run still going: its task, its
+/// daemon (its environment names that run); and children the program
+/// started itself (they share the program's process group).
+#[tokio::test]
+async fn a_runs_cleanup_spares_other_runs_and_the_programs_own_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut own = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let long = format!(
+        "{}\nwhile [ ! -e {d}/short.done ]; do sleep 0.01; done\n\
+         if kill -0 $(cat {d}/long-daemon.pid); then s=1; else s=2; fi\n\
+         echo \"{{\\\"status\\\":$s}}\"",
+        daemon(&d.join("long-daemon.pid"), "exec sleep 1000", false),
+        d = d.display()
+    );
+    let short = format!(
+        "{}\necho '{{\"status\":1}}'",
+        daemon(&d.join("short-daemon.pid"), "exec sleep 1000", false)
+    );
+    let long = task_at(script(d, "long.sh", &long), None);
+    let short = task_at(script(d, "short.sh", &short), None);
+    let runner = Runner::default();
+    let cancel = CancellationToken::new();
+    let (long_logs, short_logs) = (Collect::default(), Collect::default());
+    let (long_report, short_daemon_ended) = tokio::join!(
+        runner.run(&long, RunRequest::new(json!({})), &long_logs, &cancel),
+        async {
+            // Once the long run's daemon is up.
+            while !d.join("long-daemon.pid").exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let report = runner
+                .run(&short, RunRequest::new(json!({})), &short_logs, &cancel)
+                .await;
+            assert!(report.outcome.is_success(), "{:?}", report.outcome);
+            let ended = reaped(read_pid(&d.join("short-daemon.pid"))).await;
+            std::fs::write(d.join("short.done"), "").unwrap();
+            ended
+        }
+    );
+    let own_alive = own.try_wait().unwrap().is_none();
+    let _ = own.kill();
+    let _ = own.wait();
+    let long_daemon = read_pid(&d.join("long-daemon.pid"));
+    let long_daemon_ended = reaped(long_daemon).await;
+    for pid in [long_daemon, read_pid(&d.join("short-daemon.pid"))] {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    assert!(short_daemon_ended, "the short run's daemon outlived it");
+    // Status 1: its daemon was still there after the short run ended.
+    assert!(
+        long_report.outcome.is_success(),
+        "{:?}",
+        long_report.outcome
+    );
+    assert!(long_daemon_ended, "the long run's daemon outlived it");
+    assert!(own_alive, "a child the program started itself was killed");
 }
 
 #[tokio::test]
@@ -1076,6 +1343,29 @@ async fn discover(
 }
 
 const SECOND: Duration = Duration::from_secs(10);
+
+/// Issue 14: a daemon started by `<task> schema` does not outlive the call.
+#[tokio::test]
+async fn a_daemon_started_by_the_schema_call_is_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("daemon.pid");
+    let body = format!(
+        "{}\necho '{{\"inputs\": {{\"type\": \"object\"}}}}'",
+        daemon(&pid_file, "exec sleep 1000", false)
+    );
+    let path = script(dir.path(), "t.sh", &body);
+    let schema = discover(&path, SECOND).await;
+    let pid = read_pid(&pid_file);
+    let ended = reaped(pid).await;
+    if !ended {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    assert!(schema.is_ok(), "{schema:?}");
+    assert!(ended, "daemon {pid} outlived the schema call");
+}
 
 #[tokio::test]
 async fn discovery_ok() {

@@ -213,7 +213,7 @@ pub(super) async fn discover(
         .process_group(0)
         .kill_on_drop(true);
     let (mut child, mut group) =
-        spawn_in_group(&mut cmd).map_err(|e| DiscoveryError::SpawnFailed {
+        spawn_in_group(&mut cmd, None).map_err(|e| DiscoveryError::SpawnFailed {
             path: path.clone(),
             message: e.to_string(),
         })?;
@@ -247,7 +247,7 @@ pub(super) async fn discover(
                 (true, terminate(&mut child, group.pgid, grace).await)
             }
         };
-        group.kill_rest();
+        group.finish(config.grace.min(MAX_SCHEMA_GRACE), None).await;
         drained.cancel();
         (timed_out, status)
     };

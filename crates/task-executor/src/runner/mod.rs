@@ -1,14 +1,18 @@
 //! The runner: executes one task as a child process and turns whatever happens into a [`RunReport`].
 //!
 //! Owns process control (own process group, timeout, SIGTERM → grace → SIGKILL
-//! of the whole group), feeding the envelope on stdin while stdout/stderr are
-//! read line by line with bounded memory, and extracting the result. A run
+//! of the whole group; on Linux the executor is the subreaper of everything
+//! its tasks start, and what a run left running outside its group is ended
+//! when it ends: see `reaper.rs` for what is and is not caught), feeding the
+//! envelope on stdin while stdout/stderr are read line by line with bounded
+//! memory, and extracting the result. A run
 //! that goes wrong is an [`Outcome`](crate::Outcome), never an `Err`: the only errors here are
 //! discovery errors, because a task that cannot describe itself is not a task.
 
 mod discover;
 mod output;
 mod process;
+mod reaper;
 mod result_dir;
 
 use std::path::PathBuf;
@@ -121,15 +125,27 @@ impl std::fmt::Debug for Hidden<'_> {
 }
 
 /// Executes tasks. Cheap to clone; share one per program.
-#[derive(Debug, Clone, Default)]
+///
+/// Making one makes this process, on Linux, the subreaper of every process
+/// its tasks start, and each run's end then ends what the run left running
+/// (see the runner's module docs); other platforms kill the task's process
+/// group only.
+#[derive(Debug, Clone)]
 pub struct Runner {
     config: Arc<RunnerConfig>,
     results: Arc<result_dir::ResultDir>,
 }
 
+impl Default for Runner {
+    fn default() -> Self {
+        Self::new(RunnerConfig::default())
+    }
+}
+
 impl Runner {
     /// A runner with `config`.
     pub fn new(config: RunnerConfig) -> Self {
+        reaper::become_subreaper();
         Self {
             results: Arc::new(result_dir::ResultDir::new(config.results_dir.clone())),
             config: Arc::new(config),

@@ -10,10 +10,17 @@
 //! waits `grace`, then SIGKILL.
 //! Whatever the ending, once the task itself has exited the rest of its
 //! group is SIGKILLed, so no grandchild outlives the run or holds its pipes
-//! open, and reading the remaining output is bounded by [`DRAIN_BOUND`] in
-//! case something escaped the group. The child is always awaited: no
+//! open; then, on Linux, what it started outside its group (a `setsid`
+//! daemon) is ended and reaped too ([`reaper::sweep`], before this run
+//! returns); reading the remaining output is bounded by [`DRAIN_BOUND`] in
+//! case something escaped both. The child is always awaited: no
 //! zombies; a run dropped half-way SIGKILLs the group ([`Group`]) and the
 //! child (`kill_on_drop`), which tokio then reaps.
+//! The result file is read only if it is a regular file (opened with
+//! `O_NOFOLLOW | O_NONBLOCK`, checked with `fstat`, at most the result limit
+//! read): a FIFO there cannot block the run, a symlink cannot make it read
+//! another file. Whatever the task left at that path — file, symlink, FIFO,
+//! directory tree — is removed when the run ends ([`ResultPath`]).
 //!
 //! std starts the child with `posix_spawn` (no `pre_exec` here, which
 //! would force fork + exec), resets SIGPIPE to its default (Rust ignores it,
@@ -38,6 +45,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout as within};
 use tokio_util::sync::CancellationToken;
 
 use super::output::{Extracted, Line, LineReader, ResultScanner, STDERR_LINE_CAP};
+use super::reaper::{self, Booked};
 use super::{RunRequest, RunnerConfig};
 use crate::log::{LogLine, LogSink, Stream};
 use crate::outcome::{ExitInfo, Outcome, RunReport, new_run_id};
@@ -50,9 +58,11 @@ use crate::task::TaskName;
 
 /// How long output is still read once the task's process group is dead.
 ///
-/// Killing the group closes every pipe its members held, so EOF normally
-/// follows at once; only a process that left the group (`setsid`) and kept a
-/// pipe open can delay it, and it must not hang the executor.
+/// Killing the group (and the reaper's sweep) closes every pipe the task's
+/// processes held, so EOF normally follows at once; only a process that
+/// left the group and that the sweep cannot end (another user's, or any on
+/// a platform without a subreaper) can delay it, and it must not hang the
+/// executor.
 pub(crate) const DRAIN_BOUND: Duration = Duration::from_secs(2);
 
 /// Why supervision stopped waiting.
@@ -147,7 +157,7 @@ pub(super) async fn run(
         .process_group(0)
         .kill_on_drop(true)
         .envs(run_variables(def, run_id, &result_path));
-    let spawned = spawn_in_group(&mut cmd);
+    let spawned = spawn_in_group(&mut cmd, Some(run_id));
     // Closes our copy of the read end of stdin: only the task holds it now,
     // so a task that exits without reading makes our writes fail (EPIPE).
     drop(cmd);
@@ -209,6 +219,7 @@ pub(super) async fn run(
             () = expired => (Ending::TimedOut, None),
             () = cancel.cancelled() => (Ending::Cancelled, None),
             () = fired(kill) => (Ending::Killed, None),
+            never = reaper::keep_reaping() => match never {},
         };
         let status = match (status, &ending) {
             (Some(status), _) => status,
@@ -219,8 +230,13 @@ pub(super) async fn run(
                 () = fired(kill) => kill_now(&mut child, group.pgid).await,
             },
         };
-        // The task is gone: nothing else of its group may live on.
-        group.kill_rest();
+        // The task is gone: nothing else of its group may live on, nor
+        // anything it started elsewhere (which may hold its pipes open).
+        let grace = match ending {
+            Ending::Killed => Duration::ZERO,
+            _ => config.grace,
+        };
+        group.finish(grace, kill).await;
         drained.cancel();
         (ending, status)
     };
@@ -295,11 +311,11 @@ fn conclude(
         Ending::Cancelled | Ending::Killed => Outcome::Cancelled,
         Ending::Exited => {
             let from_file = read_result_file(&result_path.path, config.result_limit);
-            // Nothing to remove if the task did not create the file.
-            result_path.maybe_written = from_file.is_some();
+            // Nothing to remove if the task made nothing there.
+            result_path.maybe_written = from_file != ResultFile::Absent;
             let extracted = match from_file {
-                Some(from_file) => from_file,
-                None => scanner.finish(),
+                ResultFile::Read(from_file) => from_file,
+                ResultFile::Absent | ResultFile::Empty => scanner.finish(),
             };
             judge(task, status, extracted, config.result_limit)
         }
@@ -332,32 +348,73 @@ fn judge(task: &PreparedTask, status: ExitStatus, extracted: Extracted, limit: u
     }
 }
 
-/// The result in `TASK_RESULT_FILE`, or `None` when the task did not create
-/// it (or left it empty).
+/// What a task left at its `TASK_RESULT_FILE` path.
+#[derive(Debug, PartialEq)]
+enum ResultFile {
+    /// Nothing: the task reported on stdout, if at all.
+    Absent,
+    /// An empty regular file: as if absent, but something to remove.
+    Empty,
+    /// The result it holds, or why it cannot be used.
+    Read(Extracted),
+}
+
+/// Reads the result the task left at `path`, at most `limit` bytes of it.
+///
+/// Only a regular file counts: the path is opened without following a
+/// symlink (which could point at any file this user can read) and without
+/// blocking (opening a FIFO waits for a writer, forever), and the open file
+/// is checked again with `fstat` in case it was swapped after the `lstat`.
+/// Anything else there is an invalid result naming what it is.
 ///
 /// Plain blocking reads: the file is local and small (bounded by `limit`), and
 /// `tokio::fs` would start a blocking-pool thread on the hot path of every run.
-fn read_result_file(path: &Path, limit: usize) -> Option<Extracted> {
+fn read_result_file(path: &Path, limit: usize) -> ResultFile {
     let cannot_read = |e: io::Error| {
-        Some(Extracted::Invalid(format!(
+        ResultFile::Read(Extracted::Invalid(format!(
             "cannot read `{ENV_TASK_RESULT_FILE}` `{}`: {e}",
             path.display()
         )))
     };
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+    let not_regular = |kind: &str| {
+        ResultFile::Read(Extracted::Invalid(format!(
+            "`{ENV_TASK_RESULT_FILE}` `{}` is {kind}, not a regular file; a task reporting \
+             through it must write its result into a regular file at that path",
+            path.display()
+        )))
+    };
+    // Not opening what is not a regular file at all: opening a device can do things.
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => return not_regular(file_kind(meta.file_type())),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return ResultFile::Absent,
+        Err(e) => return cannot_read(e),
+    }
+    let flags = rustix::fs::OFlags::RDONLY
+        | rustix::fs::OFlags::NOFOLLOW
+        | rustix::fs::OFlags::NONBLOCK
+        | rustix::fs::OFlags::NOCTTY
+        | rustix::fs::OFlags::CLOEXEC;
+    let file = match rustix::fs::open(path, flags, rustix::fs::Mode::empty()) {
+        Ok(fd) => std::fs::File::from(fd),
+        // Replaced since the `lstat`: by a symlink (ELOOP), a socket (ENXIO), or removed.
+        Err(Errno::LOOP) => return not_regular("a symbolic link"),
+        Err(Errno::NOENT) => return ResultFile::Absent,
+        Err(e) => return cannot_read(e.into()),
+    };
+    let meta = match file.metadata() {
+        Ok(meta) => meta,
         Err(e) => return cannot_read(e),
     };
-    let len = match file.metadata() {
-        Ok(meta) => meta.len(),
-        Err(e) => return cannot_read(e),
-    };
+    if !meta.file_type().is_file() {
+        return not_regular(file_kind(meta.file_type()));
+    }
+    let len = meta.len();
     if len == 0 {
-        return None;
+        return ResultFile::Empty;
     }
     if len > limit as u64 {
-        return Some(Extracted::TooLarge);
+        return ResultFile::Read(Extracted::TooLarge);
     }
     let mut bytes = Vec::with_capacity(len as usize);
     if let Err(e) =
@@ -366,18 +423,60 @@ fn read_result_file(path: &Path, limit: usize) -> Option<Extracted> {
         return cannot_read(e);
     }
     if bytes.len() > limit {
-        return Some(Extracted::TooLarge);
+        return ResultFile::Read(Extracted::TooLarge);
     }
-    Some(match parse_result(&bytes) {
+    ResultFile::Read(match parse_result(&bytes) {
         Ok((result, raw)) => Extracted::Found(result, raw),
         Err(e) => Extracted::Invalid(format!("`{ENV_TASK_RESULT_FILE}`: {e}")),
     })
 }
 
-/// A run's `TASK_RESULT_FILE` path, removed on drop if the task may have made it.
+/// What a file that is not a regular file is, with its article.
+fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else {
+        "a special file"
+    }
+}
+
+/// Removes whatever is at `path`: a file, a symlink (not its target), a
+/// FIFO, a socket, or a directory with all it holds (symlinks inside are
+/// removed, never followed: std's `remove_dir_all` opens each level with
+/// `O_NOFOLLOW`).
+fn remove_leftover(path: &Path) {
+    let removed = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => Err(e),
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+    };
+    match removed {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            "cannot remove `{}`, which the task left at its `{ENV_TASK_RESULT_FILE}`: {e}",
+            path.display()
+        ),
+    }
+}
+
+/// A run's `TASK_RESULT_FILE` path; whatever the task left there is removed on drop.
 struct ResultPath {
     path: std::path::PathBuf,
-    /// Cleared once the file is known not to exist: saves an `unlink` per run.
+    /// Cleared when nothing was there once the task had exited: saves an
+    /// `lstat` per run.
     maybe_written: bool,
 }
 
@@ -409,7 +508,7 @@ impl ResultPath {
 impl Drop for ResultPath {
     fn drop(&mut self) {
         if self.maybe_written {
-            let _ = std::fs::remove_file(&self.path);
+            remove_leftover(&self.path);
         }
     }
 }
@@ -550,12 +649,18 @@ pub(super) struct Group {
     /// The group id, which is the child's pid.
     pub pgid: Pid,
     armed: bool,
+    /// The child, booked so that no sweep takes it for a leftover.
+    booked: Option<Booked>,
 }
 
 impl Group {
     /// The group of a freshly spawned child started with its own group.
-    pub fn led_by(pgid: Pid) -> Self {
-        Self { pgid, armed: true }
+    fn led_by(pgid: Pid, booked: Booked) -> Self {
+        Self {
+            pgid,
+            armed: true,
+            booked: Some(booked),
+        }
     }
 
     /// SIGKILLs whatever is left of the group once its leader has exited.
@@ -567,15 +672,33 @@ impl Group {
     }
 }
 
+impl Group {
+    /// Once the child has been reaped: SIGKILLs the rest of its group, then
+    /// ends what this run and other finished runs left running outside
+    /// their groups ([`reaper::sweep`]: SIGTERM, `grace` or until `kill`
+    /// fires, SIGKILL, reaped).
+    pub async fn finish(&mut self, grace: Duration, kill: Option<&CancellationToken>) {
+        self.kill_rest();
+        if let Some(booked) = self.booked.take() {
+            booked.reaped();
+        }
+        reaper::sweep(grace, kill).await;
+    }
+}
+
 impl Drop for Group {
     fn drop(&mut self) {
         self.kill_rest();
     }
 }
 
-/// Spawns `cmd` (which must have `process_group(0)`) and names its group.
-pub(super) fn spawn_in_group(cmd: &mut Command) -> io::Result<(Child, Group)> {
-    let mut child = cmd.spawn()?;
+/// Spawns `cmd` (which must have `process_group(0)`) for the run `run_id`
+/// (`None` for a `schema` call) and names its group.
+pub(super) fn spawn_in_group(
+    cmd: &mut Command,
+    run_id: Option<&str>,
+) -> io::Result<(Child, Group)> {
+    let (mut child, booked) = reaper::spawn(cmd, run_id)?;
     let Some(pgid) = child
         .id()
         .and_then(|id| Pid::from_raw(i32::try_from(id).ok()?))
@@ -584,7 +707,7 @@ pub(super) fn spawn_in_group(cmd: &mut Command) -> io::Result<(Child, Group)> {
         let _ = child.start_kill();
         return Err(io::Error::other("the spawned process has no pid"));
     };
-    Ok((child, Group::led_by(pgid)))
+    Ok((child, Group::led_by(pgid, booked)))
 }
 
 /// Sends `signal` to every process of group `pgid`; a group already gone is fine.
@@ -688,23 +811,89 @@ mod tests {
         assert_eq!(signal_name(200), "signal 200");
     }
 
-    #[tokio::test]
-    async fn result_file_rules() {
+    #[test]
+    fn result_file_rules() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.json");
-        assert_eq!(read_result_file(&p, 100), None);
+        assert_eq!(read_result_file(&p, 100), ResultFile::Absent);
         std::fs::write(&p, "").unwrap();
-        assert_eq!(read_result_file(&p, 100), None);
+        assert_eq!(read_result_file(&p, 100), ResultFile::Empty);
         std::fs::write(&p, r#"{"status":1,"reason":"ok"}"#).unwrap();
         assert!(matches!(
             read_result_file(&p, 100),
-            Some(Extracted::Found(r, _)) if r.reason == "ok"
+            ResultFile::Read(Extracted::Found(r, _)) if r.reason == "ok"
         ));
-        assert_eq!(read_result_file(&p, 10), Some(Extracted::TooLarge));
+        assert_eq!(
+            read_result_file(&p, 10),
+            ResultFile::Read(Extracted::TooLarge)
+        );
         std::fs::write(&p, "nope").unwrap();
         assert!(matches!(
             read_result_file(&p, 100),
-            Some(Extracted::Invalid(m)) if m.contains(ENV_TASK_RESULT_FILE)
+            ResultFile::Read(Extracted::Invalid(m)) if m.contains(ENV_TASK_RESULT_FILE)
         ));
+    }
+
+    /// The message for what is at `p`, which must not be a usable result.
+    fn refused(p: &Path) -> String {
+        match read_result_file(p, 100) {
+            ResultFile::Read(Extracted::Invalid(m)) => m,
+            other => panic!("{} was accepted: {other:?}", p.display()),
+        }
+    }
+
+    #[test]
+    fn only_a_regular_result_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("other.json");
+        std::fs::write(&target, r#"{"status":1,"reason":"not yours"}"#).unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let m = refused(&link);
+        assert!(m.contains("is a symbolic link, not a regular file"), "{m}");
+        assert!(m.contains(&link.display().to_string()), "{m}");
+
+        let sub = dir.path().join("dir.json");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(refused(&sub).contains("is a directory, not a regular file"));
+
+        let fifo = dir.path().join("fifo.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Returns at once: nobody writes to it.
+        assert!(refused(&fifo).contains("is a FIFO, not a regular file"));
+
+        for p in [&link, &sub, &fifo] {
+            remove_leftover(p);
+            assert!(
+                std::fs::symlink_metadata(p).is_err(),
+                "{} left",
+                p.display()
+            );
+        }
+        assert!(target.exists(), "a symlink's target is not removed");
+    }
+
+    #[test]
+    fn a_directory_is_removed_without_following_links_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = dir.path().join("keep");
+        std::fs::create_dir(&keep).unwrap();
+        std::fs::write(keep.join("precious"), "x").unwrap();
+        let left = dir.path().join("left.json");
+        std::fs::create_dir_all(left.join("a/b")).unwrap();
+        std::fs::write(left.join("a/b/f"), "x").unwrap();
+        std::os::unix::fs::symlink(&keep, left.join("a/to-keep")).unwrap();
+        remove_leftover(&left);
+        assert!(!left.exists());
+        assert!(keep.join("precious").exists());
+        // Nothing there: nothing to do, no error.
+        remove_leftover(&left);
     }
 }
