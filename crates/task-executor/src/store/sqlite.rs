@@ -725,8 +725,12 @@ fn recognise(conn: &Connection, path: &Path, version: i64) -> Result<(), StoreEr
         // can be told (`check_version` says so).
         (v, 0) if v > SCHEMA_VERSION => return Ok(()),
         (0, n) => format!(
-            "it holds {n} tables or indexes but no task-executor schema version \
-             (`user_version` is 0)"
+            "it holds {n} {} but no task-executor schema version (`user_version` is 0)",
+            if n == 1 {
+                "table or index"
+            } else {
+                "tables or indexes"
+            }
         ),
         (v, _) => format!(
             "its `user_version` is {v} but it has no task-executor `tasks` table \
