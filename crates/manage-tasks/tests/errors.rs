@@ -355,19 +355,8 @@ fn mcp_http_answers_malformed_messages_as_json_rpc_says() {
 fn mcp_stdio_answers_arguments_that_are_not_an_object_with_invalid_params() {
     let env = Env::new("db");
     let marker = marker_task(&env);
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"))
-        .arg("mcp")
-        .env("TASK_STORE", &env.store)
-        .env("HOME", env.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = server.stdin.take().unwrap();
+    let (mut server, mut stdin) = env.mcp_session();
     for message in [
-        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#,
-        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
         r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t","arguments":"x"}}"#,
         r#"{"jsonrpc":"2.0","id":3,"method":"tools/nope","params":{}}"#,
     ] {

@@ -149,23 +149,11 @@ fn mcp_log_notifications_hide_secrets_in_every_schema_shape() {
         "read -r envelope\necho \"out $envelope\"\necho \"err $envelope\" >&2\n\
          echo '{\"status\":1,\"reason\":\"ok\",\"payload\":null}'",
     );
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"))
-        .arg("mcp")
-        .env("TASK_STORE", &env.store)
-        .env("HOME", env.dir.path())
-        .current_dir(env.dir.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = server.stdin.take().unwrap();
+    let (mut server, mut stdin) = env.mcp_session();
     let call = format!(
         r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"login","arguments":{ARGS}}}}}"#
     );
     for message in [
-        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#,
-        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
         r#"{"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"debug"}}"#,
         &call,
     ] {

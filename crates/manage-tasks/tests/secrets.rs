@@ -12,7 +12,6 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
 
 use common::*;
 
@@ -94,29 +93,12 @@ fn submit_names_a_broken_secret_by_pointer_and_rule_without_its_value() {
 fn mcp_names_a_broken_secret_by_pointer_and_rule_without_its_value() {
     let env = Env::new("db");
     pattern_task(&env);
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"))
-        .arg("mcp")
-        .env("TASK_STORE", &env.store)
-        .env("HOME", env.dir.path())
-        .env_remove("XDG_DATA_HOME")
-        .current_dir(env.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = server.stdin.take().unwrap();
+    let (mut server, mut stdin) = env.mcp_session();
     let call = format!(
         r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"login","arguments":{}}}}}"#,
         bad_args()
     );
-    for message in [
-        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#,
-        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-        &call,
-    ] {
-        writeln!(stdin, "{message}").unwrap();
-    }
+    writeln!(stdin, "{call}").unwrap();
     let reply = BufReader::new(server.stdout.take().unwrap())
         .lines()
         .map(Result::unwrap)

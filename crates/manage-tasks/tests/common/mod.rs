@@ -134,6 +134,33 @@ impl Env {
             .unwrap()
     }
 
+    /// `manage_tasks mcp` on piped stdio, its MCP session already opened
+    /// (`initialize` at 2025-11-25, then `notifications/initialized`): the
+    /// server, and its stdin to send further JSON-RPC lines on. Its stderr is
+    /// piped too (read it with `wait_with_output`).
+    pub fn mcp_session(&self) -> (std::process::Child, std::process::ChildStdin) {
+        use std::io::Write;
+        let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"))
+            .arg("mcp")
+            .env("TASK_STORE", &self.store)
+            .env("HOME", self.dir.path())
+            .env_remove("XDG_DATA_HOME")
+            .current_dir(self.dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = server.stdin.take().unwrap();
+        for message in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        ] {
+            writeln!(stdin, "{message}").unwrap();
+        }
+        (server, stdin)
+    }
+
     /// Runs `manage_tasks ARGS --json`-style commands and parses stdout, asserting success.
     pub fn json(&self, args: &[&str]) -> Value {
         let out = self.cmd().args(args).output().unwrap();
