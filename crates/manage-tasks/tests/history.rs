@@ -362,20 +362,6 @@ fn the_next_page_hint_keeps_the_filters() {
     assert!(rest["next"].is_null());
 }
 
-/// Runs `sql` on the store with Python's sqlite3 (a separate process, not the executor).
-fn sql(env: &Env, sql: &str) {
-    let out = std::process::Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
-        ])
-        .arg(&env.store)
-        .arg(sql)
-        .output()
-        .expect("/usr/bin/python3 runs this test's SQL (apt-get install python3)");
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
 #[test]
 fn a_history_write_that_fails_after_the_run_is_a_warning_not_a_failure() {
     let env = Env::new("db");
@@ -395,8 +381,7 @@ fn a_history_write_that_fails_after_the_run_is_a_warning_not_a_failure() {
     let mut child = env.spawn(&["execute", "t", "--json"]);
     wait_until(10.0, "the task to start", || dir.join("started").exists());
     // While it runs, history stops taking writes (as a full disk would).
-    sql(
-        &env,
+    env.sql(
         "CREATE TRIGGER refuse BEFORE UPDATE ON runs BEGIN SELECT RAISE(FAIL, 'disk is full (test)'); END;",
     );
     std::fs::write(dir.join("go"), "").unwrap();
@@ -420,7 +405,7 @@ fn a_history_write_that_fails_after_the_run_is_a_warning_not_a_failure() {
             .any(|w| w.as_str().unwrap().contains("disk is full (test)")),
         "{report}"
     );
-    sql(&env, "DROP TRIGGER refuse;");
+    env.sql("DROP TRIGGER refuse;");
     // Ran once; a worker never runs it again.
     env.cmd()
         .args(["-q", "worker", "--until-idle", "--poll", "20ms"])
@@ -474,7 +459,7 @@ fn a_run_whose_execute_was_killed_fails_as_executor_lost_and_is_never_rerun() {
     assert_eq!(runs[0]["state"], "running", "{}", runs[0]);
     let id = runs[0]["run_id"].as_str().unwrap().to_owned();
     // Its lease lapses (as 30 s would make it)...
-    sql(&env, "UPDATE runs SET lease_until = 0;");
+    env.sql("UPDATE runs SET lease_until = 0;");
     let worker = env
         .cmd()
         .args(["worker", "--until-idle", "--poll", "20ms"])

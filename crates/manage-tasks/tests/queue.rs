@@ -604,3 +604,65 @@ fn a_queued_run_is_never_delivered_to_a_task_registered_later_under_its_name() {
     );
     assert_eq!(read_lines(&env, "second").len(), 1);
 }
+
+/// One worker, paused past its lease; meanwhile the lapsed attempt is settled
+/// (requeued, as another worker's maintenance would). Resumed, the worker
+/// claims the run again itself, stops its old attempt, says what happened,
+/// and records only the new attempt's result.
+#[test]
+fn a_worker_paused_past_its_lease_reclaims_the_run_and_stops_its_old_attempt() {
+    let env = Env::new("db");
+    let pids = env.dir.path().join("pids");
+    env.task(
+        "slow",
+        "slow.sh",
+        "{}",
+        &format!(
+            "read -r e\necho $$ >> {}\nsleep 2\necho \"{{\\\"status\\\":1,\\\"payload\\\":$$}}\"",
+            pids.display()
+        ),
+    );
+    let id = env.submit_many("slow", 1, "{}").remove(0);
+    let mut w = env.spawn(&[
+        "worker",
+        "--poll",
+        "20ms",
+        "--lease",
+        "1s",
+        "--concurrency",
+        "2",
+        "--id",
+        "W",
+        "--until-idle",
+    ]);
+    wait_until(10.0, "attempt 1", || read_lines(&env, "pids").len() == 1);
+    signal(w.id(), "-STOP");
+    std::thread::sleep(Duration::from_millis(1200));
+    // What `requeue_expired` does to a lapsed attempt, done by another process.
+    env.sql(&format!(
+        "UPDATE runs SET state = 'queued', lease_until = NULL, available_at = 0 \
+         WHERE id = '{id}' AND state = 'running';"
+    ));
+    signal(w.id(), "-CONT");
+    assert!(w.wait().unwrap().success());
+    let r = run(&env, &id);
+    assert_eq!(r["state"], "completed", "{r}");
+    let tasks = read_lines(&env, "pids");
+    let err = std::fs::read_to_string(env.dir.path().join("bg.err")).unwrap_or_default();
+    assert!(!err.contains("panicked"), "{err}");
+    eprintln!("{err}");
+    assert_eq!(r["attempt"], 2, "{r}");
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    // The result is the second attempt's, and the first was stopped.
+    assert_eq!(r["payload"].to_string(), tasks[1], "{r}");
+    assert!(
+        !alive(tasks[0].parse().unwrap()),
+        "attempt 1's task still runs"
+    );
+    assert!(
+        err.contains(&format!(
+            "run {id}: lease expired while this worker was not running"
+        )),
+        "{err}"
+    );
+}

@@ -134,6 +134,21 @@ impl Env {
             .unwrap()
     }
 
+    /// Runs `sql` on the SQLite store with Python's sqlite3: another process
+    /// than ours, as a second program or a fault would be.
+    pub fn sql(&self, sql: &str) {
+        let out = std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
+            ])
+            .arg(&self.store)
+            .arg(sql)
+            .output()
+            .expect("/usr/bin/python3 runs this test's SQL (apt-get install python3)");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
     /// `manage_tasks mcp` on piped stdio, its MCP session already opened
     /// (`initialize` at 2025-11-25, then `notifications/initialized`): the
     /// server, and its stdin to send further JSON-RPC lines on. Its stderr is
