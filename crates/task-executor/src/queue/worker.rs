@@ -296,10 +296,10 @@ pub async fn run_worker(
         tokio::select! {
             Some(joined) = running.join_next(), if !running.is_empty() => {
                 let Ok((lease, report)) = joined else { continue };
-                if let Some(run) = inflight.remove(&lease) {
-                    if let Err(e) = record(store, &config.id, run, report, &mut stats, events).await {
-                        result = Err(e);
-                    }
+                if let Some(run) = inflight.remove(&lease)
+                    && let Err(e) = record(store, &config.id, run, report, &mut stats, events).await
+                {
+                    result = Err(e);
                 }
             }
             _ = heartbeat.tick() => {

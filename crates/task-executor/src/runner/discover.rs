@@ -327,10 +327,10 @@ async fn keep_tail<R: AsyncRead + Unpin>(mut reader: R, tail: &mut Vec<u8>) {
 /// The last [`STDERR_TAIL`] bytes of stderr as trimmed text, starting at a line when possible.
 fn tail_text(tail: &[u8]) -> String {
     let mut start = tail.len().saturating_sub(STDERR_TAIL);
-    if start > 0 {
-        if let Some(nl) = memchr::memchr(b'\n', &tail[start..]) {
-            start += nl + 1;
-        }
+    if start > 0
+        && let Some(nl) = memchr::memchr(b'\n', &tail[start..])
+    {
+        start += nl + 1;
     }
     String::from_utf8_lossy(&tail[start..]).trim().to_owned()
 }
@@ -374,10 +374,10 @@ fn find_embedded(stdout: &[u8]) -> Option<Value> {
     };
     for line in lines.iter().rev() {
         let line = line.trim_ascii();
-        if line.first() == Some(&b'{') {
-            if let Some(v) = object(line).filter(|v| v.get("inputs").is_some()) {
-                return Some(v);
-            }
+        if line.first() == Some(&b'{')
+            && let Some(v) = object(line).filter(|v| v.get("inputs").is_some())
+        {
+            return Some(v);
         }
     }
     // Offsets of lines starting with `{`, latest first; a few attempts suffice.

@@ -893,7 +893,7 @@ pub(super) async fn logs_are_stored_in_order_and_cut_lines_deleted(h: &dyn Harne
     let c = store.claim("w", 1, LEASE).await.unwrap().remove(0);
     let entry = |seq: u64| LogEntry {
         seq,
-        stream: if seq % 2 == 0 {
+        stream: if seq.is_multiple_of(2) {
             Stream::Stdout
         } else {
             Stream::Stderr
