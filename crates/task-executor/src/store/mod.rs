@@ -15,6 +15,8 @@
 #[cfg(test)]
 mod conformance;
 pub mod contract;
+mod postgres;
+mod rows;
 mod spec;
 mod sqlite;
 #[cfg(test)]
@@ -30,6 +32,7 @@ pub use contract::{
     MIN_PREFIX, ManualClock, NewRun, NewSchedule, Prune, Registry, RunLookup, RunStore, Schedule,
     Started, SystemClock, Verdict,
 };
+pub use postgres::PgStore;
 pub use spec::{ENV_TASK_STORE, StoreSpec, redact};
 pub use sqlite::SqliteStore;
 pub use yaml::YamlStore;
@@ -143,6 +146,17 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A PostgreSQL error (the server's message, or why it cannot be reached).
+    #[error("postgres store `{store}`: {message}")]
+    Postgres {
+        /// The URL, password hidden.
+        store: String,
+        /// What went wrong.
+        message: String,
+        /// Whether trying again later may succeed (a lost connection, a
+        /// restarting server, a deadlock) rather than needing a fix.
+        transient: bool,
+    },
     /// The database was written by a newer version of this tool.
     #[error(
         "store `{path}` has schema version {found}, newer than this build supports ({supported}); upgrade manage_tasks (the store was not modified)"
@@ -225,6 +239,8 @@ pub enum Store {
     Yaml(YamlStore),
     /// SQLite backend.
     Sqlite(SqliteStore),
+    /// PostgreSQL backend.
+    Postgres(PgStore),
 }
 
 /// Dispatches a run-history operation to the backend that has one; the
@@ -237,6 +253,7 @@ macro_rules! runs_op {
                 backend: "yaml",
             }),
             Store::Sqlite($s) => $call.await,
+            Store::Postgres($s) => $call.await,
         }
     };
 }
@@ -247,17 +264,44 @@ impl Store {
         Self::open_with_clock(spec, Arc::new(SystemClock))
     }
 
-    /// [`Store::open`] with the clock its leases and schedules are measured by.
+    /// [`Store::open`] with the clock its leases and schedules are measured
+    /// by (a PostgreSQL store always uses the database's).
     pub fn open_with_clock(spec: &StoreSpec, clock: Arc<dyn Clock>) -> Self {
+        Self::open_for(spec, clock, postgres::DEFAULT_POOL)
+    }
+
+    /// [`Store::open`] for a caller that uses up to `connections` at once
+    /// (a worker: its concurrency); only a PostgreSQL pool is sized by it.
+    pub fn open_sized(spec: &StoreSpec, connections: usize) -> Self {
+        Self::open_for(spec, Arc::new(SystemClock), connections)
+    }
+
+    fn open_for(spec: &StoreSpec, clock: Arc<dyn Clock>, connections: usize) -> Self {
         match spec {
             StoreSpec::Yaml(p) => Store::Yaml(YamlStore::open(p)),
             StoreSpec::Sqlite(p) => Store::Sqlite(SqliteStore::with_clock(p, clock)),
+            StoreSpec::Postgres(url) => Store::Postgres(PgStore::open(url, connections)),
         }
+    }
+
+    /// Waits until runs may have been queued or `timeout` passes: on
+    /// PostgreSQL a `NOTIFY` ends the wait early; elsewhere it is a sleep.
+    pub async fn wait_for_work(&self, timeout: Duration) {
+        match self {
+            Store::Postgres(s) => s.wait_for_work(timeout).await,
+            _ => tokio::time::sleep(timeout).await,
+        }
+    }
+
+    /// Whether [`Store::wait_for_work`] hears of new runs (so a long poll
+    /// interval costs no latency).
+    pub fn hears_new_work(&self) -> bool {
+        matches!(self, Store::Postgres(s) if s.listens())
     }
 
     /// Whether this store keeps run history and a queue.
     pub fn has_history(&self) -> bool {
-        matches!(self, Store::Sqlite(_))
+        matches!(self, Store::Sqlite(_) | Store::Postgres(_))
     }
 
     /// Every task, sorted by name.
@@ -265,6 +309,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.list().await,
             Store::Sqlite(s) => s.list().await,
+            Store::Postgres(s) => s.list().await,
         }
     }
 
@@ -274,6 +319,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.entries().await,
             Store::Sqlite(s) => Ok(s.list().await?.into_iter().map(Listed::Task).collect()),
+            Store::Postgres(s) => Ok(s.list().await?.into_iter().map(Listed::Task).collect()),
         }
     }
 
@@ -281,7 +327,7 @@ impl Store {
     pub async fn unusable(&self, raw: &str) -> Result<Option<Unusable>, StoreError> {
         match self {
             Store::Yaml(s) => s.unusable(raw).await,
-            Store::Sqlite(_) => Ok(None),
+            Store::Sqlite(_) | Store::Postgres(_) => Ok(None),
         }
     }
 
@@ -289,7 +335,7 @@ impl Store {
     pub async fn remove_unusable(&self, raw: &str) -> Result<Option<Unusable>, StoreError> {
         match self {
             Store::Yaml(s) => s.remove_unusable(raw).await,
-            Store::Sqlite(_) => Ok(None),
+            Store::Sqlite(_) | Store::Postgres(_) => Ok(None),
         }
     }
 
@@ -298,7 +344,7 @@ impl Store {
     pub fn take_warnings(&self) -> Vec<String> {
         match self {
             Store::Yaml(s) => s.take_warnings(),
-            Store::Sqlite(_) => Vec::new(),
+            Store::Sqlite(_) | Store::Postgres(_) => Vec::new(),
         }
     }
 
@@ -307,6 +353,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.get(name).await,
             Store::Sqlite(s) => s.get(name).await,
+            Store::Postgres(s) => s.get(name).await,
         }
     }
 
@@ -315,6 +362,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.insert(task, mode).await,
             Store::Sqlite(s) => s.insert(task, mode).await,
+            Store::Postgres(s) => s.insert(task, mode).await,
         }
     }
 
@@ -323,6 +371,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.remove(name).await,
             Store::Sqlite(s) => s.remove(name).await,
+            Store::Postgres(s) => s.remove(name).await,
         }
     }
 }
@@ -335,6 +384,7 @@ impl Store {
         match self {
             Store::Yaml(_) => Ok(crate::history::now_ms()),
             Store::Sqlite(s) => s.now().await,
+            Store::Postgres(s) => s.now().await,
         }
     }
 
@@ -453,6 +503,7 @@ impl Store {
             // A YAML store has no schedules to leave behind.
             Store::Yaml(_) => Ok(0),
             Store::Sqlite(s) => s.remove_schedules_of(task).await,
+            Store::Postgres(s) => s.remove_schedules_of(task).await,
         }
     }
 

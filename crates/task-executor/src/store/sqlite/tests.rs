@@ -10,6 +10,7 @@ use super::*;
 use crate::history::RunState;
 use crate::store::contract::{RunLookup, RunStore};
 use crate::store::test_support::{name, task};
+use crate::task::Policy;
 
 fn store_in(dir: &tempfile::TempDir) -> (SqliteStore, PathBuf) {
     let path = dir.path().join("tasks.db");
