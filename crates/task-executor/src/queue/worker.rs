@@ -23,7 +23,7 @@ use crate::outcome::RunReport;
 use crate::runner::{RunRequest, Runner};
 use crate::secrets::secrets;
 use crate::store::{
-    Claimed, Finish, Lease, LeaseStatus, NewRun, Prune, RunLookup, Store, StoreError,
+    ClaimFilter, Claimed, Finish, Lease, LeaseStatus, NewRun, Prune, RunLookup, Store, StoreError,
 };
 use crate::task::{PreparedTask, Task, TaskName};
 
@@ -255,7 +255,10 @@ pub async fn run_worker(
         let mut idle = false;
         if !stopping && inflight.len() < config.concurrency {
             let free = config.concurrency - inflight.len();
-            match store.claim(&config.id, free, config.lease).await {
+            match store
+                .claim(&config.id, free, config.lease, &ClaimFilter::default())
+                .await
+            {
                 Ok(claimed) => {
                     // Fewer than asked: nothing more is due; look again after `poll`.
                     idle = claimed.len() < free;

@@ -140,6 +140,7 @@ impl Service {
                 retry_on_status: r.retry_on_status.unwrap_or(policy.retry_on_status),
                 concurrency: r.concurrency.or(policy.concurrency),
                 priority: r.priority.or(policy.priority),
+                tags: policy.tags,
             },
             formats: r.formats.or(base.map(|t| t.formats)).unwrap_or_default(),
         };
