@@ -2,14 +2,22 @@
 //!
 //! One loop owns every store call; each claimed attempt runs as a tokio task
 //! with its own cancellation token and bounded log. The loop:
-//! claims while slots are free → renews leases every `lease / 3` (a lost
-//! lease or a cancel request cancels that attempt, which kills its process
-//! group) → flushes logs every 250 ms → requeues expired leases and fires
-//! due schedules every second → records each finished attempt, guarded by
-//! its fencing token. On shutdown it stops claiming, lets running attempts
-//! finish for `grace`, then cancels them and gives them back to the queue.
+//! claims while slots are free, only runs its tags allow and not of tasks it
+//! cannot run here → renews leases and its row in the worker registry every
+//! `lease / 3` (a lost lease or a cancel request cancels that attempt, which
+//! kills its process group) → flushes logs every 250 ms → requeues expired
+//! leases and fires due schedules every second → records each finished
+//! attempt, guarded by its fencing token. On shutdown it stops claiming, lets
+//! running attempts finish for `grace`, then cancels them and gives them back
+//! to the queue, and removes itself from the registry.
+//!
+//! Workers may run on several machines. A claimed run whose task's location
+//! does not exist or is not executable here is given back uncounted, and the
+//! task is left out of this worker's claims (looked at again every
+//! `recheck`): another machine may run it, so it is never failed for that.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +28,11 @@ use tokio_util::sync::CancellationToken;
 use super::{backoff_delay, fire_schedules, is_retryable, requeue_expired, retry_note};
 use crate::history::{DEFAULT_LOG_LIMIT, LogBatch, RunLogs, RunState};
 use crate::outcome::RunReport;
-use crate::runner::{RunRequest, Runner};
+use crate::runner::{DiscoveryError, RunRequest, Runner, check_executable};
 use crate::secrets::secrets;
 use crate::store::{
-    Claimed, Finish, Lease, LeaseStatus, NewRun, Prune, RunLookup, Store, StoreError,
+    ClaimFilter, Claimed, Finish, Lease, LeaseStatus, NewRun, Prune, RunLookup, Store, StoreError,
+    WorkerBeat,
 };
 use crate::task::{PreparedTask, Task, TaskName};
 
@@ -48,6 +57,12 @@ pub struct WorkerConfig {
     pub wait_delayed: bool,
     /// Keep at most this many finished runs per task (pruned every minute).
     pub keep_runs: Option<u64>,
+    /// Its tags, sorted ([`crate::task::normalize_tags`]): it claims only
+    /// runs whose task's tags are all among them (a task without tags: any
+    /// worker).
+    pub tags: Vec<String>,
+    /// How often a task whose location cannot be run here is looked at again.
+    pub recheck: Duration,
 }
 
 /// This machine's name, for worker ids (`localhost` if it has none).
@@ -74,9 +89,14 @@ impl Default for WorkerConfig {
             until_idle: false,
             wait_delayed: false,
             keep_runs: None,
+            tags: Vec::new(),
+            recheck: DEFAULT_RECHECK,
         }
     }
 }
+
+/// How often, by default, a worker looks again at a task it cannot run here.
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
 
 /// Something a worker did, for its caller to report.
 #[derive(Debug, Clone)]
@@ -125,6 +145,19 @@ pub enum WorkerEvent {
         /// Its task.
         task: TaskName,
     },
+    /// A claimed run's task cannot run on this machine (its location is
+    /// missing or not executable here): the attempt was given back uncounted,
+    /// and this worker leaves the task's runs to others until its location
+    /// can be run here.
+    LeftForOthers {
+        /// The run.
+        run: String,
+        /// Its task.
+        task: TaskName,
+        /// Why: "task `x`: `/opt/x.sh` does not exist on this machine; left
+        /// for another worker (looked at again every 30s)".
+        message: String,
+    },
     /// A claimed run could not start (task unregistered or broken); it was recorded as failed.
     Unrunnable {
         /// The run.
@@ -150,6 +183,8 @@ pub struct WorkerStats {
     pub lost: u64,
     /// Attempts given back at shutdown.
     pub released: u64,
+    /// Attempts given back because their task cannot run on this machine.
+    pub left: u64,
 }
 
 struct InFlight {
@@ -210,6 +245,81 @@ impl TaskCache {
     }
 }
 
+/// Tasks this worker cannot run on this machine, each with when it was
+/// last found so; left out of its claims ([`ClaimFilter::exclude`]).
+#[derive(Default)]
+struct Excluded(HashMap<TaskName, Instant>);
+
+impl Excluded {
+    /// Looks again at each task found unrunnable more than `recheck` ago:
+    /// it is claimed again once its location can be run here, or once it
+    /// is gone from the registry or broken (then claiming it fails the run,
+    /// saying why, as for any worker).
+    async fn recheck(&mut self, store: &Store, cache: &mut TaskCache, recheck: Duration) {
+        let due: Vec<TaskName> = self
+            .0
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= recheck)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            cache.forget(&name);
+            let still = match cache.get(store, &name).await {
+                Ok(p) => not_runnable(&p.task().location).await.is_some(),
+                Err(_) => false,
+            };
+            if still {
+                self.0.insert(name, Instant::now());
+            } else {
+                self.0.remove(&name);
+            }
+        }
+    }
+
+    fn names(&self) -> Vec<TaskName> {
+        self.0.keys().cloned().collect()
+    }
+}
+
+/// Why this process cannot run the executable at `location`, if it cannot:
+/// it does not exist here, is not a regular file, or is not executable by
+/// this user. (A file that cannot be started for another reason, such as a
+/// bad `#!` line, is tried, and fails like any run.)
+async fn not_runnable(location: &Path) -> Option<String> {
+    let path = location.to_owned();
+    let checked = tokio::task::spawn_blocking(move || check_executable(&path)).await;
+    let shown = location.display();
+    match checked {
+        Ok(Ok(_)) | Err(_) => None,
+        Ok(Err(DiscoveryError::NotFound { .. })) => {
+            Some(format!("`{shown}` does not exist on this machine"))
+        }
+        Ok(Err(DiscoveryError::NotAFile { .. })) => {
+            Some(format!("`{shown}` is not a regular file on this machine"))
+        }
+        Ok(Err(DiscoveryError::NotExecutable { .. })) => Some(format!(
+            "`{shown}` is not executable by this worker's user on this machine"
+        )),
+        Ok(Err(DiscoveryError::Inaccessible { message, .. })) => Some(format!(
+            "`{shown}` cannot be examined on this machine ({message})"
+        )),
+        Ok(Err(other)) => Some(other.to_string()),
+    }
+}
+
+/// What this worker tells the registry about itself now.
+fn beat(config: &WorkerConfig, running: usize) -> WorkerBeat {
+    WorkerBeat {
+        id: config.id.clone(),
+        host: hostname(),
+        pid: std::process::id(),
+        tags: config.tags.clone(),
+        concurrency: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
+        running: u32::try_from(running).unwrap_or(u32::MAX),
+        lease: config.lease,
+    }
+}
+
 /// Runs a worker until `shutdown` is cancelled (then drains gracefully) or,
 /// with `until_idle`, until there is nothing left to do. `events` hears of
 /// each step; store errors end the worker after its attempts are released.
@@ -222,6 +332,10 @@ pub async fn run_worker(
 ) -> Result<WorkerStats, StoreError> {
     let mut stats = WorkerStats::default();
     let mut cache = TaskCache::default();
+    let mut excluded = Excluded::default();
+    // With `until_idle`: the last claim found nothing, after a count that
+    // showed due runs (which this worker cannot take, then).
+    let mut nothing_for_me = false;
     // By lease, not run id: after a pause this worker may hold a newer
     // attempt of a run whose older attempt is still being stopped.
     let mut inflight: HashMap<Lease, InFlight> = HashMap::new();
@@ -238,7 +352,7 @@ pub async fn run_worker(
     }
     let mut grace_until: Option<Instant> = None;
     let mut grace_over = false;
-    let mut result = Ok(());
+    let mut result = store.beat_worker(&beat(config, 0)).await;
 
     loop {
         if grace_until.is_none() && (shutdown.is_cancelled() || result.is_err()) {
@@ -253,18 +367,27 @@ pub async fn run_worker(
         }
         let stopping = grace_until.is_some();
         let mut idle = false;
+        let mut found_none = false;
         if !stopping && inflight.len() < config.concurrency {
             let free = config.concurrency - inflight.len();
-            match store.claim(&config.id, free, config.lease).await {
+            excluded.recheck(store, &mut cache, config.recheck).await;
+            let filter = ClaimFilter {
+                tags: config.tags.clone(),
+                exclude: excluded.names(),
+            };
+            match store.claim(&config.id, free, config.lease, &filter).await {
                 Ok(claimed) => {
                     // Fewer than asked: nothing more is due; look again after `poll`.
                     idle = claimed.len() < free;
+                    found_none = claimed.is_empty();
+                    nothing_for_me &= found_none;
                     for c in claimed {
                         start(
                             store,
                             runner,
                             config,
                             &mut cache,
+                            &mut excluded,
                             c,
                             renewed,
                             &mut inflight,
@@ -283,12 +406,19 @@ pub async fn run_worker(
         }
         if idle && inflight.is_empty() && config.until_idle {
             match store.active().await {
-                Ok(a)
-                    if a.due == 0 && a.running == 0 && (a.delayed == 0 || !config.wait_delayed) =>
-                {
-                    break;
+                Ok(a) if a.running == 0 && (a.delayed == 0 || !config.wait_delayed) => {
+                    if a.due == 0 || (found_none && nothing_for_me) {
+                        break;
+                    }
+                    // Due runs, but none this worker claimed: claim once
+                    // more, after this count, before deciding that they are
+                    // runs it cannot take (its tags, tasks it cannot run here).
+                    nothing_for_me = found_none;
+                    if nothing_for_me {
+                        continue;
+                    }
                 }
-                Ok(_) => {}
+                Ok(_) => nothing_for_me = false,
                 Err(e) => result = Err(e),
             }
         }
@@ -326,6 +456,10 @@ pub async fn run_worker(
                         }
                     }
                     Err(e) => result = Err(e),
+                }
+                // The leases first: the registry only says who is alive.
+                if let Err(e) = store.beat_worker(&beat(config, inflight.len())).await {
+                    result = Err(e);
                 }
             }
             _ = flush.tick() => {
@@ -367,6 +501,9 @@ pub async fn run_worker(
             _ = poll, if idle && !stopping => {}
         }
     }
+    // Best effort: a worker that cannot say goodbye shows as gone once its
+    // lease has passed, and is forgotten a day later.
+    let _ = store.remove_worker(&config.id).await;
     result.map(|()| stats)
 }
 
@@ -376,6 +513,7 @@ async fn start(
     runner: &Runner,
     config: &WorkerConfig,
     cache: &mut TaskCache,
+    excluded: &mut Excluded,
     c: Claimed,
     renewed: Instant,
     inflight: &mut HashMap<Lease, InFlight>,
@@ -429,6 +567,24 @@ async fn start(
             return;
         }
     };
+    if let Some(why) = not_runnable(&prepared.task().location).await {
+        // Another machine may have it: give the attempt back, uncounted,
+        // and stop claiming this task's runs here for a while.
+        excluded.0.insert(c.task.clone(), Instant::now());
+        if matches!(store.release(&lease).await, Ok(true)) {
+            stats.left += 1;
+            events(WorkerEvent::LeftForOthers {
+                message: format!(
+                    "task `{}`: {why}; left for another worker (looked at again every {})",
+                    c.task,
+                    humantime::format_duration(config.recheck)
+                ),
+                run: c.id,
+                task: c.task,
+            });
+        }
+        return;
+    }
     let logs = Arc::new(RunLogs::new(
         config.log_limit,
         secrets(&prepared.task().inputs, &c.args),

@@ -28,9 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use contract::{
-    Active, Availability, Claimed, Clock, Due, DueSchedule, Expired, Finish, Lease, LeaseStatus,
-    MIN_PREFIX, ManualClock, NewRun, NewSchedule, Prune, Registry, RunLookup, RunStore, Schedule,
-    Started, SystemClock, Verdict,
+    Active, Availability, ClaimFilter, Claimed, Clock, Due, DueSchedule, Expired,
+    FORGET_WORKERS_AFTER, Finish, Lease, LeaseStatus, MIN_PREFIX, ManualClock, NewRun, NewSchedule,
+    Prune, Registry, RunLookup, RunStore, Schedule, Started, SystemClock, Verdict, WorkerBeat,
+    WorkerRecord,
 };
 pub use postgres::PgStore;
 pub use spec::{ENV_TASK_STORE, StoreSpec, redact};
@@ -406,8 +407,9 @@ impl Store {
         worker: &str,
         n: usize,
         lease: Duration,
+        filter: &ClaimFilter,
     ) -> Result<Vec<Claimed>, StoreError> {
-        runs_op!(self, s => s.claim(worker, n, lease))
+        runs_op!(self, s => s.claim(worker, n, lease, filter))
     }
 
     pub async fn heartbeat(
@@ -505,6 +507,18 @@ impl Store {
             Store::Sqlite(s) => s.remove_schedules_of(task).await,
             Store::Postgres(s) => s.remove_schedules_of(task).await,
         }
+    }
+
+    pub async fn beat_worker(&self, beat: &WorkerBeat) -> Result<(), StoreError> {
+        runs_op!(self, s => s.beat_worker(beat))
+    }
+
+    pub async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        runs_op!(self, s => s.list_workers())
+    }
+
+    pub async fn remove_worker(&self, id: &str) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.remove_worker(id))
     }
 
     pub async fn due_schedules(&self) -> Result<Due, StoreError> {

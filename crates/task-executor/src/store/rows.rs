@@ -21,6 +21,21 @@ fn corrupt(store: &Path, what: &'static str, key: String, message: String) -> St
     }
 }
 
+/// Tags as stored: a JSON array of strings, or NULL for none.
+pub(crate) fn tags_json(tags: &[String]) -> Option<String> {
+    (!tags.is_empty()).then(|| serde_json::to_string(tags).unwrap_or_default())
+}
+
+/// Tags as read back: checked, sorted and deduplicated; the error says what is wrong.
+pub(crate) fn read_tags(stored: Option<&str>) -> Result<Vec<String>, String> {
+    let Some(text) = stored else {
+        return Ok(Vec::new());
+    };
+    let tags: Vec<String> = serde_json::from_str(text)
+        .map_err(|e| format!("tags is not a JSON array of strings: {e}"))?;
+    crate::task::normalize_tags(&tags).map_err(|e| e.to_string())
+}
+
 fn count(n: i64) -> u32 {
     n.clamp(0, u32::MAX.into()) as u32
 }
@@ -39,6 +54,7 @@ pub(crate) struct RawRow {
     pub(crate) concurrency: Option<i64>,
     pub(crate) priority: Option<i64>,
     pub(crate) formats: Option<String>,
+    pub(crate) tags: Option<String>,
 }
 
 impl RawRow {
@@ -69,6 +85,7 @@ impl RawRow {
             retry_on_status: self.retry_on_status != 0,
             concurrency: self.concurrency.map(|n| n.clamp(0, u32::MAX.into()) as u32),
             priority: self.priority,
+            tags: read_tags(self.tags.as_deref()).map_err(corrupt)?,
         };
         let formats = match self.formats.as_deref() {
             None | Some("assert") => Formats::Assert,

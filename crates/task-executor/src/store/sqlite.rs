@@ -16,7 +16,8 @@
 //! when the version is already current no DDL runs. A database from a newer
 //! build is refused ([`StoreError::TooNew`]), and a file that is not an
 //! SQLite database, or is some other program's database, is reported and
-//! never modified. Run history and the queue are in `runs.rs`.
+//! never modified. Run history and the queue are in `runs.rs`, the worker
+//! registry in `workers.rs`.
 //!
 //! A queued run holds its secret arguments in plaintext until it ends. Then
 //! they are dropped and overwritten: `secure_delete` zeroes them in the
@@ -33,9 +34,10 @@ use rusqlite::{
 use serde_json::Value;
 
 mod runs;
+mod workers;
 
 use super::contract::{Clock, Registry, SystemClock};
-use super::rows::RawRow;
+use super::rows::{RawRow, tags_json};
 use super::{InsertMode, StoreError};
 use crate::task::{Formats, Task, TaskName};
 
@@ -144,6 +146,22 @@ const MIGRATIONS: &[&str] = &[
     // its location and schemas), so a worker can refuse to deliver it to a
     // different script registered later under the same name.
     "ALTER TABLE runs ADD COLUMN task_rev TEXT;",
+    // 5: workers on several machines. A task's tags route its runs to the
+    // workers that have them all; workers register themselves (upserted at
+    // each heartbeat, removed at a clean exit, forgotten a day after they
+    // were last seen). Tags are JSON arrays of strings; NULL is none.
+    "ALTER TABLE tasks ADD COLUMN tags TEXT;
+    CREATE TABLE workers (
+        id          TEXT PRIMARY KEY NOT NULL,
+        host        TEXT NOT NULL,
+        pid         INTEGER NOT NULL,
+        tags        TEXT,              -- JSON array of strings, or NULL
+        concurrency INTEGER NOT NULL,
+        running     INTEGER NOT NULL,
+        lease_ms    INTEGER NOT NULL,
+        started_at  INTEGER NOT NULL,  -- epoch ms, store clock
+        last_seen   INTEGER NOT NULL   -- epoch ms, store clock
+    ) STRICT;",
 ];
 
 /// The schema version this build writes and understands.
@@ -160,7 +178,7 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// The task columns, in the order `read_task` reads them.
 const COLUMNS: &str = "name, location, description, inputs, outputs, timeout_ms, \
-    retries, backoff_ms, retry_on_status, concurrency, priority, formats";
+    retries, backoff_ms, retry_on_status, concurrency, priority, formats, tags";
 
 /// An SQLite database. Cheap to clone: clones share the connection pool.
 #[derive(Debug, Clone)]
@@ -250,6 +268,7 @@ fn read_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
         concurrency: row.get(9)?,
         priority: row.get(10)?,
         formats: row.get(11)?,
+        tags: row.get(12)?,
     })
 }
 
@@ -445,7 +464,7 @@ impl Registry for SqliteStore {
         );
         let sql = format!(
             "INSERT INTO tasks ({COLUMNS}, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, {NOW}, {NOW})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, {NOW}, {NOW})
              ON CONFLICT (name) DO UPDATE SET
                 location = excluded.location,
                 description = excluded.description,
@@ -458,6 +477,7 @@ impl Registry for SqliteStore {
                 concurrency = excluded.concurrency,
                 priority = excluded.priority,
                 formats = excluded.formats,
+                tags = excluded.tags,
                 updated_at = excluded.updated_at"
         );
         let inserted = self
@@ -485,6 +505,7 @@ impl Registry for SqliteStore {
                     policy.concurrency,
                     policy.priority,
                     formats,
+                    tags_json(&policy.tags),
                 ])?;
                 Ok(true)
             })

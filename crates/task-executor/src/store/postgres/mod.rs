@@ -16,8 +16,9 @@
 //! **Time is the database's.** Every lease, heartbeat, expiry, delay and
 //! schedule tick is computed in SQL from `clock_timestamp()` (the function
 //! `task_executor.now_ms()`), never from this machine's clock, so workers
-//! whose clocks disagree still agree on every lease. (Tests move it by an
-//! offset each connection applies, `task_executor.skew_ms`.)
+//! whose clocks disagree still agree on every lease. (Tests replace it
+//! with a manual [`Clock`] whose time each connection is given as the
+//! setting `task_executor.clock_ms`.)
 //!
 //! Wake-up: [`PgStore::enqueue`](super::RunStore::enqueue) sends `NOTIFY`
 //! after its commit, coalesced per process; [`PgStore::wait_for_work`]
@@ -29,7 +30,7 @@ mod config;
 mod runs;
 mod tls;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,9 +41,10 @@ use tokio_postgres::{AsyncMessage, Row};
 
 pub(crate) use config::check_url;
 
-use super::contract::Registry;
+use super::contract::{Clock, Registry};
+use super::rows::{RawRow, tags_json};
 use super::{InsertMode, StoreError};
-use crate::task::{Formats, Policy, Task, TaskName};
+use crate::task::{Formats, Task, TaskName};
 
 /// The schema every table of ours lives in.
 const SCHEMA: &str = "task_executor";
@@ -59,10 +61,10 @@ const MIGRATION_LOCK: i64 = 0x7461_736b_6578_6563;
 /// Columns as in SQLite (see `sqlite.rs`): TEXT ids, BIGINT epoch-ms times,
 /// JSON as TEXT (`jsonb` refuses `\u0000`, which task output may hold).
 const MIGRATIONS: &[&str] = &[
-    // 1: everything SQLite's version 4 has, in one step.
+    // 1: everything SQLite's version 5 has, in one step.
     "CREATE FUNCTION task_executor.now_ms() RETURNS bigint LANGUAGE sql VOLATILE AS $$
-        SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint
-             + coalesce(nullif(current_setting('task_executor.skew_ms', true), '')::bigint, 0)
+        SELECT coalesce(nullif(current_setting('task_executor.clock_ms', true), '')::bigint,
+                        (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
     $$;
     CREATE TABLE task_executor.tasks (
         name            TEXT PRIMARY KEY,
@@ -77,6 +79,7 @@ const MIGRATIONS: &[&str] = &[
         concurrency     BIGINT,
         priority        BIGINT,
         formats         TEXT,
+        tags            TEXT,
         created_at      TEXT NOT NULL,
         updated_at      TEXT NOT NULL
     );
@@ -138,7 +141,18 @@ const MIGRATIONS: &[&str] = &[
         next_fire_at BIGINT NOT NULL,
         created_at   BIGINT NOT NULL
     );
-    CREATE INDEX schedules_due ON task_executor.schedules (next_fire_at);",
+    CREATE INDEX schedules_due ON task_executor.schedules (next_fire_at);
+    CREATE TABLE task_executor.workers (
+        id          TEXT PRIMARY KEY,
+        host        TEXT NOT NULL,
+        pid         BIGINT NOT NULL,
+        tags        TEXT,
+        concurrency BIGINT NOT NULL,
+        running     BIGINT NOT NULL,
+        lease_ms    BIGINT NOT NULL,
+        started_at  BIGINT NOT NULL,
+        last_seen   BIGINT NOT NULL
+    );",
 ];
 
 /// The schema version this build writes and understands.
@@ -150,7 +164,7 @@ const NOW_TEXT: &str = "to_char(to_timestamp(task_executor.now_ms() / 1000.0) AT
 
 /// The task columns, in the order `task_of` reads them.
 const COLUMNS: &str = "name, location, description, inputs, outputs, timeout_ms, \
-    retries, backoff_ms, retry_on_status, concurrency, priority, formats";
+    retries, backoff_ms, retry_on_status, concurrency, priority, formats, tags";
 
 /// Connections a handle keeps by default; a worker asks for its concurrency + 2.
 pub const DEFAULT_POOL: usize = 4;
@@ -168,8 +182,8 @@ struct Inner {
     setup: Result<(config::PgConfig, Pool), String>,
     /// Set once the schema is known to be current.
     ready: tokio::sync::OnceCell<()>,
-    /// Added to the database's clock (tests only; 0 otherwise).
-    skew_ms: Arc<AtomicI64>,
+    /// A clock replacing the database's (tests only).
+    clock: Option<Arc<dyn Clock>>,
     notifier: Notifier,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
     wake: Arc<Notify>,
@@ -212,12 +226,11 @@ impl PgStore {
     /// connections. Nothing connects until the first call; a URL this
     /// build cannot use (a TLS root that does not load) fails every call.
     pub fn open(url: &str, size: usize) -> Self {
-        Self::open_skewed(url, size, Arc::default())
+        Self::open_clocked(url, size, None)
     }
 
-    /// [`PgStore::open`] on the database's clock moved by `skew` ms, shared
-    /// with the caller: tests move time that way.
-    pub(crate) fn open_skewed(url: &str, size: usize, skew: Arc<AtomicI64>) -> Self {
+    /// [`PgStore::open`] with `clock` in place of the database's (tests).
+    pub(crate) fn open_clocked(url: &str, size: usize, clock: Option<Arc<dyn Clock>>) -> Self {
         let shown = super::redact(url);
         let env = |k: &str| std::env::var(k).ok();
         let setup = config::parse(url, &env).and_then(|config| {
@@ -243,7 +256,7 @@ impl PgStore {
                 shown,
                 setup,
                 ready: tokio::sync::OnceCell::new(),
-                skew_ms: skew,
+                clock,
                 notifier: Notifier::default(),
                 listener: Mutex::new(None),
                 wake: Arc::new(Notify::new()),
@@ -284,12 +297,11 @@ impl PgStore {
                 false => return Ok(None),
             }
         }
-        let skew = self.inner.skew_ms.load(Ordering::SeqCst);
-        if skew != 0 {
+        if let Some(clock) = &self.inner.clock {
             client
                 .execute(
-                    "SELECT set_config('task_executor.skew_ms', $1, false)",
-                    &[&skew.to_string()],
+                    "SELECT set_config('task_executor.clock_ms', $1, false)",
+                    &[&clock.now_ms().to_string()],
                 )
                 .await
                 .map_err(|e| self.fail(e))?;
@@ -565,57 +577,23 @@ impl PgStore {
         }
     }
 
-    fn task_of(&self, row: &Row) -> Result<Task, StoreError> {
-        let raw_name: String = row.get(0);
-        let corrupt = |m: String| self.corrupt("task", raw_name.clone(), m);
-        let name = TaskName::new(raw_name.as_str()).map_err(|e| corrupt(e.to_string()))?;
-        let inputs: String = row.get(3);
-        let inputs = serde_json::from_str(&inputs)
-            .map_err(|e| corrupt(format!("inputs is not valid JSON: {e}")))?;
-        let outputs: Option<String> = row.get(4);
-        let outputs = outputs
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| corrupt(format!("outputs is not valid JSON: {e}")))?;
-        let timeout_ms: Option<i64> = row.get(5);
-        let timeout = timeout_ms
-            .map(|ms| {
-                u64::try_from(ms)
-                    .map(Duration::from_millis)
-                    .map_err(|_| corrupt(format!("timeout_ms is negative ({ms})")))
-            })
-            .transpose()?;
-        let retries: Option<i64> = row.get(6);
-        let backoff: Option<i64> = row.get(7);
-        let concurrency: Option<i64> = row.get(9);
-        let policy = Policy {
-            retries: retries.map(|n| n.clamp(0, u32::MAX.into()) as u32),
-            backoff: backoff.map(|ms| Duration::from_millis(ms.max(0) as u64)),
-            retry_on_status: row.get(8),
-            concurrency: concurrency.map(|n| n.clamp(0, u32::MAX.into()) as u32),
-            priority: row.get(10),
-        };
-        let formats: Option<String> = row.get(11);
-        let formats = match formats.as_deref() {
-            None | Some("assert") => Formats::Assert,
-            Some("annotate") => Formats::Annotate,
-            Some(other) => return Err(corrupt(format!("unknown formats mode `{other}`"))),
-        };
-        let location: String = row.get(1);
-        if location.is_empty() {
-            return Err(corrupt("location is empty".into()));
+    fn task_of(&self, r: &Row) -> Result<Task, StoreError> {
+        RawRow {
+            name: r.get(0),
+            location: r.get(1),
+            description: r.get(2),
+            inputs: r.get(3),
+            outputs: r.get(4),
+            timeout_ms: r.get(5),
+            retries: r.get(6),
+            backoff_ms: r.get(7),
+            retry_on_status: i64::from(r.get::<_, bool>(8)),
+            concurrency: r.get(9),
+            priority: r.get(10),
+            formats: r.get(11),
+            tags: r.get(12),
         }
-        Ok(Task {
-            name,
-            location: location.into(),
-            description: row.get(2),
-            inputs,
-            outputs,
-            timeout,
-            policy,
-            formats,
-        })
+        .into_task(std::path::Path::new(&self.inner.shown))
     }
 }
 
@@ -678,12 +656,12 @@ impl Registry for PgStore {
                 retries = excluded.retries, backoff_ms = excluded.backoff_ms, \
                 retry_on_status = excluded.retry_on_status, concurrency = excluded.concurrency, \
                 priority = excluded.priority, formats = excluded.formats, \
-                updated_at = excluded.updated_at"
+                tags = excluded.tags, updated_at = excluded.updated_at"
                 .to_owned(),
         };
         let sql = format!(
             "INSERT INTO {SCHEMA}.tasks ({COLUMNS}, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {NOW_TEXT}, {NOW_TEXT}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, {NOW_TEXT}, {NOW_TEXT}) \
              ON CONFLICT (name) {conflict}"
         );
         let client = self.write_conn().await?;
@@ -703,6 +681,7 @@ impl Registry for PgStore {
                     &concurrency,
                     &p.priority,
                     &formats,
+                    &tags_json(&p.tags),
                 ],
             )
             .await

@@ -27,10 +27,12 @@ use crate::history::{Cursor, LogBatch, LogEntry, RunError, RunFilter, RunPage, R
 use crate::log::Stream;
 use crate::store::StoreError;
 use crate::store::contract::{
-    Active, Claimed, Due, DueSchedule, Expired, Finish, Lease, LeaseStatus, MIN_PREFIX, NewRun,
-    NewSchedule, Prune, RunLookup, RunStore, Schedule, Started, Verdict,
+    Active, ClaimFilter, Claimed, Due, DueSchedule, Expired, FORGET_WORKERS_AFTER, Finish, Lease,
+    LeaseStatus, MIN_PREFIX, NewRun, NewSchedule, Prune, RunLookup, RunStore, Schedule, Started,
+    Verdict, WorkerBeat, WorkerRecord,
 };
 use crate::store::rows::RawRun;
+use crate::store::rows::{read_tags, tags_json};
 use crate::task::TaskName;
 
 const RUN_COLUMNS: &str = "id, task, args, caller, state, priority, attempt, max_attempts, worker, \
@@ -324,6 +326,7 @@ impl RunStore for PgStore {
         worker: &str,
         n: usize,
         lease: Duration,
+        filter: &ClaimFilter,
     ) -> Result<Vec<Claimed>, StoreError> {
         if n == 0 {
             return Ok(Vec::new());
@@ -338,7 +341,8 @@ impl RunStore for PgStore {
                 "SELECT r.id, r.task, t.concurrency FROM {SCHEMA}.runs r \
                  LEFT JOIN {SCHEMA}.tasks t ON t.name = r.task \
                  WHERE r.state = 'queued' AND r.available_at <= task_executor.now_ms() \
-                   AND NOT (r.task = ANY($2)) \
+                   AND NOT (r.task = ANY($2)) AND r.task <> ALL($4) \
+                   AND (t.tags IS NULL OR t.tags::jsonb <@ to_jsonb($3::text[])) \
                    AND (t.concurrency IS NULL OR t.concurrency > \
                         (SELECT count(*) FROM {SCHEMA}.runs x \
                          WHERE x.task = r.task AND x.state = 'running')) \
@@ -361,6 +365,7 @@ impl RunStore for PgStore {
             ))
             .await
             .map_err(fail)?;
+        let exclude: Vec<&str> = filter.exclude.iter().map(|t| t.as_str()).collect();
         let mut ids: Vec<String> = Vec::with_capacity(n);
         // Room left under each capped task's cap, once its row is locked.
         let mut room: std::collections::HashMap<String, i64> = Default::default();
@@ -374,7 +379,10 @@ impl RunStore for PgStore {
                 .collect();
             let want = n - ids.len();
             let candidates = tx
-                .query(&pick, &[&((want * 2 + 8) as i64), &full])
+                .query(
+                    &pick,
+                    &[&((want * 2 + 8) as i64), &full, &filter.tags, &exclude],
+                )
                 .await
                 .map_err(fail)?;
             let mut capped: Vec<String> = candidates
@@ -1072,5 +1080,98 @@ impl RunStore for PgStore {
             self.notify_work(&client).await;
         }
         Ok(advanced)
+    }
+
+    async fn beat_worker(&self, beat: &WorkerBeat) -> Result<(), StoreError> {
+        let fail = |e| self.fail(e);
+        let mut client = self.write_conn().await?;
+        let tx = client.transaction().await.map_err(fail)?;
+        tx.execute(
+            &format!("DELETE FROM {SCHEMA}.workers WHERE last_seen < task_executor.now_ms() - $1"),
+            &[&ms1(FORGET_WORKERS_AFTER)],
+        )
+        .await
+        .map_err(fail)?;
+        // `started_at` stays that of the row's process; an id reused by
+        // another process (a restart with the same `--id`) starts again.
+        let stmt = tx
+            .prepare_cached(&format!(
+                "INSERT INTO {SCHEMA}.workers AS w (id, host, pid, tags, concurrency, running, \
+                    lease_ms, started_at, last_seen) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, task_executor.now_ms(), \
+                    task_executor.now_ms()) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                    started_at = CASE WHEN w.host = excluded.host AND w.pid = excluded.pid \
+                        THEN w.started_at ELSE excluded.started_at END, \
+                    host = excluded.host, pid = excluded.pid, tags = excluded.tags, \
+                    concurrency = excluded.concurrency, running = excluded.running, \
+                    lease_ms = excluded.lease_ms, last_seen = excluded.last_seen"
+            ))
+            .await
+            .map_err(fail)?;
+        tx.execute(
+            &stmt,
+            &[
+                &beat.id,
+                &no_nul(&beat.host).as_ref(),
+                &i64::from(beat.pid),
+                &tags_json(&beat.tags),
+                &i64::from(beat.concurrency),
+                &i64::from(beat.running),
+                &ms1(beat.lease),
+            ],
+        )
+        .await
+        .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        Ok(())
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        let Some(client) = self.existing().await? else {
+            return Ok(Vec::new());
+        };
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id, host, pid, tags, concurrency, running, lease_ms, started_at, \
+                        last_seen FROM {SCHEMA}.workers ORDER BY started_at, id"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| self.fail(e))?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                let tags = read_tags(r.get::<_, Option<&str>>(3))
+                    .map_err(|m| self.corrupt("worker", id.clone(), m))?;
+                Ok(WorkerRecord {
+                    id,
+                    host: r.get(1),
+                    pid: count(r.get(2)),
+                    tags,
+                    concurrency: count(r.get(4)),
+                    running: count(r.get(5)),
+                    lease_ms: r.get(6),
+                    started_at: r.get(7),
+                    last_seen: r.get(8),
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_worker(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(client) = self.existing().await? else {
+            return Ok(false);
+        };
+        let n = client
+            .execute(
+                &format!("DELETE FROM {SCHEMA}.workers WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(n == 1)
     }
 }

@@ -1,5 +1,6 @@
 //! SQLite implementation of [`RunStore`]: run history, the queue's storage
-//! and guards, and schedules (tables `runs`, `run_logs`, `schedules`).
+//! and guards, and schedules (tables `runs`, `run_logs`, `schedules`); the
+//! worker registry's statements are in `workers.rs`.
 //!
 //! Plain SQL that PostgreSQL also speaks: TEXT ids, INTEGER epoch-ms times,
 //! JSON as TEXT, `RETURNING`, window functions. Every guard is one
@@ -19,8 +20,9 @@ use crate::history::{Cursor, LogBatch, LogEntry, RunError, RunFilter, RunPage};
 use crate::log::Stream;
 use crate::store::StoreError;
 use crate::store::contract::{
-    Active, Claimed, Due, DueSchedule, Expired, Finish, Lease, LeaseStatus, MIN_PREFIX, NewRun,
-    NewSchedule, Prune, RunLookup, RunStore, Schedule, Started, Verdict,
+    Active, ClaimFilter, Claimed, Due, DueSchedule, Expired, Finish, Lease, LeaseStatus,
+    MIN_PREFIX, NewRun, NewSchedule, Prune, RunLookup, RunStore, Schedule, Started, Verdict,
+    WorkerBeat, WorkerRecord,
 };
 use crate::store::rows::RawRun;
 use crate::task::TaskName;
@@ -224,7 +226,18 @@ fn claim_in(
     n: usize,
     now: i64,
     lease_until: i64,
+    filter: &ClaimFilter,
 ) -> rusqlite::Result<Vec<Claimed>> {
+    // The filter as two JSON arrays the statement reads with `json_each`
+    // (PostgreSQL: `text[]` parameters, `t.tags <@ $3` and `r.task <> ALL ($4)`).
+    let tags = to_json(&Value::from(filter.tags.clone()));
+    let exclude = to_json(&Value::from(
+        filter
+            .exclude
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect::<Vec<_>>(),
+    ));
     let mut claimed = Vec::new();
     // A candidate can lose its place to the cap (another of its task was
     // claimed just before it): look again, a few times, for the others.
@@ -241,9 +254,12 @@ fn claim_in(
                  WHERE r.state = 'queued' AND r.available_at <= ?1 \
                    AND (t.concurrency IS NULL OR t.concurrency > \
                         (SELECT count(*) FROM runs x WHERE x.task = r.task AND x.state = 'running')) \
+                   AND NOT EXISTS (SELECT 1 FROM json_each(t.tags) AS need \
+                        WHERE need.value NOT IN (SELECT value FROM json_each(?3))) \
+                   AND r.task NOT IN (SELECT value FROM json_each(?4)) \
                  ORDER BY r.priority DESC, r.available_at, r.seq LIMIT ?2",
             )?
-            .query_map(params![now, (want * 2 + 8) as i64], |r| {
+            .query_map(params![now, (want * 2 + 8) as i64, tags, exclude], |r| {
                 Ok(Candidate {
                     id: r.get(0)?,
                     task: r.get(1)?,
@@ -389,14 +405,15 @@ impl RunStore for SqliteStore {
         worker: &str,
         n: usize,
         lease: Duration,
+        filter: &ClaimFilter,
     ) -> Result<Vec<Claimed>, StoreError> {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let worker = worker.to_owned();
+        let (worker, filter) = (worker.to_owned(), filter.clone());
         self.write(move |tx, ctx| {
             let now = ctx.now();
-            Ok(claim_in(tx, &worker, n, now, plus(now, lease))?)
+            Ok(claim_in(tx, &worker, n, now, plus(now, lease), &filter)?)
         })
         .await
     }
@@ -873,6 +890,25 @@ impl RunStore for SqliteStore {
             })
             .await?;
         Ok(done.unwrap_or(0))
+    }
+
+    async fn beat_worker(&self, beat: &WorkerBeat) -> Result<(), StoreError> {
+        let beat = beat.clone();
+        self.write(move |tx, ctx| Ok(super::workers::beat(tx, ctx.now(), &beat)?))
+            .await
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        let all = self.read(super::workers::list).await?;
+        Ok(all.unwrap_or_default())
+    }
+
+    async fn remove_worker(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        let done = self
+            .write_existing(move |tx, _| Ok(super::workers::remove(tx, &id)?))
+            .await?;
+        Ok(done.unwrap_or(false))
     }
 
     async fn due_schedules(&self) -> Result<Due, StoreError> {
