@@ -256,9 +256,12 @@ pub struct WorkerArgs {
     /// Time between SIGTERM and SIGKILL when stopping a task.
     #[arg(long, alias = "kill-grace", value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     pub grace: Duration,
-    /// How often to look for work when the queue is empty.
-    #[arg(long, value_parser = parse_duration, default_value = "100ms", value_name = "DURATION")]
-    pub poll: Duration,
+    /// How often to look for work when the queue is empty (default 100ms;
+    /// on PostgreSQL 1s, idle workers being woken at once by LISTEN/NOTIFY).
+    /// Given on PostgreSQL, it turns LISTEN off: polling only, which works
+    /// behind PgBouncer in transaction mode.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub poll: Option<Duration>,
     /// Exit once no run is running anywhere and none is due now (runs
     /// queued for later, such as retries waiting out their backoff, do not
     /// keep it waiting; add --wait-delayed for that).

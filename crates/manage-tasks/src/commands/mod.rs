@@ -102,6 +102,21 @@ impl Context {
         })
     }
 
+    /// [`Context::service_with`] for a command that uses up to
+    /// `connections` store connections at once (a worker).
+    pub fn service_sized(
+        &self,
+        runner: Runner,
+        config: ServiceConfig,
+        connections: usize,
+    ) -> Result<Service, Failure> {
+        Ok(Service::new(
+            Store::open_sized(&self.store_spec()?, connections),
+            runner,
+            config,
+        ))
+    }
+
     /// The service over this command's store, running tasks with `runner`.
     pub fn service_with(&self, runner: Runner, config: ServiceConfig) -> Result<Service, Failure> {
         Ok(Service::new(

@@ -1,6 +1,7 @@
 //! `submit`, `worker` and `schedule`: the durable queue from the command line.
 
 use std::io::{BufRead, Write};
+use std::time::Duration;
 
 use comfy_table::{ContentArrangement, Table, presets};
 use task_executor::history::to_ms;
@@ -152,6 +153,18 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
+    let runner = Runner::new(RunnerConfig {
+        grace: args.grace,
+        result_limit: args.result_limit,
+        ..RunnerConfig::default()
+    });
+    // A connection per slot, one for the loop's own calls, one to spare.
+    let service = ctx.service_sized(
+        runner,
+        ServiceConfig::default(),
+        args.concurrency as usize + 2,
+    )?;
+    let listens = service.hears_new_work();
     let config = WorkerConfig {
         id: args
             .id
@@ -159,7 +172,12 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
             .unwrap_or_else(|| WorkerConfig::default().id),
         concurrency: usize::from(args.concurrency),
         lease: args.lease,
-        poll: args.poll,
+        poll: args.poll.unwrap_or(if listens {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(100)
+        }),
+        listen: args.poll.is_none(),
         grace: args.drain,
         log_limit: args.log_limit,
         until_idle: args.until_idle,
@@ -168,12 +186,6 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
         tags: args.tags.clone().map(|t| t.0).unwrap_or_default(),
         recheck: args.recheck,
     };
-    let runner = Runner::new(RunnerConfig {
-        grace: args.grace,
-        result_limit: args.result_limit,
-        ..RunnerConfig::default()
-    });
-    let service = ctx.service_with(runner, ServiceConfig::default())?;
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     let quiet = ctx.quiet;

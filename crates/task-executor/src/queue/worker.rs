@@ -47,6 +47,9 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// How often to look for work when the queue was empty.
     pub poll: Duration,
+    /// Whether an idle worker also wakes when the store says runs were
+    /// queued (PostgreSQL's `LISTEN`/`NOTIFY`); off, it only polls.
+    pub listen: bool,
     /// On shutdown, how long running attempts may still take before they are cancelled and requeued.
     pub grace: Duration,
     /// Log budget per attempt (head + tail).
@@ -84,6 +87,7 @@ impl Default for WorkerConfig {
             concurrency: 1,
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(100),
+            listen: true,
             grace: Duration::from_secs(30),
             log_limit: DEFAULT_LOG_LIMIT,
             until_idle: false,
@@ -422,7 +426,13 @@ pub async fn run_worker(
                 Err(e) => result = Err(e),
             }
         }
-        let poll = tokio::time::sleep(config.poll);
+        let poll = async {
+            if config.listen {
+                store.wait_for_work(config.poll).await;
+            } else {
+                tokio::time::sleep(config.poll).await;
+            }
+        };
         tokio::select! {
             Some(joined) = running.join_next(), if !running.is_empty() => {
                 let Ok((lease, report)) = joined else { continue };

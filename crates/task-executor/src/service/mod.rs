@@ -90,6 +90,12 @@ impl Service {
         self.store.has_history()
     }
 
+    /// Whether idle workers are woken as soon as runs are queued (a
+    /// PostgreSQL store's `LISTEN`/`NOTIFY`), so they can poll less often.
+    pub fn hears_new_work(&self) -> bool {
+        self.store.hears_new_work()
+    }
+
     /// The runner's settings.
     pub fn runner(&self) -> &Runner {
         &self.runner

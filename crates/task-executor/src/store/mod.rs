@@ -294,10 +294,10 @@ impl Store {
         }
     }
 
-    /// Whether [`Store::wait_for_work`] hears of new runs (so a long poll
-    /// interval costs no latency).
+    /// Whether [`Store::wait_for_work`] hears of new runs (PostgreSQL's
+    /// `LISTEN`), so that idle workers can look less often.
     pub fn hears_new_work(&self) -> bool {
-        matches!(self, Store::Postgres(s) if s.listens())
+        matches!(self, Store::Postgres(_))
     }
 
     /// Whether this store keeps run history and a queue.

@@ -187,8 +187,6 @@ struct Inner {
     notifier: Notifier,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
     wake: Arc<Notify>,
-    /// Whether idle workers listen for `NOTIFY` (off: they poll).
-    listen: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -260,20 +258,8 @@ impl PgStore {
                 notifier: Notifier::default(),
                 listener: Mutex::new(None),
                 wake: Arc::new(Notify::new()),
-                listen: AtomicBool::new(true),
             }),
         }
-    }
-
-    /// Turns `LISTEN` off: [`PgStore::wait_for_work`] then only waits out
-    /// its timeout (polling; for PgBouncer in transaction mode).
-    pub fn poll_only(&self) {
-        self.inner.listen.store(false, Ordering::SeqCst);
-    }
-
-    /// Whether idle waits listen for `NOTIFY`.
-    pub fn listens(&self) -> bool {
-        self.inner.listen.load(Ordering::SeqCst)
     }
 
     /// The URL with its password hidden.
@@ -456,10 +442,6 @@ impl PgStore {
     /// Waits until runs may have been queued (a `NOTIFY`) or `timeout`
     /// passes, whichever is first. The first call starts listening.
     pub async fn wait_for_work(&self, timeout: Duration) {
-        if !self.inner.listen.load(Ordering::SeqCst) {
-            tokio::time::sleep(timeout).await;
-            return;
-        }
         {
             let mut listener = self
                 .inner
