@@ -1,4 +1,6 @@
-//! Shared helpers for the CLI tests: a temp workspace with a store, and real task scripts.
+//! Shared helpers for the CLI tests: a temp workspace with a store (a file,
+//! or a fresh PostgreSQL database), real task scripts, and
+//! [`on_sql_backends!`], which runs a test body on SQLite and PostgreSQL.
 #![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -15,17 +17,40 @@ pub fn examples_dir() -> PathBuf {
         .unwrap()
 }
 
-/// A temp dir with a store of the given kind (`yaml` or `db`).
+/// A temp dir with a store: a file in it (`yaml`, `db`), or a fresh
+/// PostgreSQL database (`postgres`, see [`PgDb`]) dropped with the `Env`.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// What `TASK_STORE` is set to: the store's file, or the database's URL.
     pub store: PathBuf,
+    pg: Option<PgDb>,
 }
 
 impl Env {
+    /// An env of kind `yaml` or `db` (a store file in the temp dir), or
+    /// `postgres` (a database of its own on the test server; the test fails,
+    /// saying how to start the server, if it cannot be reached).
     pub fn new(kind: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        if kind == "postgres" {
+            let pg = PgDb::new();
+            return Self {
+                dir,
+                store: PathBuf::from(&pg.url),
+                pg: Some(pg),
+            };
+        }
         let store = dir.path().join(format!("tasks.{kind}"));
-        Self { dir, store }
+        Self {
+            dir,
+            store,
+            pg: None,
+        }
+    }
+
+    /// The env's PostgreSQL database, if it has one.
+    pub fn pg(&self) -> Option<&PgDb> {
+        self.pg.as_ref()
     }
 
     /// `manage_tasks` with this env's store, no colour, and a clean HOME.
@@ -61,9 +86,13 @@ impl Env {
         script
     }
 
-    /// The raw bytes of the store file.
+    /// The raw bytes of the store file; of a PostgreSQL store, a dump of
+    /// its database (schema and rows), to compare before and after.
     pub fn store_bytes(&self) -> Vec<u8> {
-        std::fs::read(&self.store).unwrap_or_default()
+        match &self.pg {
+            Some(pg) => pg.dump().into_bytes(),
+            None => std::fs::read(&self.store).unwrap_or_default(),
+        }
     }
 }
 
@@ -134,9 +163,15 @@ impl Env {
             .unwrap()
     }
 
-    /// Runs `sql` on the SQLite store with Python's sqlite3: another process
-    /// than ours, as a second program or a fault would be.
+    /// Runs `sql` on the store from another process than ours, as a second
+    /// program or a fault would: Python's sqlite3 on an SQLite file, `psql`
+    /// (with the search path set to our schema, so the same plain
+    /// statements work) on PostgreSQL.
     pub fn sql(&self, sql: &str) {
+        if let Some(pg) = &self.pg {
+            pg.psql(&format!("SET search_path TO task_executor;\n{sql}"));
+            return;
+        }
         let out = std::process::Command::new("/usr/bin/python3")
             .args([
                 "-c",
@@ -226,3 +261,143 @@ pub fn signal(pid: u32, signal: &str) {
         .success();
     assert!(ok, "kill {signal} {pid}");
 }
+
+/// `s` as an SQL string literal (both dialects double the quote).
+pub fn sql_text(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The admin URL the PostgreSQL tests create their databases with:
+/// `TASK_EXECUTOR_TEST_PG`, as in the library's tests.
+pub fn pg_admin_url() -> String {
+    std::env::var("TASK_EXECUTOR_TEST_PG")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// `url` naming database `name` instead of its own (its query kept).
+pub fn pg_url_of(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    format!("{host}/{name}{query}")
+}
+
+/// A database of its own on the test server, created with the admin URL
+/// and dropped (`WITH (FORCE)`, so workers still connected do not keep it)
+/// when this value drops. Named `te_test_cli_<pid>_<uuid>`: `.ci/run` drops
+/// those whose process is gone (a killed test run's).
+///
+/// Made and inspected with `psql`/`pg_dump`, PostgreSQL's own clients:
+/// another process than the one under test (as `Env::sql` is for SQLite),
+/// nothing more to build, and the dump is the natural "before and after".
+pub struct PgDb {
+    pub name: String,
+    /// The database's URL (the admin URL's server, user and options).
+    pub url: String,
+}
+
+impl PgDb {
+    /// Creates the database; panics (failing the test) with how to start
+    /// the server if it cannot be reached.
+    pub fn new() -> Self {
+        let name = format!("te_test_cli_{}_{:016x}", std::process::id(), random_u64());
+        psql_on(&pg_admin_url(), &format!("CREATE DATABASE {name}"));
+        let url = pg_url_of(&pg_admin_url(), &name);
+        Self { name, url }
+    }
+
+    /// Runs `sql` (psql, stopping at the first error) and returns its rows,
+    /// unaligned, `|` between columns; panics with psql's error.
+    pub fn psql(&self, sql: &str) -> String {
+        psql_on(&self.url, sql)
+    }
+
+    /// `pg_dump` of the database, schema and rows, without the random
+    /// `\restrict` key newer clients print: equal dumps, equal databases.
+    pub fn dump(&self) -> String {
+        let out = std::process::Command::new("pg_dump")
+            .args(["--no-owner", "--no-privileges", "-d", &self.url])
+            .output()
+            .expect("pg_dump (apt-get install postgresql-client) dumps this test's database");
+        assert!(out.status.success(), "pg_dump: {}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args(["-X", "-q", "-d", &pg_admin_url(), "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+/// `psql` on `url` running `sql`; panics with a hint when the server is down.
+fn psql_on(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url])
+        .arg("-c")
+        .arg(sql)
+        .output()
+        .expect("psql (apt-get install postgresql-client) runs this test's SQL");
+    if !out.status.success() {
+        let err = stderr(&out);
+        if err.contains("connection to server") || err.contains("could not connect") {
+            panic!(
+                "cannot reach PostgreSQL at {} for the tests: {}; start it with \
+                 `pg_ctlcluster --skip-systemctl-redirect 15 main start`, or set \
+                 TASK_EXECUTOR_TEST_PG to an admin URL",
+                task_executor::store::redact(url),
+                err.trim()
+            );
+        }
+        panic!("psql: {sql}: {err}");
+    }
+    stdout(&out)
+}
+
+/// 64 random bits (from the standard library's randomly keyed hasher).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// Runs each named test body (a `fn NAME(env: Env)` of the test file) on
+/// both SQL backends: `sqlite::NAME` on a fresh SQLite file and
+/// `postgres::NAME` on a fresh PostgreSQL database, each its own test
+/// (nextest runs each in a process of its own).
+#[allow(unused_macros)]
+macro_rules! on_sql_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name($crate::common::Env::new("db")) })+
+        }
+        mod postgres {
+            $(#[test] fn $name() { super::$name($crate::common::Env::new("postgres")) })+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_sql_backends;
