@@ -344,8 +344,9 @@ pub async fn run_worker(
     // attempt of a run whose older attempt is still being stopped.
     let mut inflight: HashMap<Lease, InFlight> = HashMap::new();
     let mut running: JoinSet<(Lease, RunReport)> = JoinSet::new();
-    // When this worker last renewed its leases: a gap longer than the lease
-    // means it was not running (paused, or starved) while they lapsed.
+    // When this worker sent the last renewal of its leases that succeeded: a
+    // gap longer than the lease means it was not running (paused, or
+    // starved) while they lapsed.
     let mut renewed = Instant::now();
     let mut heartbeat = interval((config.lease / 3).max(Duration::from_millis(50)));
     let mut flush = interval(Duration::from_millis(250));
@@ -444,10 +445,17 @@ pub async fn run_worker(
             }
             _ = heartbeat.tick() => {
                 let leases: Vec<Lease> = inflight.values().map(|r| r.lease.clone()).collect();
+                // The gap runs from the last renewal's sending to this one's
+                // answer: the longest the leases may have gone unrenewed. A
+                // pause with a heartbeat in flight shows in it either way:
+                // sent before the pause and answered after it (this one), or
+                // answered only after it (the last one, which counts from
+                // when it was sent).
+                let sent = Instant::now();
                 match store.heartbeat(&leases, config.lease).await {
                     Ok(statuses) => {
                         let gap = renewed.elapsed();
-                        renewed = Instant::now();
+                        renewed = sent;
                         for (lease, status) in leases.iter().zip(statuses) {
                             let Some(run) = inflight.get_mut(lease) else { continue };
                             match status {
