@@ -384,20 +384,22 @@ impl PgStore {
             .query_one(
                 "SELECT to_regclass('task_executor.schema_version') IS NOT NULL, \
                         (SELECT count(*) FROM pg_class c JOIN pg_namespace n \
-                           ON n.oid = c.relnamespace WHERE n.nspname = 'task_executor')",
+                           ON n.oid = c.relnamespace WHERE n.nspname = 'task_executor'), \
+                        (SELECT coalesce(array_agg(c.relname::text ORDER BY c.relname), '{}') \
+                           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                          WHERE n.nspname = 'task_executor' \
+                            AND c.relkind IN ('r', 'p', 'v', 'm', 'f'))",
                 &[],
             )
             .await
             .map_err(|e| self.fail(e))?;
-        let (has_version, objects): (bool, i64) = (row.get(0), row.get(1));
+        let (has_version, objects, tables): (bool, i64, Vec<String>) =
+            (row.get(0), row.get(1), row.get(2));
         if !has_version {
             if objects > 0 {
                 return Err(StoreError::Foreign {
                     path: self.inner.shown.clone().into(),
-                    reason: format!(
-                        "its schema `{SCHEMA}` holds {objects} relations but no \
-                         `{SCHEMA}.schema_version` table (it looks like another program's)"
-                    ),
+                    reason: foreign_reason(objects, &tables),
                 });
             }
             return Ok(None);
@@ -457,6 +459,29 @@ impl PgStore {
         }
         let _ = tokio::time::timeout(timeout, self.inner.wake.notified()).await;
     }
+}
+
+/// Why a `task_executor` schema without our version table is not ours,
+/// naming what it holds: its tables (views, …) by name, else how many
+/// other relations (indexes, sequences).
+fn foreign_reason(objects: i64, tables: &[String]) -> String {
+    let held = match tables {
+        [] if objects == 1 => "1 relation".to_owned(),
+        [] => format!("{objects} relations"),
+        [one] => format!("table `{one}`"),
+        [first @ .., last] if tables.len() <= 3 => {
+            let first: Vec<String> = first.iter().map(|t| format!("`{t}`")).collect();
+            format!("tables {} and `{last}`", first.join(", "))
+        }
+        _ => {
+            let first: Vec<String> = tables[..3].iter().map(|t| format!("`{t}`")).collect();
+            format!("tables {} and {} more", first.join(", "), tables.len() - 3)
+        }
+    };
+    format!(
+        "its schema `{SCHEMA}` holds {held} but no `{SCHEMA}.schema_version` table \
+         (it looks like another program's)"
+    )
 }
 
 /// Keeps a connection listening on [`CHANNEL`], reconnecting with backoff;
@@ -701,3 +726,34 @@ impl Registry for PgStore {
 
 #[cfg(test)]
 pub(crate) mod testdb;
+
+#[cfg(test)]
+mod tests {
+    use super::foreign_reason;
+
+    #[test]
+    fn a_foreign_schema_is_described_by_what_it_holds() {
+        let t = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let cases = [
+            (2, t(&["jobs"]), "holds table `jobs` but no"),
+            (3, t(&["a", "b"]), "holds tables `a` and `b` but no"),
+            (
+                3,
+                t(&["a", "b", "c"]),
+                "holds tables `a`, `b` and `c` but no",
+            ),
+            (
+                9,
+                t(&["a", "b", "c", "d", "e"]),
+                "holds tables `a`, `b`, `c` and 2 more",
+            ),
+            (1, t(&[]), "holds 1 relation but no"),
+            (2, t(&[]), "holds 2 relations but no"),
+        ];
+        for (objects, tables, want) in cases {
+            let got = foreign_reason(objects, &tables);
+            assert!(got.contains(want), "{got}");
+            assert!(got.contains("`task_executor.schema_version`"), "{got}");
+        }
+    }
+}
