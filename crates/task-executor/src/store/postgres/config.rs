@@ -7,7 +7,9 @@
 //! `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGAPPNAME`,
 //! `PGCONNECT_TIMEOUT` for fields the URL does not set, and the `sslmode`s
 //! `verify-ca`/`verify-full` with `sslrootcert` (tokio-postgres knows only
-//! `disable`, `prefer` and `require`).
+//! `disable`, `prefer` and `require`). As in libpq, the roots a verifying
+//! mode trusts are `sslrootcert` alone (default `~/.postgresql/root.crt`),
+//! or the system's with `sslrootcert=system`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -35,7 +37,8 @@ pub(crate) enum Tls {
 pub(crate) struct PgConfig {
     pub config: Config,
     pub tls: Tls,
-    /// Extra trusted roots (`sslrootcert`), PEM.
+    /// The roots `verify-ca`/`verify-full` trust (`sslrootcert`, else
+    /// `~/.postgresql/root.crt` if it exists): a PEM file, or `system`.
     pub root_cert: Option<PathBuf>,
 }
 
@@ -150,7 +153,12 @@ pub(crate) fn parse(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<P
     {
         config.ssl_mode(SslMode::Disable);
     }
-    let root_cert = root_cert.or_else(|| env("PGSSLROOTCERT").map(PathBuf::from));
+    let root_cert = root_cert
+        .or_else(|| env("PGSSLROOTCERT").map(PathBuf::from))
+        .or_else(|| {
+            let default = PathBuf::from(env("HOME")?).join(".postgresql/root.crt");
+            default.is_file().then_some(default)
+        });
     Ok(PgConfig {
         config,
         tls,
