@@ -3,7 +3,8 @@
 //!
 //! - `--result-limit 0` is refused before anything runs
 //! - every duration flag refuses less than 1 ms (it would be stored as 0)
-//! - the worker's summary counts every run that failed
+//! - the worker's summary counts every run that failed (SQLite and
+//!   PostgreSQL: `sqlite::NAME`, `postgres::NAME`)
 //! - a run id too short to be a prefix says so, in every `runs` command
 //! - another program's SQLite database is "not a task-executor store",
 //!   named, and left byte for byte as it was
@@ -20,6 +21,8 @@ use std::process::Stdio;
 use common::*;
 use predicates::prelude::*;
 use serde_json::{Value, json};
+
+on_sql_backends!(the_worker_summary_counts_every_run_that_failed);
 
 /// A task that leaves `ran` in its dir when it runs, and succeeds.
 fn marker_task(env: &Env) -> std::path::PathBuf {
@@ -107,9 +110,7 @@ fn durations_under_a_millisecond_are_refused_by_every_duration_flag() {
     assert_eq!(env.json(&["show", "u", "--json"])["timeout_ms"], 1);
 }
 
-#[test]
-fn the_worker_summary_counts_every_run_that_failed() {
-    let env = Env::new("db");
+fn the_worker_summary_counts_every_run_that_failed(env: Env) {
     env.task(
         "ok",
         "ok.sh",

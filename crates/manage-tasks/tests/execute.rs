@@ -363,12 +363,14 @@ fn timeout_kills_the_whole_process_group() {
     });
 }
 
-/// With history (SQLite: the run is recorded as it goes) and without (YAML).
+/// With history (SQLite, PostgreSQL: the run is recorded as it goes, and
+/// ends cancelled) and without (YAML).
 #[test]
 fn sigint_and_sigterm_cancel_the_run_cleanly() {
     for (store, signal) in [
         ("db", "INT"),
         ("db", "TERM"),
+        ("postgres", "INT"),
         ("yaml", "INT"),
         ("yaml", "TERM"),
     ] {
@@ -420,6 +422,11 @@ fn sigint_and_sigterm_cancel_the_run_cleanly() {
             &format!("{store} {signal}: the grandchild to die"),
             || !alive(grandchild),
         );
+        if store != "yaml" {
+            let runs = env.all_runs();
+            assert_eq!(runs.len(), 1, "{store} {signal}");
+            assert_eq!(runs[0]["state"], "cancelled", "{store} {signal}");
+        }
     }
 }
 
@@ -472,10 +479,11 @@ fn quiet_drops_task_logs_and_no_color_never_colours() {
 /// One run whose output and result are larger than the first heap of the
 /// shipped (musl) build, 1 MiB: its buffers move to the second allocator
 /// mid-run (`src/alloc.rs`), and on SQLite the history's do too. History
-/// keeps the start of each over-long line and every line around them.
+/// (SQLite, PostgreSQL) keeps the start of each over-long line and every
+/// line around them.
 #[test]
 fn output_and_results_of_several_mib_come_through_intact() {
-    for kind in ["yaml", "db"] {
+    for kind in ["yaml", "db", "postgres"] {
         let env = Env::new(kind);
         env.task(
             "big",
@@ -507,7 +515,7 @@ fn output_and_results_of_several_mib_come_through_intact() {
         assert!(err.contains("TASK::big log line 1\n"), "{kind}");
         assert!(err.contains("TASK::big log line 20000\n"), "{kind}");
         assert!(err.contains(&"l".repeat(100_000)), "{kind}: the long line");
-        if kind == "db" {
+        if kind != "yaml" {
             let id = r["run_id"].as_str().unwrap();
             let logs = stdout(&env.cmd().args(["runs", "logs", id]).output().unwrap());
             let lines: Vec<&str> = logs.lines().collect();

@@ -1,5 +1,6 @@
 //! Workers on machines with different tasks (issue 15), with real worker
-//! processes on one SQLite file:
+//! processes on one store, SQLite and PostgreSQL (`sqlite::NAME`,
+//! `postgres::NAME`; tags on YAML too):
 //!
 //! - `register --tags` is checked, shown and kept (or replaced) by `--force`
 //! - `worker --tags` claims only runs whose task's tags it has all of; an
@@ -13,6 +14,12 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
+
+on_sql_backends!(
+    a_worker_claims_only_runs_whose_tags_it_has_and_runs_show_says_why_others_wait,
+    workers_list_shows_running_workers_and_which_are_gone,
+    a_task_missing_on_this_machine_is_left_queued_then_run_once_it_is_back,
+);
 
 const FAST: [&str; 4] = ["--poll", "20ms", "--lease", "1s"];
 
@@ -53,7 +60,7 @@ fn sleeper(env: &Env, name: &str, register: &[&str]) -> std::path::PathBuf {
 
 #[test]
 fn register_tags_are_checked_shown_and_kept_by_force() {
-    for kind in ["db", "yaml"] {
+    for kind in ["db", "postgres", "yaml"] {
         let env = Env::new(kind);
         sleeper(&env, "t", &["--tags", "linux, gpu,gpu"]);
         let shown = env.json(&["-q", "show", "t", "--json"]);
@@ -94,7 +101,7 @@ fn register_tags_are_checked_shown_and_kept_by_force() {
             .map(|t| t["name"].clone())
             .collect();
         assert_eq!(names, [json!("t")], "{kind}");
-        if kind == "db" {
+        if kind != "yaml" {
             let out = env
                 .cmd()
                 .args(["worker", "--until-idle", "--tags", "gpu,Linux"])
@@ -134,9 +141,7 @@ fn register_tags_are_checked_shown_and_kept_by_force() {
     }
 }
 
-#[test]
-fn a_worker_claims_only_runs_whose_tags_it_has_and_runs_show_says_why_others_wait() {
-    let env = Env::new("db");
+fn a_worker_claims_only_runs_whose_tags_it_has_and_runs_show_says_why_others_wait(env: Env) {
     sleeper(&env, "gpu", &["--tags", "gpu,linux"]);
     sleeper(&env, "plain", &[]);
     let tagged = env.submit_many("gpu", 2, "{}");
@@ -213,9 +218,7 @@ fn a_worker_claims_only_runs_whose_tags_it_has_and_runs_show_says_why_others_wai
     assert!(!bg_err(&env).contains("panicked"), "{}", bg_err(&env));
 }
 
-#[test]
-fn workers_list_shows_running_workers_and_which_are_gone() {
-    let env = Env::new("db");
+fn workers_list_shows_running_workers_and_which_are_gone(env: Env) {
     sleeper(&env, "slow", &[]);
     assert!(stdout(&env.cmd().args(["workers", "list"]).output().unwrap()).contains("No workers."));
     assert_eq!(
@@ -288,10 +291,8 @@ fn workers_list_shows_running_workers_and_which_are_gone() {
     assert_eq!(ids, [json!("doomed")]);
 }
 
-#[test]
-fn a_task_missing_on_this_machine_is_left_queued_then_run_once_it_is_back() {
+fn a_task_missing_on_this_machine_is_left_queued_then_run_once_it_is_back(env: Env) {
     use std::os::unix::fs::PermissionsExt;
-    let env = Env::new("db");
     let script = sleeper(&env, "local", &[]);
     let noexec = sleeper(&env, "noexec", &[]);
     let aside = env.dir.path().join("local.sh.aside");

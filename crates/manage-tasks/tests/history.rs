@@ -1,10 +1,14 @@
-//! Run history (SQLite store):
+//! Run history, each test on SQLite and on PostgreSQL (`sqlite::NAME`,
+//! `postgres::NAME`):
 //!
 //! - `execute` records its run: state, outcome, timings, masked arguments, logs by stream
 //! - secret (`writeOnly` / `format: password`) values never reach the database or `--json`
 //! - logs are bounded to head + tail with a marker saying what was cut
 //! - `runs list` filters (task, state, since) and keyset pages
 //! - `runs prune` by age and by count per task
+//! - `runs logs --follow` while the run goes on
+//! - a run id prefix; a history write failing mid-run is a warning; a killed
+//!   `execute`'s run fails as `executor_lost`
 //! - the YAML store says it keeps no history
 
 mod common;
@@ -13,11 +17,22 @@ use common::*;
 use predicates::prelude::*;
 use serde_json::json;
 
+on_sql_backends!(
+    execute_records_the_run_with_masked_arguments_and_its_logs,
+    logs_keep_head_and_tail_with_a_marker_and_streams_in_order,
+    runs_list_filters_and_pages_newest_first,
+    prune_removes_old_runs_and_caps_each_task,
+    logs_follow_streams_a_running_run_until_it_ends,
+    run_ids_differ_early_and_an_ambiguous_prefix_says_so,
+    the_next_page_hint_keeps_the_filters,
+    a_history_write_that_fails_after_the_run_is_a_warning_not_a_failure,
+    prune_keep_holds_whatever_else_is_given,
+    a_run_whose_execute_was_killed_fails_as_executor_lost_and_is_never_rerun,
+);
+
 const SECRET_INPUTS: &str = r#"{"type":"object","properties":{"user":{"type":"string"},"token":{"type":"string","writeOnly":true},"db":{"type":"object","properties":{"password":{"type":"string","format":"password"}}}}}"#;
 
-#[test]
-fn execute_records_the_run_with_masked_arguments_and_its_logs() {
-    let env = Env::new("db");
+fn execute_records_the_run_with_masked_arguments_and_its_logs(env: Env) {
     env.task("secret", "secret.sh", SECRET_INPUTS, "read -r envelope\necho \"got $envelope\"\necho 'to stderr' >&2\necho '{\"status\":1,\"reason\":\"ok\",\"payload\":42}'");
     let out = env
         .cmd()
@@ -61,7 +76,19 @@ fn execute_records_the_run_with_masked_arguments_and_its_logs() {
         "{text}"
     );
 
-    // Nowhere in the database files either.
+    // Nowhere in the database either: its files (SQLite), its rows (PostgreSQL).
+    if let Some(pg) = env.pg() {
+        let dump = pg.dump();
+        assert!(
+            dump.contains(r#""user":"ada""#),
+            "the dump holds no run: {dump}"
+        );
+        assert!(
+            !dump.contains("hunter2") && !dump.contains("tok-s3cret"),
+            "secret in the database: {dump}"
+        );
+        return;
+    }
     for suffix in ["", "-wal"] {
         let bytes = std::fs::read(format!("{}{suffix}", env.store.display())).unwrap_or_default();
         let hay = String::from_utf8_lossy(&bytes);
@@ -72,9 +99,7 @@ fn execute_records_the_run_with_masked_arguments_and_its_logs() {
     }
 }
 
-#[test]
-fn logs_keep_head_and_tail_with_a_marker_and_streams_in_order() {
-    let env = Env::new("db");
+fn logs_keep_head_and_tail_with_a_marker_and_streams_in_order(env: Env) {
     env.task("loud", "loud.sh", "{}", "cat >/dev/null\nfor i in $(seq 0 1999); do printf 'line %04d %s\\n' $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done\necho '{\"status\":1}'");
     env.cmd()
         .args(["-q", "execute", "--name", "loud", "--log-limit", "20000"])
@@ -110,9 +135,7 @@ fn logs_keep_head_and_tail_with_a_marker_and_streams_in_order() {
     assert_eq!(cut as usize + nums.len(), 2000, "{run}");
 }
 
-#[test]
-fn runs_list_filters_and_pages_newest_first() {
-    let env = Env::new("db");
+fn runs_list_filters_and_pages_newest_first(env: Env) {
     let script = env.task("alpha", "t.sh", "{}", "echo '{\"status\":1}'");
     env.register("beta", &script);
     let a = env.submit_many("alpha", 5, "{}");
@@ -175,9 +198,7 @@ fn runs_list_filters_and_pages_newest_first() {
     assert!(stderr(&table).contains("--after"), "{}", stderr(&table));
 }
 
-#[test]
-fn prune_removes_old_runs_and_caps_each_task() {
-    let env = Env::new("db");
+fn prune_removes_old_runs_and_caps_each_task(env: Env) {
     env.task("t", "t.sh", "{}", "echo '{\"status\":1}'");
     for id in env.submit_many("t", 4, "{}") {
         env.cmd().args(["runs", "cancel", &id]).assert().success();
@@ -223,9 +244,7 @@ fn the_yaml_store_says_it_keeps_no_history() {
     }
 }
 
-#[test]
-fn logs_follow_streams_a_running_run_until_it_ends() {
-    let env = Env::new("db");
+fn logs_follow_streams_a_running_run_until_it_ends(env: Env) {
     env.task(
         "slow",
         "slow.sh",
@@ -260,9 +279,7 @@ fn logs_follow_streams_a_running_run_until_it_ends() {
 
 /// Runs queued together have ids that differ from their first characters,
 /// so a short prefix picks one; a prefix several runs share says how many.
-#[test]
-fn run_ids_differ_early_and_an_ambiguous_prefix_says_so() {
-    let env = Env::new("db");
+fn run_ids_differ_early_and_an_ambiguous_prefix_says_so(env: Env) {
     env.task("t", "t.sh", "{}", "echo '{\"status\":1}'");
     let ids = env.submit_many("t", 50, "{}");
     let prefixes: std::collections::HashSet<&str> = ids.iter().map(|id| &id[..8]).collect();
@@ -275,15 +292,12 @@ fn run_ids_differ_early_and_an_ambiguous_prefix_says_so() {
     assert_eq!(shown["run_id"], ids[7].as_str());
 
     // Two runs whose ids share a prefix (written as another tool might have).
-    let conn = rusqlite::Connection::open(&env.store).unwrap();
     for (i, suffix) in ["1", "2"].iter().enumerate() {
-        conn.execute(
-            "UPDATE runs SET id = 'abcdef01-0000-4000-8000-00000000000' || ?1 WHERE id = ?2",
-            rusqlite::params![suffix, ids[i]],
-        )
-        .unwrap();
+        env.sql(&format!(
+            "UPDATE runs SET id = 'abcdef01-0000-4000-8000-00000000000{suffix}' WHERE id = '{}';",
+            ids[i]
+        ));
     }
-    drop(conn);
     env.cmd()
         .args(["runs", "show", "abcdef01"])
         .assert()
@@ -316,9 +330,7 @@ fn run_ids_differ_early_and_an_ambiguous_prefix_says_so() {
 }
 
 /// The hint for the next page repeats the filters of this one.
-#[test]
-fn the_next_page_hint_keeps_the_filters() {
-    let env = Env::new("db");
+fn the_next_page_hint_keeps_the_filters(env: Env) {
     let script = env.task("alpha", "t.sh", "{}", "echo '{\"status\":1}'");
     env.register("beta", &script);
     env.submit_many("alpha", 2, "{}");
@@ -362,9 +374,7 @@ fn the_next_page_hint_keeps_the_filters() {
     assert!(rest["next"].is_null());
 }
 
-#[test]
-fn a_history_write_that_fails_after_the_run_is_a_warning_not_a_failure() {
-    let env = Env::new("db");
+fn a_history_write_that_fails_after_the_run_is_a_warning_not_a_failure(env: Env) {
     let dir = env.dir.path();
     env.task(
         "t",
@@ -381,9 +391,19 @@ fn a_history_write_that_fails_after_the_run_is_a_warning_not_a_failure() {
     let mut child = env.spawn(&["execute", "t", "--json"]);
     wait_until(10.0, "the task to start", || dir.join("started").exists());
     // While it runs, history stops taking writes (as a full disk would).
-    env.sql(
-        "CREATE TRIGGER refuse BEFORE UPDATE ON runs BEGIN SELECT RAISE(FAIL, 'disk is full (test)'); END;",
-    );
+    let (refuse, allow) = match env.pg() {
+        None => (
+            "CREATE TRIGGER refuse BEFORE UPDATE ON runs BEGIN SELECT RAISE(FAIL, 'disk is full (test)'); END;",
+            "DROP TRIGGER refuse;",
+        ),
+        Some(_) => (
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'disk is full (test)'; END $$; \
+             CREATE TRIGGER refuse BEFORE UPDATE ON runs FOR EACH ROW EXECUTE FUNCTION refuse();",
+            "DROP TRIGGER refuse ON runs;",
+        ),
+    };
+    env.sql(refuse);
     std::fs::write(dir.join("go"), "").unwrap();
     let status = child.wait().unwrap();
     let err = std::fs::read_to_string(dir.join("bg.err")).unwrap();
@@ -405,7 +425,7 @@ fn a_history_write_that_fails_after_the_run_is_a_warning_not_a_failure() {
             .any(|w| w.as_str().unwrap().contains("disk is full (test)")),
         "{report}"
     );
-    env.sql("DROP TRIGGER refuse;");
+    env.sql(allow);
     // Ran once; a worker never runs it again.
     env.cmd()
         .args(["-q", "worker", "--until-idle", "--poll", "20ms"])
@@ -415,9 +435,7 @@ fn a_history_write_that_fails_after_the_run_is_a_warning_not_a_failure() {
     assert_eq!(std::fs::read_to_string(dir.join("ran")).unwrap(), "ran\n");
 }
 
-#[test]
-fn prune_keep_holds_whatever_else_is_given() {
-    let env = Env::new("db");
+fn prune_keep_holds_whatever_else_is_given(env: Env) {
     env.task("t", "t.sh", "{}", "echo '{\"status\":1}'");
     for id in env.submit_many("t", 5, "{}") {
         env.cmd().args(["runs", "cancel", &id]).assert().success();
@@ -437,9 +455,7 @@ fn prune_keep_holds_whatever_else_is_given() {
     assert_eq!(env.all_runs().len(), 3);
 }
 
-#[test]
-fn a_run_whose_execute_was_killed_fails_as_executor_lost_and_is_never_rerun() {
-    let env = Env::new("db");
+fn a_run_whose_execute_was_killed_fails_as_executor_lost_and_is_never_rerun(env: Env) {
     let dir = env.dir.path();
     env.task(
         "slow",

@@ -2,13 +2,18 @@
 //! snapshotted with what changes from run to run (ids, times, paths,
 //! durations, pids) replaced by a placeholder naming the field.
 //! `docs/json.md` documents these shapes; a change here must change it too.
+//! The shapes that come from the store are pinned on SQLite and PostgreSQL
+//! against the same snapshots (`sqlite::NAME`, `postgres::NAME`): every
+//! backend gives the same JSON.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Env, json_stdout, stderr, stdout, wait_until};
+use common::{Env, json_stdout, on_sql_backends, stderr, stdout, wait_until};
 use serde_json::{Value, json};
+
+on_sql_backends!(tasks, runs, queue_and_schedules, workers);
 
 /// Fields whose values differ between runs, by key.
 const VOLATILE: &[&str] = &[
@@ -92,9 +97,7 @@ echo '{"status":1,"reason":"ok","payload":{"greeting":"hello"}}'
         .success();
 }
 
-#[test]
-fn tasks() {
-    let env = Env::new("db");
+fn tasks(env: Env) {
     let script = env.script(
         "t.sh",
         &common::task_script(r#"{"type":"object"}"#, "echo '{\"status\":1}'"),
@@ -140,9 +143,7 @@ fn list_with_unusable_entries() {
     insta::assert_json_snapshot!("list_unusable", stable(env.json(&["-q", "list", "--json"])));
 }
 
-#[test]
-fn runs() {
-    let env = Env::new("db");
+fn runs(env: Env) {
     greeter(&env);
     let args = r#"{"name":"Ada","token":"hunter2"}"#;
     let done = env.json(&["-q", "execute", "greet", "--json", "--taskArgs", args]);
@@ -212,9 +213,7 @@ fn batch() {
     insta::assert_json_snapshot!("execute_batch", stable(Value::Array(json_lines(&out))));
 }
 
-#[test]
-fn queue_and_schedules() {
-    let env = Env::new("db");
+fn queue_and_schedules(env: Env) {
     greeter(&env);
     let queued = env.json(&[
         "-q",
@@ -281,9 +280,7 @@ fn queue_and_schedules() {
     insta::assert_json_snapshot!("runs_prune", pruned);
 }
 
-#[test]
-fn workers() {
-    let env = Env::new("db");
+fn workers(env: Env) {
     let mut worker = env.spawn(&[
         "-q",
         "worker",

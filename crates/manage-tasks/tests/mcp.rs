@@ -5,6 +5,11 @@
 //! `legacy` the previous one (2025-11-25, through `initialize`). The SDK
 //! lives in a virtualenv that `.ci/run` creates: `$MCP_PYTHON`, else
 //! `.venv-mcp/bin/python` in the workspace root.
+//!
+//! The scenarios that read or write the store (tools from the registry,
+//! calls recorded in history, failures, cancel, `list_changed`, SIGTERM, a
+//! removed executable) run on SQLite and on PostgreSQL (`sqlite::NAME`,
+//! `postgres::NAME`); those about the protocol alone on SQLite.
 
 mod common;
 
@@ -12,7 +17,17 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{Env, alive, task_script};
+use common::{Env, alive, on_sql_backends, sql_text, task_script};
+
+on_sql_backends!(
+    lists_one_tool_per_task_with_schemas,
+    calls_a_task_and_returns_its_result_and_logs,
+    failed_runs_are_tool_errors_with_an_explanation,
+    cancelling_a_call_kills_its_process_group,
+    registering_during_a_session_notifies_list_changed,
+    sigterm_stops_the_server_and_its_running_task,
+    a_removed_executable_is_an_explained_tool_error,
+);
 
 const MODES: [&str; 2] = ["auto", "legacy"];
 
@@ -46,8 +61,7 @@ struct Fixture {
     late: PathBuf,
 }
 
-fn fixture() -> Fixture {
-    let env = Env::new("db");
+fn fixture(env: Env) -> Fixture {
     let greet = env.script(
         "greet.sh",
         r#"#!/bin/bash
@@ -96,16 +110,14 @@ echo "{\"status\":1,\"reason\":\"\",\"payload\":\"${data^^}\"}"
     ] {
         env.register(name, path);
     }
-    let conn = rusqlite::Connection::open(&env.store).unwrap();
-    conn.execute(
+    env.sql(&format!(
         "INSERT INTO tasks (name, location, inputs, created_at, updated_at) \
-         VALUES ('shout', ?1, ?2, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
-        rusqlite::params![
-            shout.to_str().unwrap(),
+         VALUES ('shout', {}, {}, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z');",
+        sql_text(shout.to_str().unwrap()),
+        sql_text(
             r#"{"$schema":"http://json-schema.org/draft-07/schema#","type":"string","minLength":1}"#
-        ],
-    )
-    .unwrap();
+        ),
+    ));
     let pid_file = env.dir.path().join("pids");
     Fixture {
         env,
@@ -192,8 +204,8 @@ impl Fixture {
     }
 }
 
-fn stdio(scenario: &str) {
-    let fx = fixture();
+fn stdio(env: Env, scenario: &str) {
+    let fx = fixture(env);
     for mode in MODES {
         fx.client(scenario, mode, "stdio");
         if scenario == "list_changed" {
@@ -202,14 +214,12 @@ fn stdio(scenario: &str) {
     }
 }
 
-#[test]
-fn lists_one_tool_per_task_with_schemas() {
-    stdio("list");
+fn lists_one_tool_per_task_with_schemas(env: Env) {
+    stdio(env, "list");
 }
 
-#[test]
-fn calls_a_task_and_returns_its_result_and_logs() {
-    let fx = fixture();
+fn calls_a_task_and_returns_its_result_and_logs(env: Env) {
+    let fx = fixture(env);
     for mode in MODES {
         fx.client("call", mode, "stdio");
     }
@@ -235,28 +245,25 @@ fn calls_a_task_and_returns_its_result_and_logs() {
 
 #[test]
 fn invalid_arguments_are_a_protocol_error_naming_each_violation() {
-    stdio("invalid");
+    stdio(Env::new("db"), "invalid");
 }
 
-#[test]
-fn failed_runs_are_tool_errors_with_an_explanation() {
-    stdio("failures");
+fn failed_runs_are_tool_errors_with_an_explanation(env: Env) {
+    stdio(env, "failures");
 }
 
-#[test]
-fn cancelling_a_call_kills_its_process_group() {
-    stdio("cancel");
+fn cancelling_a_call_kills_its_process_group(env: Env) {
+    stdio(env, "cancel");
 }
 
-#[test]
-fn registering_during_a_session_notifies_list_changed() {
-    stdio("list_changed");
+fn registering_during_a_session_notifies_list_changed(env: Env) {
+    stdio(env, "list_changed");
 }
 
 /// `mcp --http`: the same scenarios over streamable HTTP against one server.
 #[test]
 fn serves_streamable_http() {
-    let fx = fixture();
+    let fx = fixture(Env::new("db"));
     let mut server = fx
         .command(assert_cmd::cargo::cargo_bin("manage_tasks"))
         .args(["mcp", "--http", "127.0.0.1:0"])
@@ -294,7 +301,7 @@ fn serves_streamable_http() {
 
 #[test]
 fn http_refuses_a_taken_address() {
-    let fx = fixture();
+    let fx = fixture(Env::new("db"));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     fx.env
@@ -309,11 +316,10 @@ fn http_refuses_a_taken_address() {
 
 /// SIGTERM to a stdio server with a call in flight: the task's group is
 /// stopped and the server exits promptly, without waiting for stdin to close.
-#[test]
-fn sigterm_stops_the_server_and_its_running_task() {
+fn sigterm_stops_the_server_and_its_running_task(env: Env) {
     use std::time::{Duration, Instant};
 
-    let fx = fixture();
+    let fx = fixture(env);
     let (mut server, stdin) = fx.call_over_stdio(&["mcp", "--grace", "1s"], "hangs");
     let deadline = Instant::now() + Duration::from_secs(15);
     let pids = loop {
@@ -353,9 +359,8 @@ fn sigterm_stops_the_server_and_its_running_task() {
 
 /// A tool whose executable was removed after registration answers with an
 /// explained tool error (raw JSON-RPC over stdio, no SDK involved).
-#[test]
-fn a_removed_executable_is_an_explained_tool_error() {
-    let fx = fixture();
+fn a_removed_executable_is_an_explained_tool_error(env: Env) {
+    let fx = fixture(env);
     let gone = fx
         .env
         .script("gone.sh", &task_script(r#"{"type":"object"}"#, "true"));
@@ -383,7 +388,7 @@ fn a_removed_executable_is_an_explained_tool_error() {
 #[test]
 fn a_line_that_is_not_json_gets_a_parse_error_and_the_session_goes_on() {
     use std::io::Write;
-    let fx = fixture();
+    let fx = fixture(Env::new("db"));
     let mut server = fx
         .command(assert_cmd::cargo::cargo_bin("manage_tasks"))
         .args(["mcp"])

@@ -1,4 +1,5 @@
-//! The durable queue with real worker processes on one SQLite file:
+//! The durable queue with real worker processes on one store, each test on
+//! SQLite and on PostgreSQL (`sqlite::NAME`, `postgres::NAME`):
 //!
 //! - `submit` + `worker`; `submit --wait` exits like `execute`
 //! - two workers never run the same run twice
@@ -16,6 +17,22 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
+
+on_sql_backends!(
+    submit_prints_the_id_and_a_worker_runs_it,
+    submit_wait_exits_like_execute,
+    two_workers_never_run_the_same_run_twice,
+    three_workers_500_runs_one_killed_every_run_completed_exactly_once,
+    a_worker_that_lost_its_lease_cannot_overwrite_and_kills_its_task,
+    sigterm_lets_short_runs_finish_and_requeues_the_rest,
+    retries_with_backoff_and_status_is_not_retried,
+    per_task_concurrency_limit_holds_across_workers,
+    a_delayed_run_is_not_claimed_before_its_time,
+    cancelling_a_queued_run_keeps_it_from_running,
+    a_schedule_fires_once_per_tick_with_two_workers,
+    a_queued_run_is_never_delivered_to_a_task_registered_later_under_its_name,
+    a_worker_paused_past_its_lease_reclaims_the_run_and_stops_its_old_attempt,
+);
 
 /// A task that appends `$TASK_RUN_ID <worker pid>` to `file`, then sleeps `sleep` seconds (default 0)
 /// and reports its worker's pid.
@@ -48,9 +65,7 @@ fn run(env: &Env, id: &str) -> Value {
 
 const FAST: [&str; 4] = ["--poll", "20ms", "--lease", "2s"];
 
-#[test]
-fn submit_prints_the_id_and_a_worker_runs_it() {
-    let env = Env::new("db");
+fn submit_prints_the_id_and_a_worker_runs_it(env: Env) {
     recorder(&env, "rec", "ran");
     let out = env
         .cmd()
@@ -79,9 +94,7 @@ fn submit_prints_the_id_and_a_worker_runs_it() {
     assert_eq!(env.all_runs().len(), 1);
 }
 
-#[test]
-fn submit_wait_exits_like_execute() {
-    let env = Env::new("db");
+fn submit_wait_exits_like_execute(env: Env) {
     env.task("st", "st.sh", r#"{"type":"object","properties":{"mode":{"type":"string"}}}"#, "read -r e\ncase \"$e\" in *ok*) echo '{\"status\":1,\"reason\":\"fine\"}';; *two*) echo '{\"status\":2,\"reason\":\"nope\"}';; *) exit 7;; esac");
     let mut worker = env.spawn(&["-q", "worker", "--concurrency", "2", "--poll", "20ms"]);
     for (mode, code) in [("ok", 0), ("two", 1), ("crash", 3)] {
@@ -128,9 +141,7 @@ fn submit_wait_exits_like_execute() {
     assert!(worker.wait().unwrap().success());
 }
 
-#[test]
-fn two_workers_never_run_the_same_run_twice() {
-    let env = Env::new("db");
+fn two_workers_never_run_the_same_run_twice(env: Env) {
     recorder(&env, "rec", "ran");
     let ids = env.submit_many("rec", 120, "{}");
     let mut args = vec!["-q", "worker", "--until-idle", "--concurrency", "3"];
@@ -152,9 +163,7 @@ fn two_workers_never_run_the_same_run_twice() {
     assert!(env.all_runs().iter().all(|r| r["state"] == "completed"));
 }
 
-#[test]
-fn three_workers_500_runs_one_killed_every_run_completed_exactly_once() {
-    let env = Env::new("db");
+fn three_workers_500_runs_one_killed_every_run_completed_exactly_once(env: Env) {
     recorder(&env, "rec", "ran");
     let ids = env.submit_many("rec", 500, r#"{"sleep":0.01}"#);
     let mut args = vec!["-q", "worker", "--concurrency", "2"];
@@ -207,9 +216,7 @@ fn three_workers_500_runs_one_killed_every_run_completed_exactly_once() {
     );
 }
 
-#[test]
-fn a_worker_that_lost_its_lease_cannot_overwrite_and_kills_its_task() {
-    let env = Env::new("db");
+fn a_worker_that_lost_its_lease_cannot_overwrite_and_kills_its_task(env: Env) {
     let pids = env.dir.path().join("pids");
     let run_script = format!(
         "read -r e\necho \"$$ $PPID\" >> {}\nsleep 3\necho \"{{\\\"status\\\":1,\\\"payload\\\":$PPID}}\"",
@@ -267,9 +274,7 @@ fn a_worker_that_lost_its_lease_cannot_overwrite_and_kills_its_task() {
     assert!(err.contains("attempt 2 is running on B"), "{err}");
 }
 
-#[test]
-fn sigterm_lets_short_runs_finish_and_requeues_the_rest() {
-    let env = Env::new("db");
+fn sigterm_lets_short_runs_finish_and_requeues_the_rest(env: Env) {
     recorder(&env, "rec", "ran");
     let short = env.submit_many("rec", 2, r#"{"sleep":0.5}"#);
     let long = env.submit_many("rec", 1, r#"{"sleep":30}"#);
@@ -320,9 +325,7 @@ fn sigterm_lets_short_runs_finish_and_requeues_the_rest() {
     assert_eq!(run(&env, &long[0])["state"], "cancelled");
 }
 
-#[test]
-fn retries_with_backoff_and_status_is_not_retried() {
-    let env = Env::new("db");
+fn retries_with_backoff_and_status_is_not_retried(env: Env) {
     let count = env.dir.path().join("count");
     let run_script = format!(
         "read -r e\necho x >> {c}\nn=$(wc -l < {c})\ncase \"$e\" in *status*) echo '{{\"status\":2}}'; exit 0;; esac\n[ $n -lt 3 ] && exit 9\necho '{{\"status\":1}}'",
@@ -383,9 +386,7 @@ fn retries_with_backoff_and_status_is_not_retried() {
     assert!(w.wait().unwrap().success());
 }
 
-#[test]
-fn per_task_concurrency_limit_holds_across_workers() {
-    let env = Env::new("db");
+fn per_task_concurrency_limit_holds_across_workers(env: Env) {
     let slots = env.dir.path().join("slots");
     let seen = env.dir.path().join("seen");
     std::fs::create_dir(&slots).unwrap();
@@ -432,9 +433,7 @@ fn per_task_concurrency_limit_holds_across_workers() {
     assert!(counts.contains(&2), "the limit is 2, not 1: {counts:?}");
 }
 
-#[test]
-fn a_delayed_run_is_not_claimed_before_its_time() {
-    let env = Env::new("db");
+fn a_delayed_run_is_not_claimed_before_its_time(env: Env) {
     recorder(&env, "rec", "ran");
     let out = env
         .cmd()
@@ -474,9 +473,7 @@ fn a_delayed_run_is_not_claimed_before_its_time() {
     );
 }
 
-#[test]
-fn cancelling_a_queued_run_keeps_it_from_running() {
-    let env = Env::new("db");
+fn cancelling_a_queued_run_keeps_it_from_running(env: Env) {
     recorder(&env, "rec", "ran");
     let id = env.submit_many("rec", 1, "{}").remove(0);
     env.cmd()
@@ -494,9 +491,7 @@ fn cancelling_a_queued_run_keeps_it_from_running() {
     assert!(stdout(&out).contains("already cancelled"));
 }
 
-#[test]
-fn a_schedule_fires_once_per_tick_with_two_workers() {
-    let env = Env::new("db");
+fn a_schedule_fires_once_per_tick_with_two_workers(env: Env) {
     recorder(&env, "rec", "ran");
     let out = env
         .cmd()
@@ -537,9 +532,7 @@ fn a_schedule_fires_once_per_tick_with_two_workers() {
     assert!(runs.iter().all(|r| r["schedule"] == sched.as_str()));
 }
 
-#[test]
-fn a_queued_run_is_never_delivered_to_a_task_registered_later_under_its_name() {
-    let env = Env::new("db");
+fn a_queued_run_is_never_delivered_to_a_task_registered_later_under_its_name(env: Env) {
     let marker = |file: &str| {
         format!(
             "read -r _\necho ran >> {}\necho '{{\"status\":1,\"reason\":\"ok\",\"payload\":null}}'",
@@ -609,9 +602,7 @@ fn a_queued_run_is_never_delivered_to_a_task_registered_later_under_its_name() {
 /// (requeued, as another worker's maintenance would). Resumed, the worker
 /// claims the run again itself, stops its old attempt, says what happened,
 /// and records only the new attempt's result.
-#[test]
-fn a_worker_paused_past_its_lease_reclaims_the_run_and_stops_its_old_attempt() {
-    let env = Env::new("db");
+fn a_worker_paused_past_its_lease_reclaims_the_run_and_stops_its_old_attempt(env: Env) {
     let pids = env.dir.path().join("pids");
     env.task(
         "slow",

@@ -1,4 +1,5 @@
-//! Registering, listing, showing and unregistering tasks, on both store backends.
+//! Registering, listing, showing and unregistering tasks, on every store
+//! backend (YAML, SQLite, PostgreSQL) where the store matters.
 //!
 //! - registration of the bundled examples and what `list`/`show` report
 //! - refusals at register time: each bad task is named, the store is untouched
@@ -11,7 +12,9 @@ use common::*;
 use predicates::prelude::*;
 use serde_json::json;
 
-const KINDS: [&str; 2] = ["yaml", "db"];
+const KINDS: [&str; 3] = ["yaml", "db", "postgres"];
+
+on_sql_backends!(unregister_removes_the_tasks_schedules_and_says_so);
 
 #[test]
 fn registers_lists_and_shows_the_examples() {
@@ -545,9 +548,7 @@ fn register_force_keeps_what_is_not_given_again() {
     }
 }
 
-#[test]
-fn unregister_removes_the_tasks_schedules_and_says_so() {
-    let env = Env::new("db");
+fn unregister_removes_the_tasks_schedules_and_says_so(env: Env) {
     let script = env.task("greet", "g.sh", "{}", "echo '{\"status\":1}'");
     env.register("other", &script);
     for (task, cron) in [
