@@ -15,8 +15,10 @@ use clap::{Args, Parser, Subcommand};
 (timeout, cancelled, crash, no or invalid result)."
 )]
 pub struct Cli {
-    /// The task store: a .yaml/.yml file, or an SQLite .db/.sqlite/.sqlite3 file or sqlite: URL.
-    /// Default: SQLite at $XDG_DATA_HOME/task-executor/tasks.db.
+    /// The task store: a .yaml/.yml file; an SQLite .db/.sqlite/.sqlite3 file or
+    /// sqlite: URL; or a PostgreSQL database, postgres://user:password@host:5432/db
+    /// (PG* variables fill in what it leaves out). Default: SQLite at
+    /// $XDG_DATA_HOME/task-executor/tasks.db.
     #[arg(long, global = true, env = "TASK_STORE", value_name = "STORE")]
     pub store: Option<String>,
 
@@ -41,11 +43,11 @@ pub enum Command {
     List(ListArgs),
     /// Show one task: location, description, input and output schemas, timeout.
     Show(ShowArgs),
-    /// Execute a registered task now, in this process (recorded in history with an SQLite store).
+    /// Execute a registered task now, in this process (recorded, except on a YAML store).
     Execute(ExecuteArgs),
     /// Serve every registered task as a tool to MCP clients (stdio, or streamable HTTP with --http).
     Mcp(McpArgs),
-    /// Queue a run for the workers and print its id (SQLite store).
+    /// Queue a run for the workers and print its id (SQLite or PostgreSQL store).
     Submit(SubmitArgs),
     /// Claim queued runs and execute them until stopped (SIGTERM drains gracefully).
     Worker(WorkerArgs),
@@ -258,8 +260,9 @@ pub struct WorkerArgs {
     pub grace: Duration,
     /// How often to look for work when the queue is empty (default 100ms;
     /// on PostgreSQL 1s, idle workers being woken at once by LISTEN/NOTIFY).
-    /// Given on PostgreSQL, it turns LISTEN off: polling only, which works
-    /// behind PgBouncer in transaction mode.
+    /// Given on PostgreSQL, it turns LISTEN off: polling only, as behind
+    /// PgBouncer in transaction mode (1.21 or later, with
+    /// max_prepared_statements set).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub poll: Option<Duration>,
     /// Exit once no run is running anywhere and none is due now (runs

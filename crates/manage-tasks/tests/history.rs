@@ -238,7 +238,7 @@ fn the_yaml_store_says_it_keeps_no_history() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = stderr(&out);
         assert!(
-            err.contains("not supported by the yaml store; use an SQLite store"),
+            err.contains("not supported by the yaml store; use an SQLite or PostgreSQL store"),
             "{err}"
         );
     }

@@ -207,7 +207,7 @@ pub enum StoreError {
         name: TaskName,
     },
     /// The requested feature is not available on this backend.
-    #[error("{what} is not supported by the {backend} store; use an SQLite store")]
+    #[error("{what} is not supported by the {backend} store; use an SQLite or PostgreSQL store")]
     Unsupported {
         /// The feature asked for.
         what: &'static str,
