@@ -315,7 +315,8 @@ fn http_refuses_a_taken_address() {
 }
 
 /// SIGTERM to a stdio server with a call in flight: the task's group is
-/// stopped and the server exits promptly, without waiting for stdin to close.
+/// stopped, the run recorded as cancelled, and the server exits promptly,
+/// without waiting for stdin to close.
 fn sigterm_stops_the_server_and_its_running_task(env: Env) {
     use std::time::{Duration, Instant};
 
@@ -355,6 +356,14 @@ fn sigterm_stops_the_server_and_its_running_task(env: Env) {
         );
     }
     drop(stdin);
+    // The call's run is recorded as cancelled, not left running.
+    let runs = fx.env.all_runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        (runs[0]["state"].as_str(), runs[0]["caller"].as_str()),
+        (Some("cancelled"), Some("mcp")),
+        "{runs:?}"
+    );
 }
 
 /// A tool whose executable was removed after registration answers with an
