@@ -118,9 +118,9 @@ impl StoreSpec {
         let (a, b) = (self.path(), other.path());
         match (std::fs::metadata(a), std::fs::metadata(b)) {
             (Ok(ma), Ok(mb)) => ma.dev() == mb.dev() && ma.ino() == mb.ino(),
-            (Err(_), Err(_)) => normalise(a) == normalise(b),
-            // One exists and the other does not: two places.
-            _ => false,
+            // Not both there to ask: compared as paths (`x/../t.db` is
+            // `t.db` even where `x` does not exist).
+            _ => normalise(a) == normalise(b),
         }
     }
 
@@ -278,6 +278,7 @@ mod tests {
         let d = dir.path().display();
         for same in [
             format!("{d}/sub/../tasks.db"),
+            format!("{d}/missing/../tasks.db"),
             format!("{d}/./tasks.db"),
             format!("sqlite://{d}/tasks.db"),
             format!("{d}/link.db"),
