@@ -296,7 +296,7 @@ pub async fn copy_store(
             store: from.as_arg(),
         });
     }
-    let copy = Copy {
+    let copy = Copying {
         from: Store::open(from),
         to: Store::open(to),
         from_arg: from.as_arg(),
@@ -306,14 +306,14 @@ pub async fn copy_store(
 }
 
 /// One copy under way.
-struct Copy {
+struct Copying {
     from: Store,
     to: Store,
     from_arg: String,
     to_arg: String,
 }
 
-impl Copy {
+impl Copying {
     async fn run(
         &self,
         config: &CopyConfig,
