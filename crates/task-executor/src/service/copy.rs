@@ -41,7 +41,7 @@ impl Default for CopyConfig {
     fn default() -> Self {
         Self {
             batch: 500,
-            log_bytes: 64 * 1024 * 1024,
+            log_bytes: 16 * 1024 * 1024,
         }
     }
 }
