@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     after_help = "Exit codes: 0 task succeeded (status 1); 1 task reported another status; \
 2 nothing ran (usage, unknown task, invalid arguments, store error); 3 the run failed \
-(timeout, cancelled, crash, no or invalid result)."
+(timeout, cancelled, crash, no or invalid result); 4 store copy: a row differs between the stores."
 )]
 pub struct Cli {
     /// The task store: a .yaml/.yml file, or an SQLite .db/.sqlite/.sqlite3 file or sqlite: URL.
@@ -58,6 +58,9 @@ pub enum Command {
     /// Cron schedules that queue runs, fired by the workers.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Whole stores: copy one into another.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to generate completions for.
@@ -430,6 +433,29 @@ pub struct ScheduleAddArgs {
 pub struct ScheduleRemoveArgs {
     /// The schedule's id.
     pub id: String,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(defer = true)]
+pub enum StoreCommand {
+    /// Copy tasks, schedules and finished runs into another store; running
+    /// it again copies only what is new, and a row that differs in the
+    /// target is never overwritten (exit 4).
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The store to copy from, as --store takes it (default: --store/TASK_STORE,
+    /// else the default store). It is only read.
+    #[arg(long, value_name = "STORE")]
+    pub from: Option<String>,
+    /// The store to copy into, as --store takes it; created if it does not exist.
+    #[arg(long, value_name = "STORE")]
+    pub to: String,
+    /// Print `{"tasks","schedules","runs","history"}` on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

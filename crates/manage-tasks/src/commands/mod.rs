@@ -11,6 +11,7 @@ mod mcp;
 mod queue;
 mod register;
 mod runs;
+mod store;
 mod tasks;
 mod workers;
 
@@ -21,7 +22,9 @@ use task_executor::service::{Service, ServiceConfig};
 use task_executor::store::ENV_TASK_STORE;
 use task_executor::{Runner, Store, StoreSpec, TaskName};
 
-use crate::cli::{ArgsSource, Cli, Command, RunsCommand, ScheduleCommand, WorkersCommand};
+use crate::cli::{
+    ArgsSource, Cli, Command, RunsCommand, ScheduleCommand, StoreCommand, WorkersCommand,
+};
 use crate::exit::Failure;
 
 /// Whether the command asked for machine output.
@@ -39,6 +42,7 @@ pub fn wants_json(command: &Command) -> bool {
         Command::Schedule(ScheduleCommand::Add(a)) => a.json,
         Command::Schedule(ScheduleCommand::List(a)) => a.json,
         Command::Workers(WorkersCommand::List(a)) => a.json,
+        Command::Store(StoreCommand::Copy(a)) => a.json,
         Command::Unregister(_)
         | Command::Mcp(_)
         | Command::Completions { .. }
@@ -65,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Workers(cmd) => workers::run(&ctx, cmd).await,
         Command::Runs(cmd) => runs::run(&ctx, cmd).await,
         Command::Schedule(cmd) => queue::schedule(&ctx, cmd).await,
+        Command::Store(cmd) => store::run(&ctx, cmd).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer first: clap_complete panics on a write error

@@ -28,10 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use contract::{
-    Active, Availability, ClaimFilter, Claimed, Clock, Due, DueSchedule, Expired,
-    FORGET_WORKERS_AFTER, Finish, Lease, LeaseStatus, MIN_PREFIX, ManualClock, NewRun, NewSchedule,
-    Prune, Registry, RunLookup, RunStore, Schedule, Started, SystemClock, Verdict, WorkerBeat,
-    WorkerRecord,
+    Active, Availability, ClaimFilter, Claimed, Clock, Due, DueSchedule, Expired, ExportCursor,
+    ExportLimits, ExportPage, ExportedLogLine, ExportedRun, ExportedSchedule, FORGET_WORKERS_AFTER,
+    Finish, ImportReport, Lease, LeaseStatus, MIN_PREFIX, ManualClock, NewRun, NewSchedule, Prune,
+    Registry, RunLookup, RunStore, Schedule, Started, SystemClock, Verdict, WorkerBeat,
+    WorkerRecord, task_difference,
 };
 pub use postgres::PgStore;
 pub use spec::{ENV_TASK_STORE, StoreSpec, redact};
@@ -214,6 +215,20 @@ pub enum StoreError {
         /// The backend's name.
         backend: &'static str,
     },
+    /// A row being imported differs from the one stored under its key
+    /// (`store copy`); nothing of its batch was written. Names the field,
+    /// never its values (they may be secret).
+    #[error(
+        "{what} `{key}` is already stored with a different `{field}`; nothing of this batch was written (remove that {what} from the store, or import into an empty one)"
+    )]
+    Conflict {
+        /// What kind of row (`task`, `schedule`, `run`).
+        what: &'static str,
+        /// Its key (name or id).
+        key: String,
+        /// The first field that differs, by its column's name.
+        field: &'static str,
+    },
     /// The backend's worker thread stopped unexpectedly.
     #[error("store `{path}`: {message}")]
     Internal {
@@ -375,6 +390,15 @@ impl Store {
             Store::Postgres(s) => s.remove(name).await,
         }
     }
+
+    /// Imports tasks: see [`Registry::import_tasks`].
+    pub async fn import_tasks(&self, tasks: &[Task]) -> Result<ImportReport, StoreError> {
+        match self {
+            Store::Yaml(s) => s.import_tasks(tasks).await,
+            Store::Sqlite(s) => s.import_tasks(tasks).await,
+            Store::Postgres(s) => s.import_tasks(tasks).await,
+        }
+    }
 }
 
 /// Run history, the queue and schedules ([`RunStore`]); the YAML store
@@ -532,5 +556,28 @@ impl Store {
         run: Option<&NewRun>,
     ) -> Result<bool, StoreError> {
         runs_op!(self, s => s.fire(due, next_fire_at, run))
+    }
+
+    pub async fn export_runs(
+        &self,
+        after: Option<ExportCursor>,
+        limits: ExportLimits,
+    ) -> Result<ExportPage, StoreError> {
+        runs_op!(self, s => s.export_runs(after, limits))
+    }
+
+    pub async fn import_runs(&self, runs: &[ExportedRun]) -> Result<ImportReport, StoreError> {
+        runs_op!(self, s => s.import_runs(runs))
+    }
+
+    pub async fn export_schedules(&self) -> Result<Vec<ExportedSchedule>, StoreError> {
+        runs_op!(self, s => s.export_schedules())
+    }
+
+    pub async fn import_schedules(
+        &self,
+        schedules: &[ExportedSchedule],
+    ) -> Result<ImportReport, StoreError> {
+        runs_op!(self, s => s.import_schedules(schedules))
     }
 }

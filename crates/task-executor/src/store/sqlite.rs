@@ -33,13 +33,14 @@ use rusqlite::{
 };
 use serde_json::Value;
 
+mod copy;
 mod runs;
 mod workers;
 
-use super::contract::{Clock, Registry, SystemClock};
+use super::contract::{Clock, ImportReport, Registry, SystemClock};
 use super::rows::{RawRow, tags_json};
 use super::{InsertMode, StoreError};
-use crate::task::{Formats, Task, TaskName};
+use crate::task::{Formats, Policy, Task, TaskName};
 
 /// Schema migrations, applied in order; entry `i` takes `user_version` from
 /// `i` to `i + 1`. Append only: never edit a released entry.
@@ -174,7 +175,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_IDLE: usize = 4;
 
 /// Current time as RFC 3339 UTC with milliseconds, computed by SQLite.
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+macro_rules! now_sql {
+    () => {
+        "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    };
+}
+
+/// [`now_sql!`], for tests that write rows themselves.
+#[cfg(test)]
+const NOW: &str = now_sql!();
 
 /// The task columns, in the order `read_task` reads them.
 const COLUMNS: &str = "name, location, description, inputs, outputs, timeout_ms, \
@@ -254,7 +263,7 @@ impl Fail {
 }
 
 /// Reads a `tasks` row selected as [`COLUMNS`].
-fn read_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+pub(super) fn read_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
     Ok(RawRow {
         name: row.get(0)?,
         location: row.get(1)?,
@@ -430,41 +439,9 @@ impl Registry for SqliteStore {
 
     /// Replacing keeps the original `created_at`.
     async fn insert(&self, task: &Task, mode: InsertMode) -> Result<(), StoreError> {
-        let conversion = |message: String| StoreError::Sqlite {
-            path: self.path().to_owned(),
-            source: rusqlite::Error::ToSqlConversionFailure(message.into()),
-        };
-        let location = task.location.to_str().ok_or_else(|| {
-            conversion(format!(
-                "the location of task `{}` ({}) is not valid UTF-8",
-                task.name,
-                task.location.display()
-            ))
-        })?;
-        let timeout_ms = task
-            .timeout
-            .map(|d| {
-                i64::try_from(d.as_millis()).map_err(|_| {
-                    conversion(format!("the timeout of task `{}` is too large", task.name))
-                })
-            })
-            .transpose()?;
-        let row = (
-            task.name.clone(),
-            location.to_owned(),
-            task.description.clone(),
-            to_json(&task.inputs),
-            task.outputs.as_ref().map(to_json),
-            timeout_ms,
-            task.policy.clone(),
-            match task.formats {
-                Formats::Assert => None,
-                Formats::Annotate => Some("annotate"),
-            },
-        );
+        let row = TaskRow::new(task, self.path())?;
         let sql = format!(
-            "INSERT INTO tasks ({COLUMNS}, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, {NOW}, {NOW})
+            "{INSERT_TASK}
              ON CONFLICT (name) DO UPDATE SET
                 location = excluded.location,
                 description = excluded.description,
@@ -482,31 +459,15 @@ impl Registry for SqliteStore {
         );
         let inserted = self
             .write(move |tx, _| {
-                let (name, location, description, inputs, outputs, timeout_ms, policy, formats) =
-                    row;
                 if mode == InsertMode::CreateNew {
                     let taken = tx
                         .prepare_cached("SELECT 1 FROM tasks WHERE name = ?1")?
-                        .exists([name.as_str()])?;
+                        .exists([row.name.as_str()])?;
                     if taken {
                         return Ok(false);
                     }
                 }
-                tx.prepare_cached(&sql)?.execute(params![
-                    name.as_str(),
-                    location,
-                    description,
-                    inputs,
-                    outputs,
-                    timeout_ms,
-                    policy.retries,
-                    policy.backoff.map(|d| d.as_millis() as i64),
-                    policy.retry_on_status,
-                    policy.concurrency,
-                    policy.priority,
-                    formats,
-                    tags_json(&policy.tags),
-                ])?;
+                row.execute(tx, &sql)?;
                 Ok(true)
             })
             .await?;
@@ -537,6 +498,93 @@ impl Registry for SqliteStore {
         removed
             .flatten()
             .ok_or_else(|| StoreError::NotFound { name: name.clone() })
+    }
+
+    async fn import_tasks(&self, tasks: &[Task]) -> Result<ImportReport, StoreError> {
+        self.import_tasks_in(tasks).await
+    }
+}
+
+/// Inserts a task row ([`TaskRow::execute`]'s parameters), created and
+/// updated now.
+const INSERT_TASK: &str = concat!(
+    "INSERT INTO tasks (name, location, description, inputs, outputs, timeout_ms, retries, \
+     backoff_ms, retry_on_status, concurrency, priority, formats, tags, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ",
+    now_sql!(),
+    ", ",
+    now_sql!(),
+    ")"
+);
+
+/// A task's column values, checked before a transaction starts.
+struct TaskRow {
+    name: TaskName,
+    location: String,
+    description: Option<String>,
+    inputs: String,
+    outputs: Option<String>,
+    timeout_ms: Option<i64>,
+    policy: Policy,
+    formats: Option<&'static str>,
+}
+
+impl TaskRow {
+    /// The row of `task`; a location that is not UTF-8 or a timeout too
+    /// large to store is refused.
+    fn new(task: &Task, path: &Path) -> Result<Self, StoreError> {
+        let conversion = |message: String| StoreError::Sqlite {
+            path: path.to_owned(),
+            source: rusqlite::Error::ToSqlConversionFailure(message.into()),
+        };
+        let location = task.location.to_str().ok_or_else(|| {
+            conversion(format!(
+                "the location of task `{}` ({}) is not valid UTF-8",
+                task.name,
+                task.location.display()
+            ))
+        })?;
+        let timeout_ms = task
+            .timeout
+            .map(|d| {
+                i64::try_from(d.as_millis()).map_err(|_| {
+                    conversion(format!("the timeout of task `{}` is too large", task.name))
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            name: task.name.clone(),
+            location: location.to_owned(),
+            description: task.description.clone(),
+            inputs: to_json(&task.inputs),
+            outputs: task.outputs.as_ref().map(to_json),
+            timeout_ms,
+            policy: task.policy.clone(),
+            formats: match task.formats {
+                Formats::Assert => None,
+                Formats::Annotate => Some("annotate"),
+            },
+        })
+    }
+
+    /// Runs `sql` ([`INSERT_TASK`], possibly with an upsert clause) with this row.
+    fn execute(&self, tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<usize> {
+        let policy = &self.policy;
+        tx.prepare_cached(sql)?.execute(params![
+            self.name.as_str(),
+            self.location,
+            self.description,
+            self.inputs,
+            self.outputs,
+            self.timeout_ms,
+            policy.retries,
+            policy.backoff.map(|d| d.as_millis() as i64),
+            policy.retry_on_status,
+            policy.concurrency,
+            policy.priority,
+            self.formats,
+            tags_json(&policy.tags),
+        ])
     }
 }
 

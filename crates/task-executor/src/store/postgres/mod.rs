@@ -27,6 +27,7 @@
 //! queue are in `runs.rs`.
 
 mod config;
+mod copy;
 mod runs;
 mod tls;
 
@@ -41,7 +42,7 @@ use tokio_postgres::{AsyncMessage, Row};
 
 pub(crate) use config::check_url;
 
-use super::contract::{Clock, Registry};
+use super::contract::{Clock, ImportReport, Registry};
 use super::rows::{RawRow, tags_json};
 use super::{InsertMode, StoreError};
 use crate::task::{Formats, Task, TaskName};
@@ -493,6 +494,25 @@ async fn listen(config: config::PgConfig, wake: Arc<Notify>) {
     }
 }
 
+/// Whether URLs `a` and `b` name the same database (host, port and name,
+/// with the `PG*` variables filling in what each leaves out).
+pub(crate) fn same_database(a: &str, b: &str) -> bool {
+    let env = |k: &str| std::env::var(k).ok();
+    match (config::parse(a, &env), config::parse(b, &env)) {
+        (Ok(a), Ok(b)) => {
+            let key = |c: &config::PgConfig| {
+                (
+                    format!("{:?}", c.config.get_hosts()),
+                    c.config.get_ports().first().copied().unwrap_or(5432),
+                    c.config.get_dbname().unwrap_or_default().to_owned(),
+                )
+            };
+            key(&a) == key(&b)
+        }
+        _ => a == b,
+    }
+}
+
 /// Turns a driver error into the store's, saying whether trying again may help.
 fn pg_error(store: &str, e: &tokio_postgres::Error) -> StoreError {
     let (message, transient) = match e.as_db_error() {
@@ -579,6 +599,76 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Inserts `task` (replacing one of that name with [`InsertMode::Replace`],
+    /// which keeps its `created_at`); how many rows were written.
+    async fn insert_task(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        task: &Task,
+        mode: InsertMode,
+    ) -> Result<u64, StoreError> {
+        let location = task.location.to_str().ok_or_else(|| StoreError::Postgres {
+            store: self.inner.shown.clone(),
+            message: format!(
+                "the location of task `{}` ({}) is not valid UTF-8",
+                task.name,
+                task.location.display()
+            ),
+            transient: false,
+        })?;
+        let timeout_ms = task
+            .timeout
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let p = &task.policy;
+        let retries = p.retries.map(i64::from);
+        let backoff = p.backoff.map(|d| d.as_millis() as i64);
+        let concurrency = p.concurrency.map(i64::from);
+        let formats = match task.formats {
+            Formats::Assert => None,
+            Formats::Annotate => Some("annotate"),
+        };
+        let conflict = match mode {
+            InsertMode::CreateNew => "DO NOTHING",
+            InsertMode::Replace => {
+                "DO UPDATE SET location = excluded.location, \
+                description = excluded.description, inputs = excluded.inputs, \
+                outputs = excluded.outputs, timeout_ms = excluded.timeout_ms, \
+                retries = excluded.retries, backoff_ms = excluded.backoff_ms, \
+                retry_on_status = excluded.retry_on_status, concurrency = excluded.concurrency, \
+                priority = excluded.priority, formats = excluded.formats, \
+                tags = excluded.tags, updated_at = excluded.updated_at"
+            }
+        };
+        let sql = format!(
+            "INSERT INTO {SCHEMA}.tasks ({COLUMNS}, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, {NOW_TEXT}, {NOW_TEXT}) \
+             ON CONFLICT (name) {conflict}"
+        );
+        client
+            .execute(
+                &sql,
+                &[
+                    &task.name.as_str(),
+                    &no_nul(location).as_ref(),
+                    &task.description.as_deref().map(no_nul).as_deref(),
+                    &to_json(&task.inputs),
+                    &task.outputs.as_ref().map(to_json),
+                    &timeout_ms,
+                    &retries,
+                    &backoff,
+                    &p.retry_on_status,
+                    &concurrency,
+                    &p.priority,
+                    &formats,
+                    &tags_json(&p.tags),
+                ],
+            )
+            .await
+            .map_err(|e| self.fail(e))
+    }
+}
+
 impl Registry for PgStore {
     async fn list(&self) -> Result<Vec<Task>, StoreError> {
         let Some(client) = self.conn(false).await? else {
@@ -610,70 +700,17 @@ impl Registry for PgStore {
 
     /// Replacing keeps the original `created_at`.
     async fn insert(&self, task: &Task, mode: InsertMode) -> Result<(), StoreError> {
-        let location = task.location.to_str().ok_or_else(|| StoreError::Postgres {
-            store: self.inner.shown.clone(),
-            message: format!(
-                "the location of task `{}` ({}) is not valid UTF-8",
-                task.name,
-                task.location.display()
-            ),
-            transient: false,
-        })?;
-        let timeout_ms = task
-            .timeout
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let p = &task.policy;
-        let retries = p.retries.map(i64::from);
-        let backoff = p.backoff.map(|d| d.as_millis() as i64);
-        let concurrency = p.concurrency.map(i64::from);
-        let formats = match task.formats {
-            Formats::Assert => None,
-            Formats::Annotate => Some("annotate"),
-        };
-        let conflict = match mode {
-            InsertMode::CreateNew => "DO NOTHING".to_owned(),
-            InsertMode::Replace => "DO UPDATE SET location = excluded.location, \
-                description = excluded.description, inputs = excluded.inputs, \
-                outputs = excluded.outputs, timeout_ms = excluded.timeout_ms, \
-                retries = excluded.retries, backoff_ms = excluded.backoff_ms, \
-                retry_on_status = excluded.retry_on_status, concurrency = excluded.concurrency, \
-                priority = excluded.priority, formats = excluded.formats, \
-                tags = excluded.tags, updated_at = excluded.updated_at"
-                .to_owned(),
-        };
-        let sql = format!(
-            "INSERT INTO {SCHEMA}.tasks ({COLUMNS}, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, {NOW_TEXT}, {NOW_TEXT}) \
-             ON CONFLICT (name) {conflict}"
-        );
         let client = self.write_conn().await?;
-        let n = client
-            .execute(
-                &sql,
-                &[
-                    &task.name.as_str(),
-                    &no_nul(location).as_ref(),
-                    &task.description.as_deref().map(no_nul).as_deref(),
-                    &to_json(&task.inputs),
-                    &task.outputs.as_ref().map(to_json),
-                    &timeout_ms,
-                    &retries,
-                    &backoff,
-                    &p.retry_on_status,
-                    &concurrency,
-                    &p.priority,
-                    &formats,
-                    &tags_json(&p.tags),
-                ],
-            )
-            .await
-            .map_err(|e| self.fail(e))?;
-        if n == 0 {
+        if self.insert_task(&client, task, mode).await? == 0 {
             return Err(StoreError::Duplicate {
                 name: task.name.clone(),
             });
         }
         Ok(())
+    }
+
+    async fn import_tasks(&self, tasks: &[Task]) -> Result<ImportReport, StoreError> {
+        self.import_tasks_in(tasks).await
     }
 
     async fn remove(&self, name: &TaskName) -> Result<Task, StoreError> {
