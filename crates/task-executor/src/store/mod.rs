@@ -269,7 +269,7 @@ macro_rules! runs_op {
                 backend: "yaml",
             }),
             Store::Sqlite($s) => $call.await,
-            Store::Postgres($s) => $call.await,
+            Store::Postgres($s) => $s.bounded($call).await,
         }
     };
 }
@@ -325,7 +325,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.list().await,
             Store::Sqlite(s) => s.list().await,
-            Store::Postgres(s) => s.list().await,
+            Store::Postgres(s) => s.bounded(s.list()).await,
         }
     }
 
@@ -335,7 +335,12 @@ impl Store {
         match self {
             Store::Yaml(s) => s.entries().await,
             Store::Sqlite(s) => Ok(s.list().await?.into_iter().map(Listed::Task).collect()),
-            Store::Postgres(s) => Ok(s.list().await?.into_iter().map(Listed::Task).collect()),
+            Store::Postgres(s) => Ok(s
+                .bounded(s.list())
+                .await?
+                .into_iter()
+                .map(Listed::Task)
+                .collect()),
         }
     }
 
@@ -369,7 +374,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.get(name).await,
             Store::Sqlite(s) => s.get(name).await,
-            Store::Postgres(s) => s.get(name).await,
+            Store::Postgres(s) => s.bounded(s.get(name)).await,
         }
     }
 
@@ -378,7 +383,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.insert(task, mode).await,
             Store::Sqlite(s) => s.insert(task, mode).await,
-            Store::Postgres(s) => s.insert(task, mode).await,
+            Store::Postgres(s) => s.bounded(s.insert(task, mode)).await,
         }
     }
 
@@ -387,7 +392,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.remove(name).await,
             Store::Sqlite(s) => s.remove(name).await,
-            Store::Postgres(s) => s.remove(name).await,
+            Store::Postgres(s) => s.bounded(s.remove(name)).await,
         }
     }
 
@@ -396,7 +401,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.import_tasks(tasks).await,
             Store::Sqlite(s) => s.import_tasks(tasks).await,
-            Store::Postgres(s) => s.import_tasks(tasks).await,
+            Store::Postgres(s) => s.bounded(s.import_tasks(tasks)).await,
         }
     }
 }
@@ -409,7 +414,7 @@ impl Store {
         match self {
             Store::Yaml(_) => Ok(crate::history::now_ms()),
             Store::Sqlite(s) => s.now().await,
-            Store::Postgres(s) => s.now().await,
+            Store::Postgres(s) => s.bounded(s.now()).await,
         }
     }
 
@@ -529,7 +534,7 @@ impl Store {
             // A YAML store has no schedules to leave behind.
             Store::Yaml(_) => Ok(0),
             Store::Sqlite(s) => s.remove_schedules_of(task).await,
-            Store::Postgres(s) => s.remove_schedules_of(task).await,
+            Store::Postgres(s) => s.bounded(s.remove_schedules_of(task)).await,
         }
     }
 

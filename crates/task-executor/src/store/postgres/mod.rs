@@ -167,6 +167,11 @@ const NOW_TEXT: &str = "to_char(to_timestamp(task_executor.now_ms() / 1000.0) AT
 const COLUMNS: &str = "name, location, description, inputs, outputs, timeout_ms, \
     retries, backoff_ms, retry_on_status, concurrency, priority, formats, tags";
 
+/// How long one store call may wait for the server before it fails as
+/// unreachable (transient): a network cut that sends no reset would
+/// otherwise hang a worker's loop past its leases.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(15);
+
 /// Connections a handle keeps by default; a worker asks for its concurrency + 2.
 pub const DEFAULT_POOL: usize = 4;
 
@@ -259,6 +264,25 @@ impl PgStore {
                 notifier: Notifier::default(),
                 listener: Mutex::new(None),
                 wake: Arc::new(Notify::new()),
+            }),
+        }
+    }
+
+    /// `call`, failed as unreachable if the server has not answered within
+    /// [`CALL_DEADLINE`].
+    pub(crate) async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(CALL_DEADLINE, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Postgres {
+                store: self.inner.shown.clone(),
+                message: format!(
+                    "no answer from the server within {}s (is it reachable?)",
+                    CALL_DEADLINE.as_secs()
+                ),
+                transient: true,
             }),
         }
     }
