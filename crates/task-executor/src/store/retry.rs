@@ -75,12 +75,15 @@ pub struct Reachability {
 }
 
 impl Reachability {
-    /// Sorts a call's result: `Ok(Some(value))` when it succeeded (ending an
-    /// outage, with [`StoreNotice::Back`]), `Ok(None)` for a transient failure
-    /// (starting an outage, with [`StoreNotice::Unavailable`], or going on
-    /// with one, silently), `Err` for an error that trying again cannot mend.
+    /// Sorts the result of a call made at `started`: `Ok(Some(value))` when
+    /// it succeeded (ending an outage, with [`StoreNotice::Back`]), `Ok(None)`
+    /// for a transient failure (starting an outage, with
+    /// [`StoreNotice::Unavailable`], or going on with one, silently), `Err`
+    /// for an error that trying again cannot mend. An outage is counted from
+    /// the start of its first failed call (which may have waited for a lock).
     pub fn check<T>(
         &mut self,
+        started: Instant,
         result: Result<T, StoreError>,
         notice: &mut dyn FnMut(StoreNotice),
     ) -> Result<Option<T>, StoreError> {
@@ -101,7 +104,7 @@ impl Reachability {
                         let mut backoff = Backoff::default();
                         let pause = backoff.next_pause();
                         self.outage = Some(Outage {
-                            since: now,
+                            since: started.min(now),
                             backoff,
                             retry_at: now + pause,
                         });
@@ -164,17 +167,17 @@ mod tests {
         let mut r = Reachability::default();
         let mut heard = Vec::new();
         let mut note = |n: StoreNotice| heard.push(n);
-        assert_eq!(r.check(Ok(1), &mut note).unwrap(), Some(1));
+        assert_eq!(r.check(Instant::now(), Ok(1), &mut note).unwrap(), Some(1));
         assert!(!r.is_down());
         for _ in 0..3 {
             assert!(
-                r.check::<()>(Err(transient()), &mut note)
+                r.check::<()>(Instant::now(), Err(transient()), &mut note)
                     .unwrap()
                     .is_none()
             );
         }
         assert!(r.is_down() && r.retry_at().is_some());
-        assert_eq!(r.check(Ok(2), &mut note).unwrap(), Some(2));
+        assert_eq!(r.check(Instant::now(), Ok(2), &mut note).unwrap(), Some(2));
         assert!(!r.is_down());
         assert_eq!(heard.len(), 2, "{heard:?}");
         assert!(
@@ -229,7 +232,7 @@ mod tests {
         };
         assert!(!foreign.is_transient());
         let e = r
-            .check::<()>(Err(foreign), &mut |n| heard.push(n))
+            .check::<()>(Instant::now(), Err(foreign), &mut |n| heard.push(n))
             .unwrap_err();
         assert!(matches!(e, StoreError::Foreign { .. }));
         assert!(!r.is_down() && heard.is_empty());
