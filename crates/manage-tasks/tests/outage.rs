@@ -8,7 +8,8 @@
 //!   back, claims again, never exits, and says once each way what happened
 //! - a worker whose store stays away past the lease gives its attempt up
 //!   (its task is killed) and a second worker completes the run exactly once
-//! - `runs logs --follow` outlives an outage and prints the lines after it
+//! - `runs logs --follow` outlives an outage and prints the lines after it;
+//!   `submit --wait` outlives it too
 //! - an MCP tool call outlives an outage: its result, the server, and the
 //!   run's whole log in history
 
@@ -194,8 +195,28 @@ fn a_worker_whose_store_stays_away_past_the_lease_gives_its_attempt_up() {
     );
 }
 
+/// `manage_tasks ARGS` in the background, its stdout and stderr in files
+/// `NAME.out` and `NAME.err` of the env's dir.
+fn background(env: &Env, name: &str, args: &[&str]) -> std::process::Child {
+    let file =
+        |ext: &str| std::fs::File::create(env.dir.path().join(format!("{name}.{ext}"))).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"))
+        .args(args)
+        .env("TASK_STORE", &env.store)
+        .env("HOME", env.dir.path())
+        .current_dir(env.dir.path())
+        .stdout(file("out"))
+        .stderr(file("err"))
+        .spawn()
+        .unwrap()
+}
+
+fn read(env: &Env, file: &str) -> String {
+    std::fs::read_to_string(env.dir.path().join(file)).unwrap_or_default()
+}
+
 #[test]
-fn runs_logs_follow_outlives_an_outage_and_prints_the_lines_after_it() {
+fn runs_logs_follow_and_submit_wait_outlive_an_outage() {
     let env = Env::new("db");
     // 30 lines over about 15 s.
     env.task(
@@ -204,32 +225,34 @@ fn runs_logs_follow_outlives_an_outage_and_prints_the_lines_after_it() {
         "{}",
         "read -r e\nfor i in $(seq 1 30); do echo \"line $i\"; sleep 0.5; done\necho '{\"status\":1}'",
     );
-    let id = env.submit_many("chatty", 1, "{}").remove(0);
+    let mut waiter = background(
+        &env,
+        "wait",
+        &["submit", "--name", "chatty", "--wait", "--json"],
+    );
+    wait_until(10.0, "the run to be queued", || {
+        read(&env, "wait.err").contains("queued run ")
+    });
+    let id = read(&env, "wait.err")
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(';')
+        .to_owned();
     let mut worker = env.spawn(&["-q", "worker", "--poll", "50ms", "--lease", "60s"]);
     wait_until(10.0, "the first lines", || {
         let out = env.cmd().args(["runs", "logs", &id]).output().unwrap();
         stdout(&out).contains("line 2\n")
     });
-    let follow_out = env.dir.path().join("follow.out");
-    let follow_err = env.dir.path().join("follow.err");
-    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"))
-        .args(["runs", "logs", "--follow", &id])
-        .env("TASK_STORE", &env.store)
-        .env("HOME", env.dir.path())
-        .stdout(std::fs::File::create(&follow_out).unwrap())
-        .stderr(std::fs::File::create(&follow_err).unwrap())
-        .spawn()
-        .unwrap();
+    let mut follow = background(&env, "follow", &["runs", "logs", "--follow", &id]);
     wait_until(5.0, "the follower to print", || {
-        std::fs::read_to_string(&follow_out)
-            .unwrap_or_default()
-            .contains("line 1\n")
+        read(&env, "follow.out").contains("line 1\n")
     });
     let mut hold = env.hold_store(Hold::Everything);
     let held = Instant::now();
-    let follow_stderr = || std::fs::read_to_string(&follow_err).unwrap_or_default();
-    wait_until(20.0, "the follower to notice", || {
-        follow_stderr().contains("store unavailable")
+    wait_until(20.0, "the follower and the waiter to notice", || {
+        read(&env, "follow.err").contains("store unavailable")
+            && read(&env, "wait.err").contains("store unavailable")
     });
     // Reads failed too, after SQLite's own retries.
     assert!(
@@ -238,13 +261,13 @@ fn runs_logs_follow_outlives_an_outage_and_prints_the_lines_after_it() {
         held.elapsed()
     );
     assert!(follow.try_wait().unwrap().is_none(), "the follower gave up");
-    let printed = std::fs::read_to_string(&follow_out).unwrap();
+    assert!(waiter.try_wait().unwrap().is_none(), "the waiter gave up");
+    let printed = read(&env, "follow.out");
     std::thread::sleep(Duration::from_secs(12).saturating_sub(held.elapsed()));
     hold.kill().unwrap();
     hold.wait().unwrap();
     let status = exits_within(&mut follow, 40.0);
-    let text = std::fs::read_to_string(&follow_out).unwrap();
-    let err = follow_stderr();
+    let (text, err) = (read(&env, "follow.out"), read(&env, "follow.err"));
     assert!(status.success(), "{err}");
     assert!(
         text.len() > printed.len(),
@@ -258,7 +281,18 @@ fn runs_logs_follow_outlives_an_outage_and_prints_the_lines_after_it() {
     assert_eq!(count(&err, "store unavailable"), 1, "{err}");
     assert!(err.contains("locking protocol"), "{err}");
     assert_eq!(count(&err, "store back after"), 1, "{err}");
-    assert_eq!(run(&env, &id)["state"], "completed");
+    // The waiter prints the run once it has ended, and exits like `execute`.
+    let status = exits_within(&mut waiter, 10.0);
+    let err = read(&env, "wait.err");
+    assert!(status.success(), "{err}");
+    let done: Value = serde_json::from_str(&read(&env, "wait.out")).unwrap();
+    assert_eq!(
+        (done["run_id"].as_str(), done["state"].as_str()),
+        (Some(id.as_str()), Some("completed"))
+    );
+    assert_eq!(count(&err, "store unavailable"), 1, "{err}");
+    assert!(err.contains("still waiting for the run"), "{err}");
+    assert_eq!(count(&err, "store back after"), 1, "{err}");
     signal(worker.id(), "-TERM");
     assert!(exits_within(&mut worker, 10.0).success());
 }

@@ -454,7 +454,8 @@ pub async fn run_worker(
             _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
             _ = sleep_until(lapse.unwrap_or_else(Instant::now)), if lapse.is_some() => {
                 let since = w.reach.down_since().unwrap_or_else(Instant::now);
-                give_up(&mut w.inflight, config.lease, since, |_| true);
+                let now = Instant::now();
+                give_up(&mut w.inflight, config.lease, since, |at| at <= now);
             }
             _ = poll, if idle && !stopping => {}
             else => tokio::time::sleep(config.poll).await,
