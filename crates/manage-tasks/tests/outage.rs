@@ -10,6 +10,8 @@
 //!   (its task is killed) and a second worker completes the run exactly once
 //! - `runs logs --follow` outlives an outage and prints the lines after it;
 //!   `submit --wait` outlives it too
+//! - a worker stopped while its store is away exits after its drain and
+//!   says which end it could not record
 //! - an MCP tool call outlives an outage: its result, the server, and the
 //!   run's whole log in history
 
@@ -192,6 +194,62 @@ fn a_worker_whose_store_stays_away_past_the_lease_gives_its_attempt_up() {
     assert!(
         err.contains("0 succeeded") && err.contains(" 1 lost"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_worker_stopped_while_its_store_is_away_exits_and_says_what_it_could_not_record() {
+    let env = Env::new("db");
+    let pids = env.dir.path().join("pids");
+    env.task(
+        "quick",
+        "quick.sh",
+        "{}",
+        &format!(
+            "read -r e\necho $$ >> {}\nsleep 1\necho '{{\"status\":1}}'",
+            pids.display()
+        ),
+    );
+    let id = env.submit_many("quick", 1, "{}").remove(0);
+    let mut worker = env.spawn(&[
+        "worker", "--poll", "50ms", "--lease", "30s", "--drain", "1s", "--id", "W",
+    ]);
+    wait_until(10.0, "the task to start", || {
+        lines_of(&env, "pids").len() == 1
+    });
+    let mut hold = env.hold_store(Hold::Writes);
+    let task: i32 = lines_of(&env, "pids")[0].parse().unwrap();
+    wait_until(5.0, "the task to end", || !alive(task));
+    signal(worker.id(), "-TERM");
+    let stopped = Instant::now();
+    // Each try waits for the busy timeout: the drain, once more, and the
+    // call under way bound the wait.
+    let status = exits_within(&mut worker, 30.0);
+    assert!(status.success());
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        stopped.elapsed()
+    );
+    hold.kill().unwrap();
+    hold.wait().unwrap();
+    let err = env.bg_err();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(count(&err, "store unavailable"), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "run {id}: the store did not answer before the worker stopped, so this attempt's end \
+             was not recorded"
+        )),
+        "{err}"
+    );
+    assert!(err.contains(" 1 lost"), "{err}");
+    // Left to its lease, not lost: the run is still the attempt's until it lapses.
+    let r = run(&env, &id);
+    assert_eq!(
+        (r["state"].clone(), r["worker"].clone()),
+        ("running".into(), "W".into()),
+        "{r}"
     );
 }
 

@@ -57,7 +57,9 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// How often to look for work when the queue was empty.
     pub poll: Duration,
-    /// On shutdown, how long running attempts may still take before they are cancelled and requeued.
+    /// On shutdown, how long running attempts may still take before they
+    /// are cancelled and requeued; then, if the store does not answer, how
+    /// much longer their ends are tried before they are left to their leases.
     pub grace: Duration,
     /// Log budget per attempt (head + tail).
     pub log_limit: usize,
