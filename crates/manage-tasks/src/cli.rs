@@ -49,6 +49,9 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Claim queued runs and execute them until stopped (SIGTERM drains gracefully).
     Worker(WorkerArgs),
+    /// The workers registered in the store: list.
+    #[command(subcommand)]
+    Workers(WorkersCommand),
     /// Run history: list, show, logs, cancel, prune.
     #[command(subcommand)]
     Runs(RunsCommand),
@@ -141,6 +144,10 @@ pub struct RegisterArgs {
     /// Queue policy: higher priorities are claimed first (default 0).
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub priority: Option<i64>,
+    /// Queue policy: only workers with all these tags run it (e.g. `gpu,linux`;
+    /// `''` removes them with --force). Default: any worker.
+    #[arg(long, value_parser = parse_tags, value_name = "TAGS")]
+    pub tags: Option<Tags>,
     /// Print the registered task as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -250,9 +257,12 @@ pub struct WorkerArgs {
     /// Time between SIGTERM and SIGKILL when stopping a task.
     #[arg(long, alias = "kill-grace", value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
     pub grace: Duration,
-    /// How often to look for work when the queue is empty.
-    #[arg(long, value_parser = parse_duration, default_value = "100ms", value_name = "DURATION")]
-    pub poll: Duration,
+    /// How often to look for work when the queue is empty (default 100ms;
+    /// on PostgreSQL 1s, idle workers being woken at once by LISTEN/NOTIFY).
+    /// Given on PostgreSQL, it turns LISTEN off: polling only, which works
+    /// behind PgBouncer in transaction mode.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub poll: Option<Duration>,
     /// Exit once no run is running anywhere and none is due now (runs
     /// queued for later, such as retries waiting out their backoff, do not
     /// keep it waiting; add --wait-delayed for that).
@@ -278,6 +288,32 @@ pub struct WorkerArgs {
     /// Largest accepted result, in bytes.
     #[arg(long, default_value_t = task_executor::runner::DEFAULT_RESULT_LIMIT, value_parser = parse_result_limit, value_name = "BYTES")]
     pub result_limit: usize,
+    /// This worker's tags (e.g. `gpu,linux`): it runs tasks registered with
+    /// tags only if it has them all, and tasks without tags. Default: none.
+    #[arg(long, value_parser = parse_tags, value_name = "TAGS")]
+    pub tags: Option<Tags>,
+    /// How often to look again at a task whose executable is missing (or not
+    /// executable) on this machine; until then its runs are left to other workers.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub recheck: Duration,
+}
+
+/// A list of tags, checked, sorted and deduplicated.
+#[derive(Debug, Clone, Default)]
+pub struct Tags(pub Vec<String>);
+
+/// Parses `--tags a,b`: each tag `[a-z0-9][a-z0-9_.-]{0,62}`.
+fn parse_tags(s: &str) -> Result<Tags, String> {
+    task_executor::task::parse_tags(s)
+        .map(Tags)
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+#[command(defer = true)]
+pub enum WorkersCommand {
+    /// List registered workers: id, host, tags, concurrency, running, last heartbeat, live or gone.
+    List(ListArgs),
 }
 
 #[derive(Debug, Subcommand)]

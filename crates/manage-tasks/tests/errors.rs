@@ -79,6 +79,7 @@ fn durations_under_a_millisecond_are_refused_by_every_duration_flag() {
         &["worker", "--until-idle", "--drain", "1ns"],
         &["worker", "--until-idle", "--grace", "1ns"],
         &["worker", "--until-idle", "--poll", "1ns"],
+        &["worker", "--until-idle", "--recheck", "1ns"],
         &["runs", "prune", "--older-than", "1ns"],
         &["mcp", "--grace", "1ns"],
     ];

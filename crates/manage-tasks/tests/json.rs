@@ -25,6 +25,10 @@ const VOLATILE: &[&str] = &[
     "location",
     "next",
     "schedule",
+    "host",
+    "pid",
+    "last_seen",
+    "last_seen_ago_ms",
 ];
 
 /// `v` with every volatile value that is set replaced by `"[key]"`.
@@ -97,7 +101,16 @@ fn tasks() {
     );
     let out = env
         .cmd()
-        .args(["-q", "register", "--name", "plain", "--json", "--location"])
+        .args([
+            "-q",
+            "register",
+            "--name",
+            "plain",
+            "--json",
+            "--tags",
+            "linux,gpu",
+        ])
+        .arg("--location")
         .arg(&script)
         .output()
         .unwrap();
@@ -213,6 +226,11 @@ fn queue_and_schedules() {
     ]);
     insta::assert_json_snapshot!("submit", stable(queued.clone()));
     let id = queued["run_id"].as_str().unwrap().to_owned();
+    // No worker is running: `runs show` says so.
+    insta::assert_json_snapshot!(
+        "runs_show_waiting",
+        stable(env.json(&["-q", "runs", "show", &id, "--json"]))
+    );
     let cancelled = env.json(&["-q", "runs", "cancel", &id, "--json"]);
     insta::assert_json_snapshot!("runs_cancel", stable(cancelled));
     let cancelled_again = env.json(&["-q", "runs", "cancel", &id, "--json"]);
@@ -261,6 +279,30 @@ fn queue_and_schedules() {
     wait_until(5.0, "two finished runs", || env.all_runs().len() == 2);
     let pruned = env.json(&["-q", "runs", "prune", "--keep", "0", "--json"]);
     insta::assert_json_snapshot!("runs_prune", pruned);
+}
+
+#[test]
+fn workers() {
+    let env = Env::new("db");
+    let mut worker = env.spawn(&[
+        "-q",
+        "worker",
+        "--id",
+        "w-1",
+        "--tags",
+        "linux,gpu",
+        "--concurrency",
+        "2",
+        "--lease",
+        "1m",
+    ]);
+    let listed = || env.json(&["-q", "workers", "list", "--json"]);
+    wait_until(10.0, "the worker registered", || {
+        listed()["items"].as_array().is_some_and(|a| a.len() == 1)
+    });
+    insta::assert_json_snapshot!("workers_list", stable(listed()));
+    common::signal(worker.id(), "-TERM");
+    assert!(worker.wait().unwrap().success());
 }
 
 #[test]

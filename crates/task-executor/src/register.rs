@@ -91,6 +91,15 @@ pub enum RegisterError {
         /// The root `type` found, as JSON.
         found: String,
     },
+    /// A tag of its policy is not valid.
+    #[error("task `{name}`: {source}")]
+    InvalidTag {
+        /// The task being registered.
+        name: TaskName,
+        /// Which tag, and what is wrong with it.
+        #[source]
+        source: crate::task::InvalidTag,
+    },
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -221,6 +221,11 @@ pub struct Policy {
     /// Higher runs are claimed first (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
+    /// Only workers with every one of these tags claim its runs (none: any
+    /// worker). Sorted and deduplicated, each a valid tag ([`check_tag`]).
+    /// They route runs; they are not part of [`Task::revision`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl Policy {
@@ -233,6 +238,76 @@ impl Policy {
     pub fn max_attempts(&self) -> u32 {
         self.retries.unwrap_or(0).saturating_add(1)
     }
+}
+
+/// The longest tag accepted.
+pub const MAX_TAG_LEN: usize = 63;
+
+/// Why a string is not a valid tag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "tag `{tag}` is not valid: {why}; a tag is 1-{MAX_TAG_LEN} characters of [a-z0-9_.-], \
+     starting with a letter or digit (e.g. `gpu`, `linux`, `x86_64`)"
+)]
+pub struct InvalidTag {
+    /// The rejected tag.
+    pub tag: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// Checks one tag: `[a-z0-9][a-z0-9_.-]{0,62}`.
+pub fn check_tag(tag: &str) -> Result<(), InvalidTag> {
+    let bad = |why: String| InvalidTag {
+        tag: tag.to_owned(),
+        why,
+    };
+    if tag.is_empty() {
+        return Err(bad("it is empty".into()));
+    }
+    for (i, ch) in tag.chars().enumerate() {
+        let ok = ch.is_ascii_lowercase()
+            || ch.is_ascii_digit()
+            || (i > 0 && matches!(ch, '_' | '.' | '-'));
+        if !ok {
+            let why = if ch.is_ascii_uppercase() {
+                format!("{ch:?} is upper case (tags are lower case)")
+            } else if i == 0 && matches!(ch, '_' | '.' | '-') {
+                "it must start with a letter or digit".to_owned()
+            } else {
+                format!("it contains {ch:?} at position {}", i + 1)
+            };
+            return Err(bad(why));
+        }
+    }
+    // Only ASCII is left: bytes are characters.
+    if tag.len() > MAX_TAG_LEN {
+        return Err(bad(format!("it is {} characters long", tag.len())));
+    }
+    Ok(())
+}
+
+/// `tags` checked, sorted and deduplicated: the form a [`Policy`] and a
+/// worker keep them in.
+pub fn normalize_tags<S: AsRef<str>>(tags: &[S]) -> Result<Vec<String>, InvalidTag> {
+    let mut out = Vec::with_capacity(tags.len());
+    for t in tags {
+        check_tag(t.as_ref())?;
+        out.push(t.as_ref().to_owned());
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Parses a comma-separated list of tags (`gpu,linux`; spaces around each
+/// are ignored), checked, sorted and deduplicated. An empty text is no tags.
+pub fn parse_tags(text: &str) -> Result<Vec<String>, InvalidTag> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    normalize_tags(&parts)
 }
 
 /// Serde for `Option<Duration>` as a human string (`"30s"`, `"1m 30s"`).
@@ -359,6 +434,7 @@ mod tests {
         same.description = Some("now described".into());
         same.timeout = Some(Duration::from_secs(3));
         same.policy.retries = Some(2);
+        same.policy.tags = vec!["gpu".into()];
         assert_eq!(same.revision(), rev);
         // Its location, schemas and formats mode do.
         let mut moved = base.clone();
@@ -408,6 +484,27 @@ mod tests {
             TaskName::new("é"),
             Err(InvalidName::BadChar { .. })
         ));
+    }
+
+    #[test]
+    fn tags_are_checked_sorted_and_deduplicated() {
+        assert_eq!(parse_tags(" linux, gpu ,linux").unwrap(), ["gpu", "linux"]);
+        assert_eq!(parse_tags("").unwrap(), Vec::<String>::new());
+        assert_eq!(parse_tags("  ").unwrap(), Vec::<String>::new());
+        for ok in ["a", "0", "x86_64", "v1.2-rc", &"a".repeat(63)] {
+            check_tag(ok).unwrap();
+        }
+        let why = |t: &str| check_tag(t).unwrap_err().to_string();
+        assert!(why("GPU").contains("upper case"), "{}", why("GPU"));
+        assert!(why("-x").contains("start with a letter or digit"));
+        assert!(why("a b").contains("' ' at position 2"), "{}", why("a b"));
+        assert!(why("é").contains("'é'"), "{}", why("é"));
+        assert!(why(&"a".repeat(64)).contains("64 characters"));
+        assert!(why("").contains("empty"));
+        // An empty element of a list is refused, not skipped.
+        let err = parse_tags("gpu,,linux").unwrap_err();
+        assert_eq!(err.tag, "");
+        assert!(err.to_string().starts_with("tag `` is not valid"), "{err}");
     }
 
     proptest::proptest! {

@@ -18,7 +18,7 @@ use crate::history::{LogEntry, RunRecord, RunState, from_ms};
 use crate::outcome::{ExitInfo, Outcome};
 use crate::queue::CancelResult;
 use crate::schema::Violation;
-use crate::store::{Listed, Schedule, Unusable};
+use crate::store::{Listed, Schedule, Unusable, WorkerRecord};
 use crate::task::{Formats, Task, TaskName};
 
 /// An epoch-milliseconds time as RFC 3339 UTC with milliseconds.
@@ -103,6 +103,8 @@ pub struct PolicyView {
     pub concurrency: Option<u32>,
     /// Claim priority.
     pub priority: i64,
+    /// Only workers with all these tags claim its runs; empty: any worker.
+    pub tags: Vec<String>,
 }
 
 /// A registered task.
@@ -147,6 +149,7 @@ impl<'a> From<&'a Task> for TaskView<'a> {
                 retry_on_status: t.policy.retry_on_status,
                 concurrency: t.policy.concurrency,
                 priority: t.policy.priority.unwrap_or(0),
+                tags: t.policy.tags.clone(),
             },
         }
     }
@@ -258,6 +261,10 @@ pub struct RunView<'a> {
     /// only): the run's outcome stands, history may not show all of it.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub warnings: &'a [String],
+    /// Why a queued run waits when no live worker can take it (`runs show`
+    /// only, see [`crate::service::Service::waiting`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 impl<'a> From<&'a RunRecord> for RunView<'a> {
@@ -307,6 +314,7 @@ impl<'a> From<&'a RunRecord> for RunView<'a> {
             log_cut_bytes: r.log_cut_bytes,
             line: None,
             warnings: &[],
+            waiting: None,
         }
     }
 }
@@ -349,6 +357,67 @@ impl<'a> From<&'a Schedule> for ScheduleView<'a> {
             caller: &s.caller,
             next_fire_at: time_text(s.next_fire_at),
             created_at: time_text(s.created_at),
+        }
+    }
+}
+
+/// Whether a registered worker is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Seen within its lease.
+    Live,
+    /// Not seen for longer than its lease: stopped, killed or cut off; its
+    /// runs are rescued once their leases lapse.
+    Gone,
+}
+
+/// A registered worker (`workers list --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerView<'a> {
+    /// Its id (the `worker` of the runs it claims).
+    pub id: &'a str,
+    /// The machine it runs on.
+    pub host: &'a str,
+    /// Its process id there.
+    pub pid: u32,
+    /// Its tags.
+    pub tags: &'a [String],
+    /// Attempts it runs at once.
+    pub concurrency: u32,
+    /// Attempts it was running at its last heartbeat.
+    pub running: u32,
+    /// Its lease, in milliseconds: it is live while seen within it.
+    pub lease_ms: i64,
+    /// When it started.
+    pub started_at: String,
+    /// Its last heartbeat.
+    pub last_seen: String,
+    /// How long ago its last heartbeat was, in whole milliseconds.
+    pub last_seen_ago_ms: u64,
+    /// `live` or `gone`.
+    pub state: WorkerState,
+}
+
+impl<'a> WorkerView<'a> {
+    /// The view of `w` at `now` (the store's time).
+    pub fn new(w: &'a WorkerRecord, now: i64) -> Self {
+        Self {
+            id: &w.id,
+            host: &w.host,
+            pid: w.pid,
+            tags: &w.tags,
+            concurrency: w.concurrency,
+            running: w.running,
+            lease_ms: w.lease_ms,
+            started_at: time_text(w.started_at),
+            last_seen: time_text(w.last_seen),
+            last_seen_ago_ms: now.saturating_sub(w.last_seen).max(0) as u64,
+            state: if w.is_live(now) {
+                WorkerState::Live
+            } else {
+                WorkerState::Gone
+            },
         }
     }
 }

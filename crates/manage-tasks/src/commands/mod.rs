@@ -12,6 +12,7 @@ mod queue;
 mod register;
 mod runs;
 mod tasks;
+mod workers;
 
 use std::io::{Read, Write};
 
@@ -20,7 +21,7 @@ use task_executor::service::{Service, ServiceConfig};
 use task_executor::store::ENV_TASK_STORE;
 use task_executor::{Runner, Store, StoreSpec, TaskName};
 
-use crate::cli::{ArgsSource, Cli, Command, RunsCommand, ScheduleCommand};
+use crate::cli::{ArgsSource, Cli, Command, RunsCommand, ScheduleCommand, WorkersCommand};
 use crate::exit::Failure;
 
 /// Whether the command asked for machine output.
@@ -37,6 +38,7 @@ pub fn wants_json(command: &Command) -> bool {
         Command::Runs(RunsCommand::Prune(a)) => a.json,
         Command::Schedule(ScheduleCommand::Add(a)) => a.json,
         Command::Schedule(ScheduleCommand::List(a)) => a.json,
+        Command::Workers(WorkersCommand::List(a)) => a.json,
         Command::Unregister(_)
         | Command::Mcp(_)
         | Command::Completions { .. }
@@ -60,6 +62,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Mcp(args) => mcp::run(&ctx, args).await,
         Command::Submit(args) => queue::submit(&ctx, args).await,
         Command::Worker(args) => queue::worker(&ctx, args).await,
+        Command::Workers(cmd) => workers::run(&ctx, cmd).await,
         Command::Runs(cmd) => runs::run(&ctx, cmd).await,
         Command::Schedule(cmd) => queue::schedule(&ctx, cmd).await,
         Command::Completions { shell } => {
@@ -97,6 +100,21 @@ impl Context {
                 spec
             }
         })
+    }
+
+    /// [`Context::service_with`] for a command that uses up to
+    /// `connections` store connections at once (a worker).
+    pub fn service_sized(
+        &self,
+        runner: Runner,
+        config: ServiceConfig,
+        connections: usize,
+    ) -> Result<Service, Failure> {
+        Ok(Service::new(
+            Store::open_sized(&self.store_spec()?, connections),
+            runner,
+            config,
+        ))
     }
 
     /// The service over this command's store, running tasks with `runner`.

@@ -1,6 +1,7 @@
 //! `submit`, `worker` and `schedule`: the durable queue from the command line.
 
 use std::io::{BufRead, Write};
+use std::time::Duration;
 
 use comfy_table::{ContentArrangement, Table, presets};
 use task_executor::history::to_ms;
@@ -16,10 +17,28 @@ use crate::cli::{ScheduleAddArgs, ScheduleCommand, SubmitArgs, WorkerArgs};
 use crate::exit::{self, Failure};
 use crate::output::{Clean, Style, clean, render_run};
 
+/// Says, on stderr, that `task`'s runs wait for a worker on another machine.
+fn note_not_here(ctx: &Context, task: &task_executor::service::Prepared) {
+    if let Some(why) = task.not_here()
+        && !ctx.quiet
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}",
+            clean(&format!(
+                "note: task `{}` cannot run on this machine ({why}); its runs wait for a worker \
+                 on a machine where it can",
+                task.task().name
+            ))
+        );
+    }
+}
+
 pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<u8> {
     let name = task_name(args.name.get())?;
     let service = ctx.service()?;
-    let task = service.prepare(&name).await?;
+    let task = service.prepare_to_queue(&name).await?;
+    note_not_here(ctx, &task);
     let available = match (&args.at, args.delay) {
         (Some(at), _) => humantime::parse_rfc3339_weak(at.trim())
             .map(|t| Availability::At(to_ms(t)))
@@ -141,6 +160,18 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
+    let runner = Runner::new(RunnerConfig {
+        grace: args.grace,
+        result_limit: args.result_limit,
+        ..RunnerConfig::default()
+    });
+    // A connection per slot, one for the loop's own calls, one to spare.
+    let service = ctx.service_sized(
+        runner,
+        ServiceConfig::default(),
+        args.concurrency as usize + 2,
+    )?;
+    let listens = service.hears_new_work();
     let config = WorkerConfig {
         id: args
             .id
@@ -148,27 +179,33 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
             .unwrap_or_else(|| WorkerConfig::default().id),
         concurrency: usize::from(args.concurrency),
         lease: args.lease,
-        poll: args.poll,
+        poll: args.poll.unwrap_or(if listens {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(100)
+        }),
+        listen: args.poll.is_none(),
         grace: args.drain,
         log_limit: args.log_limit,
         until_idle: args.until_idle,
         wait_delayed: args.wait_delayed,
         keep_runs: (args.keep_runs > 0).then_some(args.keep_runs),
+        tags: args.tags.clone().map(|t| t.0).unwrap_or_default(),
+        recheck: args.recheck,
     };
-    let runner = Runner::new(RunnerConfig {
-        grace: args.grace,
-        result_limit: args.result_limit,
-        ..RunnerConfig::default()
-    });
-    let service = ctx.service_with(runner, ServiceConfig::default())?;
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     let quiet = ctx.quiet;
     let mut err = std::io::stderr();
     if !quiet {
+        let tags = if config.tags.is_empty() {
+            String::new()
+        } else {
+            format!(", tags {}", config.tags.join(", "))
+        };
         let _ = writeln!(
             err,
-            "worker {} started: concurrency {}, lease {}",
+            "worker {} started: concurrency {}, lease {}{tags}",
             config.id,
             config.concurrency,
             humantime::format_duration(config.lease)
@@ -204,6 +241,7 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
                 format!("store back after {}; claiming runs again", whole_ms(after))
             }
             WorkerEvent::Unrecorded { run, message } => format!("run {run}: {message}"),
+            WorkerEvent::LeftForOthers { run, message, .. } => format!("run {run}: {message}"),
         };
         let _ = writeln!(std::io::stderr(), "{}", clean(&line));
     };
@@ -213,10 +251,15 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
         .map_err(Failure::from)?;
     signals.abort();
     if !quiet {
+        let left = if stats.left > 0 {
+            format!(", {} left for other workers", stats.left)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             err,
             "worker {} stopped: {} succeeded, {} reported another status, {} failed, {} retried, \
-             {} requeued at shutdown, {} lost",
+             {} requeued at shutdown, {} lost{left}",
             config.id,
             stats.completed - stats.other_status,
             stats.other_status,
@@ -275,7 +318,8 @@ pub async fn schedule(ctx: &Context, cmd: ScheduleCommand) -> anyhow::Result<u8>
 async fn add(ctx: &Context, a: ScheduleAddArgs) -> anyhow::Result<u8> {
     let name = task_name(a.name.get())?;
     let service = ctx.service()?;
-    let task = service.prepare(&name).await?;
+    let task = service.prepare_to_queue(&name).await?;
+    note_not_here(ctx, &task);
     let data = read_args(&a.args)?;
     let schedule = service
         .add_schedule(&task, &a.cron, &data, &a.caller)

@@ -26,6 +26,7 @@ pub async fn run(ctx: &Context, args: RegisterArgs) -> anyhow::Result<u8> {
         },
         concurrency: args.concurrency,
         priority: args.priority,
+        tags: args.tags.map(|t| t.0),
         formats: args.formats.map(|f| match f {
             FormatsArg::Assert => Formats::Assert,
             FormatsArg::Annotate => Formats::Annotate,

@@ -148,8 +148,11 @@ fn shell_word(s: &str) -> String {
 
 async fn show(service: &Service, a: RunIdArgs) -> anyhow::Result<u8> {
     let r = service.run(&a.id).await?;
+    let waiting = service.waiting(&r).await.map_err(Failure::from)?;
     if a.json {
-        print_json(&RunView::from(&r))?;
+        let mut view = RunView::from(&r);
+        view.waiting = waiting;
+        print_json(&view)?;
         return Ok(exit::SUCCESS);
     }
     let style = Style::stdout();
@@ -186,6 +189,9 @@ async fn show(service: &Service, a: RunIdArgs) -> anyhow::Result<u8> {
     }
     if let Some(e) = &r.error {
         writeln!(out, "note:      {} ({})", clean(&e.message), clean(&e.kind))?;
+    }
+    if let Some(why) = &waiting {
+        writeln!(out, "waiting:   {}", clean(why))?;
     }
     Ok(exit::SUCCESS)
 }

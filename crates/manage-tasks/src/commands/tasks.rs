@@ -110,6 +110,9 @@ pub async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<u8> {
         if let Some(pr) = p.priority {
             parts.push(format!("priority {pr}"));
         }
+        if !p.tags.is_empty() {
+            parts.push(format!("workers with tags {}", p.tags.join(", ")));
+        }
         writeln!(out, "{}  {}", style.bold("queue:"), parts.join(", "))?;
     }
     writeln!(

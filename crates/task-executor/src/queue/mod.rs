@@ -6,8 +6,9 @@
 //!
 //! The protocol, on any backend:
 //! - **claim**: due `queued` runs by priority, then age, skipping tasks at
-//!   their concurrency cap; each becomes `running` with `attempt + 1`, a
-//!   lease and a new fencing token (`fence + 1`).
+//!   their concurrency cap, tasks with a tag the worker lacks and tasks the
+//!   worker cannot run on its machine; each becomes `running` with
+//!   `attempt + 1`, a lease and a new fencing token (`fence + 1`).
 //! - **heartbeat** extends a lease only while `(id, fence)` match; a miss
 //!   means the lease was lost, and the worker kills that attempt's process
 //!   group. The answer also carries `runs cancel` requests.
@@ -29,7 +30,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use worker::{WorkerConfig, WorkerEvent, WorkerStats, hostname, run_worker};
+pub use worker::{DEFAULT_RECHECK, WorkerConfig, WorkerEvent, WorkerStats, hostname, run_worker};
 
 use crate::history::{RunError, RunState};
 use crate::outcome::{Outcome, new_run_id};

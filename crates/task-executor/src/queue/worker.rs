@@ -2,12 +2,19 @@
 //!
 //! One loop owns every store call; each claimed attempt runs as a tokio task
 //! with its own cancellation token and bounded log. The loop:
-//! claims while slots are free → renews leases every `lease / 3` (a lost
-//! lease or a cancel request cancels that attempt, which kills its process
-//! group) → flushes logs every 250 ms → requeues expired leases and fires
-//! due schedules every second → records each finished attempt, guarded by
-//! its fencing token. On shutdown it stops claiming, lets running attempts
-//! finish for `grace`, then cancels them and gives them back to the queue.
+//! claims while slots are free, only runs its tags allow and not of tasks it
+//! cannot run here → renews leases and its row in the worker registry every
+//! `lease / 3` (a lost lease or a cancel request cancels that attempt, which
+//! kills its process group) → flushes logs every 250 ms → requeues expired
+//! leases and fires due schedules every second → records each finished
+//! attempt, guarded by its fencing token. On shutdown it stops claiming, lets
+//! running attempts finish for `grace`, then cancels them and gives them back
+//! to the queue, and removes itself from the registry.
+//!
+//! Workers may run on several machines. A claimed run whose task's location
+//! does not exist or is not executable here is given back uncounted, and the
+//! task is left out of this worker's claims (looked at again every
+//! `recheck`): another machine may run it, so it is never failed for that.
 //!
 //! **The store going away** (a lock held elsewhere, a full disk, a server
 //! restarting) does not end the worker. An error that may pass
@@ -28,6 +35,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,11 +46,11 @@ use tokio_util::sync::CancellationToken;
 use super::{backoff_delay, fire_schedules, is_retryable, requeue_expired, retry_note};
 use crate::history::{DEFAULT_LOG_LIMIT, LogBatch, RunError, RunLogs, RunState};
 use crate::outcome::{Outcome, RunReport};
-use crate::runner::{RunRequest, Runner};
+use crate::runner::{DiscoveryError, RunRequest, Runner, check_executable};
 use crate::secrets::secrets;
 use crate::store::{
-    Claimed, Finish, Lease, LeaseStatus, NewRun, Prune, Reachability, RunLookup, Store, StoreError,
-    StoreNotice,
+    ClaimFilter, Claimed, Finish, Lease, LeaseStatus, NewRun, Prune, Reachability, RunLookup,
+    Store, StoreError, StoreNotice, WorkerBeat,
 };
 use crate::task::{PreparedTask, Task, TaskName};
 
@@ -57,6 +65,9 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// How often to look for work when the queue was empty.
     pub poll: Duration,
+    /// Whether an idle worker also wakes when the store says runs were
+    /// queued (PostgreSQL's `LISTEN`/`NOTIFY`); off, it only polls.
+    pub listen: bool,
     /// On shutdown, how long running attempts may still take before they
     /// are cancelled and requeued; then, if the store does not answer, how
     /// much longer their ends are tried before they are left to their leases.
@@ -69,6 +80,12 @@ pub struct WorkerConfig {
     pub wait_delayed: bool,
     /// Keep at most this many finished runs per task (pruned every minute).
     pub keep_runs: Option<u64>,
+    /// Its tags, sorted ([`crate::task::normalize_tags`]): it claims only
+    /// runs whose task's tags are all among them (a task without tags: any
+    /// worker).
+    pub tags: Vec<String>,
+    /// How often a task whose location cannot be run here is looked at again.
+    pub recheck: Duration,
 }
 
 /// This machine's name, for worker ids (`localhost` if it has none).
@@ -90,14 +107,20 @@ impl Default for WorkerConfig {
             concurrency: 1,
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(100),
+            listen: true,
             grace: Duration::from_secs(30),
             log_limit: DEFAULT_LOG_LIMIT,
             until_idle: false,
             wait_delayed: false,
             keep_runs: None,
+            tags: Vec::new(),
+            recheck: DEFAULT_RECHECK,
         }
     }
 }
+
+/// How often, by default, a worker looks again at a task it cannot run here.
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
 
 /// Something a worker did, for its caller to report.
 #[derive(Debug, Clone)]
@@ -145,6 +168,19 @@ pub enum WorkerEvent {
         run: String,
         /// Its task.
         task: TaskName,
+    },
+    /// A claimed run's task cannot run on this machine (its location is
+    /// missing or not executable here): the attempt was given back uncounted,
+    /// and this worker leaves the task's runs to others until its location
+    /// can be run here.
+    LeftForOthers {
+        /// The run.
+        run: String,
+        /// Its task.
+        task: TaskName,
+        /// Why: "task `x`: `/opt/x.sh` does not exist on this machine; left
+        /// for another worker (looked at again every 30s)".
+        message: String,
     },
     /// A claimed run could not start (task unregistered or broken); it was recorded as failed.
     Unrunnable {
@@ -195,6 +231,8 @@ pub struct WorkerStats {
     pub lost: u64,
     /// Attempts given back at shutdown.
     pub released: u64,
+    /// Attempts given back because their task cannot run on this machine.
+    pub left: u64,
 }
 
 struct InFlight {
@@ -228,9 +266,8 @@ struct Ending {
 }
 
 enum End {
-    /// Give the run back to the queue: at shutdown (`shutdown`), or claimed
-    /// while the store could not say what its task is. Its log goes first.
-    Release { logs: LogBatch, shutdown: bool },
+    /// Give the run back to the queue, uncounted. Its log goes first.
+    Release { logs: LogBatch, why: GiveBack },
     /// Queue the run again for a retry.
     Retry {
         finish: Finish,
@@ -242,6 +279,16 @@ enum End {
         finish: Finish,
         unrunnable: Option<String>,
     },
+}
+
+/// Why a claimed run is given back to the queue.
+enum GiveBack {
+    /// The worker stops.
+    Shutdown,
+    /// The store could not say what its task is: another try will.
+    NotStarted,
+    /// Its task cannot run on this machine (why, as the event says it).
+    LeftForOthers(String),
 }
 
 /// How long a store call pending since before an attempt's lease lapsed
@@ -303,12 +350,93 @@ impl TaskCache {
     }
 }
 
+/// Tasks this worker cannot run on this machine, each with when it was
+/// last found so; left out of its claims ([`ClaimFilter::exclude`]).
+#[derive(Default)]
+struct Excluded(HashMap<TaskName, Instant>);
+
+impl Excluded {
+    /// Looks again at each task found unrunnable more than `recheck` ago:
+    /// it is claimed again once its location can be run here, or once it
+    /// is gone from the registry or broken (then claiming it fails the run,
+    /// saying why, as for any worker).
+    async fn recheck(&mut self, store: &Store, cache: &mut TaskCache, recheck: Duration) {
+        let due: Vec<TaskName> = self
+            .0
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= recheck)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            cache.forget(&name);
+            let still = match cache.get(store, &name).await {
+                Ok(p) => not_runnable(&p.task().location).await.is_some(),
+                // The store did not answer: look again next time.
+                Err(Refusal::Store(_)) => true,
+                Err(Refusal::Unrunnable(_)) => false,
+            };
+            if still {
+                self.0.insert(name, Instant::now());
+            } else {
+                self.0.remove(&name);
+            }
+        }
+    }
+
+    fn names(&self) -> Vec<TaskName> {
+        self.0.keys().cloned().collect()
+    }
+}
+
+/// Why this process cannot run the executable at `location`, if it cannot:
+/// it does not exist here, is not a regular file, or is not executable by
+/// this user. (A file that cannot be started for another reason, such as a
+/// bad `#!` line, is tried, and fails like any run.)
+async fn not_runnable(location: &Path) -> Option<String> {
+    let path = location.to_owned();
+    let checked = tokio::task::spawn_blocking(move || check_executable(&path)).await;
+    let shown = location.display();
+    match checked {
+        Ok(Ok(_)) | Err(_) => None,
+        Ok(Err(DiscoveryError::NotFound { .. })) => {
+            Some(format!("`{shown}` does not exist on this machine"))
+        }
+        Ok(Err(DiscoveryError::NotAFile { .. })) => {
+            Some(format!("`{shown}` is not a regular file on this machine"))
+        }
+        Ok(Err(DiscoveryError::NotExecutable { .. })) => Some(format!(
+            "`{shown}` is not executable by this worker's user on this machine"
+        )),
+        Ok(Err(DiscoveryError::Inaccessible { message, .. })) => Some(format!(
+            "`{shown}` cannot be examined on this machine ({message})"
+        )),
+        Ok(Err(other)) => Some(other.to_string()),
+    }
+}
+
+/// What this worker tells the registry about itself now.
+fn beat(config: &WorkerConfig, running: usize) -> WorkerBeat {
+    WorkerBeat {
+        id: config.id.clone(),
+        host: hostname(),
+        pid: std::process::id(),
+        tags: config.tags.clone(),
+        concurrency: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
+        running: u32::try_from(running).unwrap_or(u32::MAX),
+        lease: config.lease,
+    }
+}
+
 /// Everything the loop owns.
 struct Worker<'a> {
     store: &'a Store,
     runner: &'a Runner,
     config: &'a WorkerConfig,
     cache: TaskCache,
+    excluded: Excluded,
+    /// With `until_idle`: the last claim found nothing, after a count that
+    /// showed due runs (which this worker cannot take, then).
+    nothing_for_me: bool,
     // By lease, not run id: after a pause this worker may hold a newer
     // attempt of a run whose older attempt is still being stopped.
     inflight: HashMap<Lease, InFlight>,
@@ -341,6 +469,8 @@ pub async fn run_worker(
         runner,
         config,
         cache: TaskCache::default(),
+        excluded: Excluded::default(),
+        nothing_for_me: false,
         inflight: HashMap::new(),
         running: JoinSet::new(),
         endings: Vec::new(),
@@ -360,6 +490,7 @@ pub async fn run_worker(
     // Once stopping: ends the store still refuses after this are left to their leases.
     let mut record_until: Option<Instant> = None;
     let mut grace_over = false;
+    w.beat(events).await;
 
     loop {
         if grace_until.is_none() && (shutdown.is_cancelled() || w.fatal.is_some()) {
@@ -377,9 +508,9 @@ pub async fn run_worker(
             w.renew(events).await;
         }
         w.record_endings(events).await;
-        let mut idle = false;
+        let (mut idle, mut found_none) = (false, false);
         if !stopping && w.inflight.len() < config.concurrency && w.may_call() {
-            idle = w.claim(events).await;
+            (idle, found_none) = w.claim(events).await;
         }
         if stopping
             && w.inflight.is_empty()
@@ -401,26 +532,46 @@ pub async fn run_worker(
                 w.store.active(),
             )
             .await;
-            if let Some(a) = w.sort(started, active, events)
-                && a.due == 0
-                && a.running == 0
-                && (a.delayed == 0 || !config.wait_delayed)
-            {
-                break;
+            match w.sort(started, active, events) {
+                Some(a) if a.running == 0 && (a.delayed == 0 || !config.wait_delayed) => {
+                    if a.due == 0 || (found_none && w.nothing_for_me) {
+                        break;
+                    }
+                    // Due runs, but none this worker claimed: claim once
+                    // more, after this count, before deciding that they are
+                    // runs it cannot take (its tags, tasks it cannot run here).
+                    w.nothing_for_me = found_none;
+                    if w.nothing_for_me {
+                        continue;
+                    }
+                }
+                Some(_) => w.nothing_for_me = false,
+                None => {}
             }
         }
         let retry_at = w.reach.retry_at().filter(|&at| at > Instant::now());
         // While the store is away, the moment a running attempt's lease has
         // certainly lapsed.
         let lapse = w.next_lapse().filter(|_| w.reach.is_down());
-        let poll = tokio::time::sleep(config.poll);
+        let store = w.store;
+        let poll = async {
+            if config.listen {
+                store.wait_for_work(config.poll).await;
+            } else {
+                tokio::time::sleep(config.poll).await;
+            }
+        };
         tokio::select! {
             Some(joined) = w.running.join_next(), if !w.running.is_empty() => {
                 if let Ok((lease, report)) = joined {
                     w.ended(&lease, report, events);
                 }
             }
-            _ = heartbeat.tick(), if w.may_call() => w.renew(events).await,
+            _ = heartbeat.tick(), if w.may_call() => {
+                w.renew(events).await;
+                // The leases first: the registry only says who is alive.
+                w.beat(events).await;
+            }
             _ = flush.tick(), if w.may_call() => w.flush(events).await,
             _ = maintain.tick(), if !stopping && w.may_read() => {
                 let (started, expired) =
@@ -462,6 +613,11 @@ pub async fn run_worker(
             _ = poll, if idle && !stopping => {}
             else => tokio::time::sleep(config.poll).await,
         }
+    }
+    // Best effort, and not while the store is away: a worker that cannot say
+    // goodbye shows as gone once its lease has passed, and is forgotten a day later.
+    if !w.reach.is_down() {
+        let _ = w.store.remove_worker(&config.id).await;
     }
     match w.fatal {
         Some(e) => Err(e),
@@ -524,27 +680,52 @@ impl Worker<'_> {
             .min()
     }
 
-    /// Claims runs for the free slots and starts them. Returns whether fewer
-    /// were claimed than asked (nothing more is due).
-    async fn claim(&mut self, events: &mut dyn FnMut(WorkerEvent)) -> bool {
-        let free = self.config.concurrency - self.inflight.len();
-        let call = self.store.claim(&self.config.id, free, self.config.lease);
-        let (started, claimed) = during(
+    /// Tells the worker registry it is alive (a write, so it may end an outage).
+    async fn beat(&mut self, events: &mut dyn FnMut(WorkerEvent)) {
+        if !self.may_call() {
+            return;
+        }
+        let beat = beat(self.config, self.inflight.len());
+        let (started, beaten) = during(
             &mut self.inflight,
             self.config.lease,
             self.reach.down_since(),
-            call,
+            self.store.beat_worker(&beat),
         )
         .await;
+        self.sort(started, beaten, events);
+    }
+
+    /// Claims runs for the free slots and starts them. Returns whether fewer
+    /// were claimed than asked (nothing more is due), and whether none was.
+    async fn claim(&mut self, events: &mut dyn FnMut(WorkerEvent)) -> (bool, bool) {
+        let free = self.config.concurrency - self.inflight.len();
+        let (lease, down) = (self.config.lease, self.reach.down_since());
+        during(
+            &mut self.inflight,
+            lease,
+            down,
+            self.excluded
+                .recheck(self.store, &mut self.cache, self.config.recheck),
+        )
+        .await;
+        let filter = ClaimFilter {
+            tags: self.config.tags.clone(),
+            exclude: self.excluded.names(),
+        };
+        let call = self.store.claim(&self.config.id, free, lease, &filter);
+        let (started, claimed) = during(&mut self.inflight, lease, down, call).await;
         let Some(claimed) = self.sort(started, claimed, events) else {
-            return false;
+            return (false, false);
         };
         let renewed = Instant::now();
         let idle = claimed.len() < free;
+        let none = claimed.is_empty();
+        self.nothing_for_me &= none;
         for c in claimed {
             self.start(c, renewed, events).await;
         }
-        idle
+        (idle, none)
     }
 
     async fn start(&mut self, c: Claimed, renewed: Instant, events: &mut dyn FnMut(WorkerEvent)) {
@@ -597,7 +778,7 @@ impl Worker<'_> {
                         self.sort::<()>(started, Err(e), events);
                         End::Release {
                             logs: LogBatch::default(),
-                            shutdown: false,
+                            why: GiveBack::NotStarted,
                         }
                     }
                     Refusal::Unrunnable(message) => End::Finish {
@@ -623,6 +804,27 @@ impl Worker<'_> {
                 return;
             }
         };
+        if let Some(why) = not_runnable(&prepared.task().location).await {
+            // Another machine may have it: give the attempt back, uncounted,
+            // and stop claiming this task's runs here for a while.
+            self.excluded.0.insert(c.task.clone(), Instant::now());
+            let message = format!(
+                "task `{}`: {why}; left for another worker (looked at again every {})",
+                c.task,
+                humantime::format_duration(self.config.recheck)
+            );
+            self.endings.push(Ending {
+                run: c.id,
+                lease,
+                task: c.task,
+                attempt: c.attempt,
+                end: End::Release {
+                    logs: LogBatch::default(),
+                    why: GiveBack::LeftForOthers(message),
+                },
+            });
+            return;
+        }
         let logs = Arc::new(RunLogs::new(
             self.config.log_limit,
             secrets(&prepared.task().inputs, &c.args),
@@ -770,7 +972,7 @@ impl Worker<'_> {
         let end = if run.released && !run.cancel_requested {
             End::Release {
                 logs,
-                shutdown: true,
+                why: GiveBack::Shutdown,
             }
         } else {
             let finish = Finish {
@@ -841,17 +1043,21 @@ impl Worker<'_> {
         } = ending;
         let lost = |what: &str| format!("lease lost before {what}");
         let (state, why_lost) = match end {
-            End::Release { shutdown, .. } => {
-                if held && shutdown {
+            End::Release { why, .. } => match (why, held) {
+                (GiveBack::Shutdown, true) => {
                     self.stats.released += 1;
                     events(WorkerEvent::Released { run });
                     return;
                 }
-                if held || !shutdown {
+                (GiveBack::LeftForOthers(message), true) => {
+                    self.stats.left += 1;
+                    events(WorkerEvent::LeftForOthers { run, task, message });
                     return;
                 }
-                (None, lost("it could be given back"))
-            }
+                (GiveBack::Shutdown, false) => (None, lost("it could be given back")),
+                // Claimed again elsewhere, or settled: nothing to tell.
+                (_, _) => return,
+            },
             End::Retry { .. } => {
                 self.stats.retried += 1;
                 (Some(RunState::Queued), lost("its end could be recorded"))

@@ -24,16 +24,27 @@ use crate::task::{PreparedTask, Task, TaskName};
 /// How often a run executed here stores the log lines printed so far.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
-/// A task ready to run: registered, its executable present, its schemas compiled.
+/// A task ready to run: registered, its schemas compiled, and (from
+/// [`Service::prepare`]) its executable present on this machine.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     task: Arc<PreparedTask>,
+    /// From [`Service::prepare_to_queue`]: why its executable cannot run on
+    /// this machine, if it cannot.
+    not_here: Option<String>,
 }
 
 impl Prepared {
     /// The task's definition.
     pub fn task(&self) -> &Task {
         self.task.task()
+    }
+
+    /// Why the task's executable cannot run on this machine, when it was
+    /// prepared for the queue ([`Service::prepare_to_queue`]) and cannot:
+    /// its runs wait for a worker on a machine where it can.
+    pub fn not_here(&self) -> Option<&str> {
+        self.not_here.as_deref()
     }
 
     /// Checks arguments against the task's `inputs`, naming every violation.
@@ -95,6 +106,34 @@ impl Service {
         })?;
         Ok(Prepared {
             task: Arc::new(task),
+            not_here: None,
+        })
+    }
+
+    /// Looks `name` up and compiles its schemas, for runs that a worker
+    /// executes ([`Service::submit`], [`Service::add_schedule`]): workers may
+    /// run on other machines, so its executable need not be on this one
+    /// ([`Prepared::not_here`] says when it is not).
+    pub async fn prepare_to_queue(&self, name: &TaskName) -> Result<Prepared, PrepareError> {
+        let task = self
+            .store
+            .get(name)
+            .await?
+            .ok_or_else(|| PrepareError::NotRegistered { name: name.clone() })?;
+        let not_here = match check_executable(&task.location) {
+            Ok(_) => None,
+            Err(e) => match PrepareError::location_gone(name, e) {
+                PrepareError::LocationGone { why, .. } => Some(why),
+                other => Some(other.to_string()),
+            },
+        };
+        let task = PreparedTask::new(task).map_err(|source| PrepareError::SchemaBroken {
+            name: name.clone(),
+            source,
+        })?;
+        Ok(Prepared {
+            task: Arc::new(task),
+            not_here,
         })
     }
 
@@ -110,6 +149,13 @@ impl Service {
         logs: &dyn LogSink,
         cancel: &CancellationToken,
     ) -> Result<Executed, ExecuteError> {
+        if let Some(why) = task.not_here() {
+            return Err(PrepareError::LocationGone {
+                name: task.task().name.clone(),
+                why: why.to_owned(),
+            }
+            .into());
+        }
         task.check(&call.args)?;
         let def = task.task();
         let mut new = crate::queue::new_run(def, &call.args, &call.caller);

@@ -14,7 +14,8 @@
 //!   [`Service::execute`] (recorded in history where the store keeps it) or
 //!   [`Service::batch`] (many, in this process, unrecorded);
 //! - the queue: [`Service::submit`], [`Service::wait`],
-//!   [`Service::cancel`], [`Service::work`] (a worker);
+//!   [`Service::cancel`], [`Service::work`] (a worker), [`Service::workers`]
+//!   (the worker registry), [`Service::waiting`] (why a queued run waits);
 //! - history: [`Service::run`], [`Service::runs`], [`Service::logs`]
 //!   (optionally following), [`Service::prune`];
 //! - schedules: [`Service::add_schedule`], [`Service::schedules`],
@@ -22,12 +23,14 @@
 
 mod execute;
 mod runs;
+mod workers;
 
 use std::path::Path;
 use std::time::Duration;
 
 pub use execute::{Batch, Call, Executed, Prepared};
 pub use runs::{Cancelled, LogEvent, LogStream, SubmitOptions};
+pub use workers::Workers;
 
 use crate::history::DEFAULT_LOG_LIMIT;
 use crate::queue::{CronError, WorkerConfig, WorkerEvent, WorkerStats};
@@ -87,6 +90,12 @@ impl Service {
         self.store.has_history()
     }
 
+    /// Whether idle workers are woken as soon as runs are queued (a
+    /// PostgreSQL store's `LISTEN`/`NOTIFY`), so they can poll less often.
+    pub fn hears_new_work(&self) -> bool {
+        self.store.hears_new_work()
+    }
+
     /// The runner's settings.
     pub fn runner(&self) -> &Runner {
         &self.runner
@@ -126,6 +135,15 @@ impl Service {
         let base = stored.as_ref();
         let policy = base.map(|t| t.policy.clone()).unwrap_or_default();
         let r = registration;
+        let tags = match &r.tags {
+            Some(tags) => {
+                crate::task::normalize_tags(tags).map_err(|source| RegisterError::InvalidTag {
+                    name: name.clone(),
+                    source,
+                })?
+            }
+            None => policy.tags,
+        };
         let options = RegisterOptions {
             schema_timeout: r.schema_timeout.unwrap_or(DEFAULT_SCHEMA_TIMEOUT),
             timeout: r.timeout.or(base.and_then(|t| t.timeout)),
@@ -140,6 +158,7 @@ impl Service {
                 retry_on_status: r.retry_on_status.unwrap_or(policy.retry_on_status),
                 concurrency: r.concurrency.or(policy.concurrency),
                 priority: r.priority.or(policy.priority),
+                tags,
             },
             formats: r.formats.or(base.map(|t| t.formats)).unwrap_or_default(),
         };
@@ -228,6 +247,9 @@ pub struct Registration {
     pub concurrency: Option<u32>,
     /// Claim priority.
     pub priority: Option<i64>,
+    /// The tags a worker needs to claim its runs, checked and sorted
+    /// ([`crate::task::parse_tags`]); `Some(vec![])` removes them.
+    pub tags: Option<Vec<String>>,
     /// Whether `format` is asserted or only an annotation.
     pub formats: Option<Formats>,
 }
@@ -492,6 +514,7 @@ pub fn register_kind(e: &RegisterError) -> &'static str {
     match e {
         RegisterError::Discovery(_) => "discovery",
         RegisterError::Store(s) => store_kind(s),
+        RegisterError::InvalidTag { .. } => "usage",
         _ => "invalid_schema",
     }
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    Availability, Finish, InsertMode, LeaseStatus, ManualClock, NewRun, Prune, RunLookup, Store,
-    StoreError,
+    Availability, ClaimFilter, Finish, InsertMode, LeaseStatus, ManualClock, NewRun, Prune,
+    RunLookup, Store, StoreError, WorkerBeat,
 };
 use crate::history::{LogBatch, LogEntry, RunError, RunFilter, RunState};
 use crate::log::Stream;
@@ -56,6 +56,36 @@ impl Harness for SqliteHarness {
         Store::Sqlite(super::SqliteStore::with_clock(
             &self.path,
             self.clock.clone(),
+        ))
+    }
+
+    fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+}
+
+/// The PostgreSQL backend, on a fresh database (dropped afterwards) and a
+/// manual clock in place of the database's.
+pub(super) struct PgHarness {
+    db: super::postgres::testdb::TestDb,
+    clock: Arc<ManualClock>,
+}
+
+impl PgHarness {
+    pub(super) fn new() -> Self {
+        Self {
+            db: super::postgres::testdb::TestDb::new(),
+            clock: Arc::new(ManualClock::new(1_767_225_600_000)),
+        }
+    }
+}
+
+impl Harness for PgHarness {
+    fn handle(&self) -> Store {
+        Store::Postgres(super::PgStore::open_clocked(
+            &self.db.url,
+            4,
+            Some(self.clock.clone()),
         ))
     }
 
@@ -116,6 +146,7 @@ fn full_task(n: &str) -> Task {
             retry_on_status: true,
             concurrency: Some(4),
             priority: Some(-2),
+            tags: vec!["gpu".into(), "linux".into()],
         },
         formats: Formats::Annotate,
         ..task(n, Policy::default())
@@ -160,6 +191,13 @@ fn failed(attempt: u32) -> Finish {
 }
 
 const LEASE: Duration = Duration::from_secs(10);
+
+/// The filter of a worker without tags that can run every task: it takes
+/// every run of a task without tags.
+const UNTAGGED: ClaimFilter = ClaimFilter {
+    tags: Vec::new(),
+    exclude: Vec::new(),
+};
 
 // ---- the registry ------------------------------------------------------
 
@@ -274,7 +312,7 @@ pub(super) async fn queued_runs_keep_masked_args_and_are_found_by_prefix(h: &dyn
     assert_eq!((rec.queued_at, rec.available_at), (queued_at, queued_at));
     assert_eq!(rec.caller, "me");
     // The worker still gets the real arguments, and the task's revision.
-    let claimed = store.claim("w", 1, LEASE).await.unwrap();
+    let claimed = store.claim("w", 1, LEASE, &UNTAGGED).await.unwrap();
     assert_eq!(claimed[0].args, json!({"pw": "hunter2", "x": 1}));
     assert_eq!(claimed[0].task_rev.as_deref(), Some(t.revision().as_str()));
 
@@ -322,14 +360,14 @@ pub(super) async fn a_claim_bumps_the_fence_and_a_stale_attempt_cannot_write(h: 
     registered(&a, &t).await;
     let run = queue::new_run(&t, &json!({}), "me");
     a.enqueue(std::slice::from_ref(&run)).await.unwrap();
-    let first = a.claim("A", 5, LEASE).await.unwrap();
+    let first = a.claim("A", 5, LEASE, &UNTAGGED).await.unwrap();
     assert_eq!((first.len(), first[0].attempt, first[0].fence), (1, 1, 1));
-    assert!(b.claim("B", 5, LEASE).await.unwrap().is_empty());
+    assert!(b.claim("B", 5, LEASE, &UNTAGGED).await.unwrap().is_empty());
 
     // A stalls past its lease; B takes over with a newer fence.
     h.advance(LEASE + Duration::from_millis(1));
     assert_eq!(queue::requeue_expired(&b).await.unwrap(), 1);
-    let second = b.claim("B", 5, LEASE).await.unwrap();
+    let second = b.claim("B", 5, LEASE, &UNTAGGED).await.unwrap();
     assert_eq!((second[0].attempt, second[0].fence), (2, 2));
     let (stale, held) = (first[0].lease(), second[0].lease());
     assert_eq!(
@@ -406,7 +444,7 @@ pub(super) async fn lapsed_leases_requeue_until_attempts_are_used_up(h: &dyn Har
     let run = queue::new_run(&t, &json!({}), "me");
     store.enqueue(std::slice::from_ref(&run)).await.unwrap();
     for attempt in 1..=queue::LEASE_ATTEMPTS {
-        let claimed = store.claim("w", 1, LEASE).await.unwrap();
+        let claimed = store.claim("w", 1, LEASE, &UNTAGGED).await.unwrap();
         assert_eq!(claimed.len(), 1, "attempt {attempt}");
         assert_eq!(claimed[0].attempt, attempt);
         // Not lapsed yet: nothing to settle.
@@ -419,7 +457,13 @@ pub(super) async fn lapsed_leases_requeue_until_attempts_are_used_up(h: &dyn Har
     let error = rec.error.unwrap();
     assert_eq!(error.kind, "lease_lost");
     assert!(error.message.contains("no attempts left"), "{error:?}");
-    assert!(store.claim("w", 1, LEASE).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim("w", 1, LEASE, &UNTAGGED)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub(super) async fn an_inline_run_whose_executor_died_fails_and_is_never_rerun(h: &dyn Harness) {
@@ -441,13 +485,25 @@ pub(super) async fn an_inline_run_whose_executor_died_fails_and_is_never_rerun(h
         (rec.state, rec.attempt, rec.started_at),
         (RunState::Running, 1, Some(started.at))
     );
-    assert!(store.claim("w", 5, LEASE).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim("w", 5, LEASE, &UNTAGGED)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     h.advance(LEASE + Duration::from_millis(1));
     assert_eq!(queue::requeue_expired(&store).await.unwrap(), 1);
     let rec = run_of(&store, &run.id).await;
     assert_eq!(rec.state, RunState::Failed);
     assert_eq!(rec.error.unwrap().kind, "executor_lost");
-    assert!(store.claim("w", 5, LEASE).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim("w", 5, LEASE, &UNTAGGED)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub(super) async fn a_retry_waits_for_its_delay(h: &dyn Harness) {
@@ -462,7 +518,11 @@ pub(super) async fn a_retry_waits_for_its_delay(h: &dyn Harness) {
     registered(&store, &t).await;
     let run = queue::new_run(&t, &json!({}), "me");
     store.enqueue(std::slice::from_ref(&run)).await.unwrap();
-    let c = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    let c = store
+        .claim("w", 1, LEASE, &UNTAGGED)
+        .await
+        .unwrap()
+        .remove(0);
     let delay = Duration::from_secs(10);
     let note = queue::retry_note(&Outcome::NoResult, 1, 3, delay);
     assert!(
@@ -475,11 +535,17 @@ pub(super) async fn a_retry_waits_for_its_delay(h: &dyn Harness) {
     assert_eq!((rec.state, rec.attempt), (RunState::Queued, 1));
     assert_eq!(rec.error.as_ref().unwrap().kind, "retrying");
     assert_eq!(rec.outcome, Some(Outcome::NoResult));
-    assert!(store.claim("w", 1, LEASE).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim("w", 1, LEASE, &UNTAGGED)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let active = store.active().await.unwrap();
     assert_eq!((active.due, active.delayed, active.running), (0, 1, 0));
     h.advance(delay);
-    let again = store.claim("w", 1, LEASE).await.unwrap();
+    let again = store.claim("w", 1, LEASE, &UNTAGGED).await.unwrap();
     assert_eq!((again[0].attempt, again[0].fence), (2, 2));
 }
 
@@ -489,14 +555,18 @@ pub(super) async fn a_released_attempt_is_not_counted(h: &dyn Harness) {
     registered(&store, &t).await;
     let run = queue::new_run(&t, &json!({}), "me");
     store.enqueue(std::slice::from_ref(&run)).await.unwrap();
-    let c = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    let c = store
+        .claim("w", 1, LEASE, &UNTAGGED)
+        .await
+        .unwrap()
+        .remove(0);
     assert!(store.release(&c.lease()).await.unwrap());
     let rec = run_of(&store, &run.id).await;
     assert_eq!(
         (rec.state, rec.attempt, rec.started_at),
         (RunState::Queued, 0, None)
     );
-    let again = store.claim("w", 1, LEASE).await.unwrap();
+    let again = store.claim("w", 1, LEASE, &UNTAGGED).await.unwrap();
     assert_eq!((again[0].attempt, again[0].fence), (1, 2));
 }
 
@@ -508,7 +578,11 @@ pub(super) async fn cancel_stops_queued_runs_and_asks_running_ones(h: &dyn Harne
         .map(|_| queue::new_run(&t, &json!({}), "me"))
         .collect();
     store.enqueue(&runs).await.unwrap();
-    let running = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    let running = store
+        .claim("w", 1, LEASE, &UNTAGGED)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(running.id, runs[0].id);
 
     let queued = &runs[1].id;
@@ -535,7 +609,11 @@ pub(super) async fn cancel_stops_queued_runs_and_asks_running_ones(h: &dyn Harne
     );
     assert!(run_of(&store, &running.id).await.cancel_requested);
     // A state seen before a worker took the run: the cancel follows it.
-    let taken = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    let taken = store
+        .claim("w", 1, LEASE, &UNTAGGED)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(taken.id, runs[2].id);
     assert_eq!(
         queue::cancel(&store, &taken.id, RunState::Queued)
@@ -578,7 +656,12 @@ pub(super) async fn the_concurrency_cap_holds_with_concurrent_claimers(h: &dyn H
     let claim_all = || {
         futures_join_all((0..8).map(|i| {
             let store = h.handle();
-            async move { store.claim(&format!("w{i}"), 5, LEASE).await.unwrap() }
+            async move {
+                store
+                    .claim(&format!("w{i}"), 5, LEASE, &UNTAGGED)
+                    .await
+                    .unwrap()
+            }
         }))
     };
     let first: Vec<_> = claim_all().await.into_iter().flatten().collect();
@@ -617,7 +700,7 @@ pub(super) async fn a_capped_task_does_not_hold_up_others(h: &dyn Harness) {
         .collect();
     runs.extend((0..3).map(|_| queue::new_run(&free, &json!({}), "me")));
     store.enqueue(&runs).await.unwrap();
-    let got = store.claim("w", 4, LEASE).await.unwrap();
+    let got = store.claim("w", 4, LEASE, &UNTAGGED).await.unwrap();
     let names: Vec<&str> = got.iter().map(|c| c.task.as_str()).collect();
     assert_eq!(names, ["capped", "free", "free", "free"]);
 }
@@ -641,7 +724,7 @@ pub(super) async fn claims_follow_priority_then_age_then_insertion_order(h: &dyn
     runs.push(queue::new_run(&urgent, &json!({}), "me"));
     store.enqueue(&runs).await.unwrap();
     let mut order = vec![];
-    while let Some(c) = store.claim("w", 1, LEASE).await.unwrap().pop() {
+    while let Some(c) = store.claim("w", 1, LEASE, &UNTAGGED).await.unwrap().pop() {
         order.push(c.id);
     }
     let mut want: Vec<String> = vec![runs[6].id.clone()];
@@ -659,15 +742,27 @@ pub(super) async fn a_delayed_run_waits_for_its_time(h: &dyn Harness) {
     let mut at = queue::new_run(&t, &json!({}), "me");
     at.available = Availability::At(now + 7_200_000);
     store.enqueue(&[later.clone(), at.clone()]).await.unwrap();
-    assert_eq!(
-        run_of(&store, &later.id).await.available_at,
-        now + 3_600_000
+    // Measured from when it was queued (a database's clock moves meanwhile).
+    let queued = run_of(&store, &later.id).await;
+    assert!(queued.queued_at >= now, "{} < {now}", queued.queued_at);
+    assert_eq!(queued.available_at, queued.queued_at + 3_600_000);
+    assert!(
+        store
+            .claim("w", 5, LEASE, &UNTAGGED)
+            .await
+            .unwrap()
+            .is_empty()
     );
-    assert!(store.claim("w", 5, LEASE).await.unwrap().is_empty());
     h.advance(Duration::from_secs(3600));
-    assert_eq!(store.claim("w", 5, LEASE).await.unwrap()[0].id, later.id);
+    assert_eq!(
+        store.claim("w", 5, LEASE, &UNTAGGED).await.unwrap()[0].id,
+        later.id
+    );
     h.advance(Duration::from_secs(3600));
-    assert_eq!(store.claim("w", 5, LEASE).await.unwrap()[0].id, at.id);
+    assert_eq!(
+        store.claim("w", 5, LEASE, &UNTAGGED).await.unwrap()[0].id,
+        at.id
+    );
 }
 
 pub(super) async fn a_schedule_fires_once_per_tick(h: &dyn Harness) {
@@ -710,7 +805,7 @@ pub(super) async fn a_schedule_fires_once_per_tick(h: &dyn Harness) {
         ("cron", 3, 3)
     );
     assert_eq!(rec.args, json!({"pw": "********"}));
-    let claimed = a.claim("w", 1, LEASE).await.unwrap();
+    let claimed = a.claim("w", 1, LEASE, &UNTAGGED).await.unwrap();
     assert_eq!(claimed[0].args, json!({"pw": "s3cret"}));
     let next = a.list_schedules().await.unwrap()[0].next_fire_at;
     assert!(next > added.next_fire_at && next <= now + 3000, "{next}");
@@ -735,7 +830,11 @@ pub(super) async fn prune_deletes_old_runs_and_keep_protects_the_newest(h: &dyn 
     for t in [&x, &x, &x, &y, &y] {
         let run = queue::new_run(t, &json!({}), "me");
         store.enqueue(std::slice::from_ref(&run)).await.unwrap();
-        let c = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+        let c = store
+            .claim("w", 1, LEASE, &UNTAGGED)
+            .await
+            .unwrap()
+            .remove(0);
         store
             .finish(&c.lease(), &done(1, LogBatch::default()))
             .await
@@ -871,7 +970,7 @@ pub(super) async fn history_pages_newest_first_without_gaps_or_repeats(h: &dyn H
         ..RunFilter::default()
     };
     assert_eq!(page_through(filter).await, last_round);
-    let running = store.claim("w", 2, LEASE).await.unwrap();
+    let running = store.claim("w", 2, LEASE, &UNTAGGED).await.unwrap();
     let filter = RunFilter {
         state: Some(RunState::Running),
         limit: 100,
@@ -890,7 +989,11 @@ pub(super) async fn logs_are_stored_in_order_and_cut_lines_deleted(h: &dyn Harne
     registered(&store, &t).await;
     let run = queue::new_run(&t, &json!({}), "me");
     store.enqueue(std::slice::from_ref(&run)).await.unwrap();
-    let c = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    let c = store
+        .claim("w", 1, LEASE, &UNTAGGED)
+        .await
+        .unwrap()
+        .remove(0);
     let entry = |seq: u64| LogEntry {
         seq,
         stream: if seq.is_multiple_of(2) {
@@ -936,7 +1039,11 @@ pub(super) async fn a_log_batch_sent_again_is_stored_once(h: &dyn Harness) {
     registered(&store, &t).await;
     let run = queue::new_run(&t, &json!({}), "me");
     store.enqueue(std::slice::from_ref(&run)).await.unwrap();
-    let c = store.claim("w", 1, LEASE).await.unwrap().remove(0);
+    let c = store
+        .claim("w", 1, LEASE, &UNTAGGED)
+        .await
+        .unwrap()
+        .remove(0);
     let line = |seq: u64| LogEntry {
         seq,
         stream: Stream::Stdout,
@@ -971,7 +1078,7 @@ pub(super) async fn a_lapsed_lease_is_held_until_it_is_settled(h: &dyn Harness) 
         queue::new_run(&t, &json!({}), "me"),
     ];
     store.enqueue(&runs).await.unwrap();
-    let claimed = store.claim("w", 2, LEASE).await.unwrap();
+    let claimed = store.claim("w", 2, LEASE, &UNTAGGED).await.unwrap();
     let (renewed, ended) = (claimed[0].lease(), claimed[1].lease());
     h.advance(LEASE * 2);
     assert_eq!(
@@ -1006,6 +1113,232 @@ pub(super) async fn a_lapsed_lease_is_held_until_it_is_settled(h: &dyn Harness) 
             .unwrap()
     );
     assert_eq!(run_of(&store, &renewed.id).await.state, RunState::Queued);
+}
+
+fn tagged(n: &str, tags: &[&str]) -> Task {
+    task(
+        n,
+        Policy {
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            ..Policy::default()
+        },
+    )
+}
+
+fn filter(tags: &[&str], exclude: &[&str]) -> ClaimFilter {
+    ClaimFilter {
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        exclude: exclude.iter().map(|t| name(t)).collect(),
+    }
+}
+
+/// The tasks of the claimed runs, sorted.
+fn tasks_of(claimed: &[super::Claimed]) -> Vec<&str> {
+    let mut names: Vec<&str> = claimed.iter().map(|c| c.task.as_str()).collect();
+    names.sort();
+    names
+}
+
+pub(super) async fn a_claim_takes_only_runs_whose_task_tags_the_worker_has(h: &dyn Harness) {
+    let store = h.handle();
+    let (gpu, both, plain) = (
+        tagged("gpu", &["gpu"]),
+        tagged("both", &["gpu", "linux"]),
+        task("plain", Policy::default()),
+    );
+    for t in [&gpu, &both, &plain] {
+        registered(&store, t).await;
+    }
+    let runs: Vec<NewRun> = [&gpu, &both, &plain, &gpu, &both, &plain]
+        .into_iter()
+        .map(|t| queue::new_run(t, &json!({}), "me"))
+        .collect();
+    store.enqueue(&runs).await.unwrap();
+    // No tags: only the untagged task's runs.
+    let untagged = store.claim("none", 10, LEASE, &UNTAGGED).await.unwrap();
+    assert_eq!(tasks_of(&untagged), ["plain", "plain"]);
+    // `gpu` alone is not enough for a task that also needs `linux`.
+    let some = store
+        .claim("gpu", 10, LEASE, &filter(&["gpu", "x86"], &[]))
+        .await
+        .unwrap();
+    assert_eq!(tasks_of(&some), ["gpu", "gpu"]);
+    assert!(
+        store
+            .claim("linux", 10, LEASE, &filter(&["linux"], &[]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let all = store
+        .claim("all", 10, LEASE, &filter(&["arm", "gpu", "linux"], &[]))
+        .await
+        .unwrap();
+    assert_eq!(tasks_of(&all), ["both", "both"]);
+    assert_eq!(store.active().await.unwrap().running, 6);
+
+    // Claims read the task's tags as they are now: re-registered without
+    // them, its runs go to any worker.
+    let later = queue::new_run(&both, &json!({}), "me");
+    store.enqueue(std::slice::from_ref(&later)).await.unwrap();
+    assert!(
+        store
+            .claim("none", 10, LEASE, &UNTAGGED)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .insert(&tagged("both", &[]), InsertMode::Replace)
+        .await
+        .unwrap();
+    let now_free = store.claim("none", 10, LEASE, &UNTAGGED).await.unwrap();
+    assert_eq!(now_free.len(), 1);
+    assert_eq!(now_free[0].id, later.id);
+
+    // A run whose task is gone from the registry has no tags to ask for:
+    // any worker takes it (and fails it, as before tags existed).
+    let orphan = queue::new_run(&gpu, &json!({}), "me");
+    store.enqueue(std::slice::from_ref(&orphan)).await.unwrap();
+    store.remove(&gpu.name).await.unwrap();
+    let taken = store.claim("none", 10, LEASE, &UNTAGGED).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id, orphan.id);
+}
+
+pub(super) async fn a_claim_skips_excluded_tasks_and_leaves_them_for_others(h: &dyn Harness) {
+    let store = h.handle();
+    let (here, elsewhere) = (
+        task("here", Policy::default()),
+        task(
+            "elsewhere",
+            Policy {
+                priority: Some(9),
+                ..Policy::default()
+            },
+        ),
+    );
+    registered(&store, &here).await;
+    registered(&store, &elsewhere).await;
+    let runs = vec![
+        queue::new_run(&elsewhere, &json!({}), "me"),
+        queue::new_run(&here, &json!({}), "me"),
+        queue::new_run(&elsewhere, &json!({}), "me"),
+    ];
+    store.enqueue(&runs).await.unwrap();
+    // The excluded task's runs come first by priority, and are passed over.
+    let mine = store
+        .claim("a", 10, LEASE, &filter(&[], &["elsewhere", "ghost"]))
+        .await
+        .unwrap();
+    assert_eq!(tasks_of(&mine), ["here"]);
+    assert!(
+        store
+            .claim("a", 10, LEASE, &filter(&[], &["elsewhere"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let active = store.active().await.unwrap();
+    assert_eq!((active.due, active.running), (2, 1));
+    // Another worker, which can run it, takes them in order.
+    let theirs = store.claim("b", 10, LEASE, &UNTAGGED).await.unwrap();
+    let ids: Vec<&str> = theirs.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [runs[0].id.as_str(), runs[2].id.as_str()]);
+}
+
+fn beat(id: &str, pid: u32, tags: &[&str], running: u32) -> WorkerBeat {
+    WorkerBeat {
+        id: id.to_owned(),
+        host: "host-1".into(),
+        pid,
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        concurrency: 4,
+        running,
+        lease: LEASE,
+    }
+}
+
+pub(super) async fn workers_beat_are_listed_and_removed(h: &dyn Harness) {
+    let (store, other) = (h.handle(), h.handle());
+    assert!(store.list_workers().await.unwrap().is_empty());
+    assert!(!store.remove_worker("nobody").await.unwrap());
+    let t0 = store.now().await.unwrap();
+    store.beat_worker(&beat("w-a", 10, &[], 0)).await.unwrap();
+    h.advance(Duration::from_secs(1));
+    store
+        .beat_worker(&beat("w-b", 20, &["gpu", "linux"], 0))
+        .await
+        .unwrap();
+    h.advance(Duration::from_secs(2));
+    // A beat updates the row in place, keeping when the worker started.
+    other.beat_worker(&beat("w-a", 10, &[], 3)).await.unwrap();
+    let listed = other.list_workers().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(ids, ["w-a", "w-b"], "oldest first");
+    let (a, b) = (&listed[0], &listed[1]);
+    assert_eq!(
+        (a.started_at, a.last_seen, a.running, a.concurrency),
+        (t0, t0 + 3000, 3, 4)
+    );
+    assert_eq!((a.host.as_str(), a.pid, a.lease_ms), ("host-1", 10, 10_000));
+    assert_eq!(b.tags, ["gpu", "linux"]);
+    assert!(a.tags.is_empty());
+    assert_eq!((b.started_at, b.last_seen), (t0 + 1000, t0 + 1000));
+    // Live while seen within its own lease.
+    let now = store.now().await.unwrap();
+    assert!(a.is_live(now) && b.is_live(now));
+    h.advance(Duration::from_millis(8001));
+    let now = store.now().await.unwrap();
+    assert!(a.is_live(now), "seen 8.001s ago, lease 10s");
+    assert!(!b.is_live(now), "seen 10.001s ago, lease 10s");
+    assert!(b.is_live(now - 1), "seen exactly its lease ago");
+
+    // The same id from another process (a restart with `--id`) starts again.
+    store.beat_worker(&beat("w-b", 21, &[], 0)).await.unwrap();
+    let b = store
+        .list_workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| w.id == "w-b")
+        .unwrap();
+    assert_eq!((b.pid, b.started_at, b.last_seen), (21, now, now));
+    assert!(b.tags.is_empty());
+
+    assert!(store.remove_worker("w-a").await.unwrap());
+    assert!(!other.remove_worker("w-a").await.unwrap());
+    let ids: Vec<String> = other
+        .list_workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(ids, ["w-b"]);
+}
+
+pub(super) async fn workers_not_seen_for_a_day_are_forgotten_by_the_next_beat(h: &dyn Harness) {
+    let store = h.handle();
+    store.beat_worker(&beat("gone", 1, &[], 0)).await.unwrap();
+    store.beat_worker(&beat("stays", 2, &[], 0)).await.unwrap();
+    h.advance(super::FORGET_WORKERS_AFTER - Duration::from_secs(1));
+    store.beat_worker(&beat("stays", 2, &[], 0)).await.unwrap();
+    h.advance(Duration::from_secs(1));
+    // Exactly a day: still kept. Listing deletes nothing.
+    store.beat_worker(&beat("stays", 2, &[], 0)).await.unwrap();
+    assert_eq!(store.list_workers().await.unwrap().len(), 2);
+    h.advance(Duration::from_millis(1));
+    assert_eq!(store.list_workers().await.unwrap().len(), 2);
+    store.beat_worker(&beat("stays", 2, &[], 0)).await.unwrap();
+    let ids: Vec<String> = store
+        .list_workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(ids, ["stays"]);
 }
 
 pub(super) async fn a_yaml_like_registry_refuses_history(h: &dyn Harness) {
@@ -1068,6 +1401,10 @@ macro_rules! run_store_suite {
                 logs_are_stored_in_order_and_cut_lines_deleted,
                 a_log_batch_sent_again_is_stored_once,
                 a_lapsed_lease_is_held_until_it_is_settled,
+                a_claim_takes_only_runs_whose_task_tags_the_worker_has,
+                a_claim_skips_excluded_tasks_and_leaves_them_for_others,
+                workers_beat_are_listed_and_removed,
+                workers_not_seen_for_a_day_are_forgotten_by_the_next_beat,
             );
         }
     };
@@ -1077,6 +1414,8 @@ macro_rules! run_store_suite {
 registry_suite!(yaml_registry, YamlHarness::new());
 registry_suite!(sqlite_registry, SqliteHarness::new());
 run_store_suite!(sqlite_runs, SqliteHarness::new());
+registry_suite!(postgres_registry, PgHarness::new());
+run_store_suite!(postgres_runs, PgHarness::new());
 
 #[tokio::test]
 async fn yaml_has_no_history() {

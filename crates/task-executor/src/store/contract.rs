@@ -22,6 +22,9 @@
 //! - **One clock.** Lease expiry, delays, schedule ticks and timestamps come
 //!   from the backend's [`Clock`] (on a shared server, the database's
 //!   clock), never from a caller's `now`: callers pass durations.
+//! - **Routing.** A claim takes only runs its [`ClaimFilter`] allows (the
+//!   task's tags all held by the worker, the task not excluded), decided in
+//!   the claim's own statement, so the cap and the order stay in one place.
 //! - A write lands whole or not at all; reads never create anything.
 
 use std::fmt;
@@ -112,12 +115,14 @@ pub trait RunStore: Send + Sync {
 
     /// Claims up to `n` due runs for `worker` for `lease`: highest priority
     /// first, then oldest (`available_at`, then insertion order); a task at
-    /// its concurrency cap is skipped. Each claim bumps the run's fence.
+    /// its concurrency cap is skipped, and so is a run `filter` does not
+    /// allow. Each claim bumps the run's fence.
     fn claim(
         &self,
         worker: &str,
         n: usize,
         lease: Duration,
+        filter: &ClaimFilter,
     ) -> impl Future<Output = Result<Vec<Claimed>, StoreError>> + Send;
 
     /// Extends each lease still held by `lease` from now; one status per lease, in order.
@@ -227,6 +232,20 @@ pub trait RunStore: Send + Sync {
     /// The schedules due now, and that now.
     fn due_schedules(&self) -> impl Future<Output = Result<Due, StoreError>> + Send;
 
+    /// Records that a worker is alive, and what it is (upsert by id):
+    /// `last_seen` is the store's now; `started_at` is kept from the row it
+    /// updates (unless that row is another process's: another host or pid).
+    /// In the same transaction, workers not seen for [`FORGET_WORKERS_AFTER`]
+    /// are deleted.
+    fn beat_worker(&self, beat: &WorkerBeat)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every registered worker, live or not, oldest first (`started_at`, then id).
+    fn list_workers(&self) -> impl Future<Output = Result<Vec<WorkerRecord>, StoreError>> + Send;
+
+    /// Removes worker `id` (at its clean exit); `false` if it was not there.
+    fn remove_worker(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Fires a due schedule: moves its next tick to `next_fire_at` if it is
     /// still `due.next_fire_at` (compare-and-set), and in the same
     /// transaction queues `run` (none when the task is gone). `false` if
@@ -241,6 +260,70 @@ pub trait RunStore: Send + Sync {
 
 /// The shortest run-id prefix that [`RunStore::get_run`] looks up.
 pub const MIN_PREFIX: usize = 8;
+
+/// Workers not seen for this long are deleted by the next beat of any worker.
+pub const FORGET_WORKERS_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Which runs a claim may take.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimFilter {
+    /// The worker's tags: a run is claimable only if every tag of its task
+    /// is among them. A task without tags may go to any worker; a worker
+    /// without tags takes only runs of tasks without tags.
+    pub tags: Vec<String>,
+    /// Tasks whose runs are not claimed (this worker cannot run them here).
+    pub exclude: Vec<TaskName>,
+}
+
+/// What a worker says about itself at each beat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerBeat {
+    /// Its id (the `worker` of the attempts it claims).
+    pub id: String,
+    /// The machine it runs on.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// Its tags, sorted.
+    pub tags: Vec<String>,
+    /// Attempts it runs at once.
+    pub concurrency: u32,
+    /// Attempts it is running now.
+    pub running: u32,
+    /// Its lease: it is live while it was seen within this long.
+    pub lease: Duration,
+}
+
+/// A registered worker, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRecord {
+    /// Its id.
+    pub id: String,
+    /// The machine it runs on.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// Its tags, sorted.
+    pub tags: Vec<String>,
+    /// Attempts it runs at once.
+    pub concurrency: u32,
+    /// Attempts it was running at its last beat.
+    pub running: u32,
+    /// Its lease, in milliseconds.
+    pub lease_ms: i64,
+    /// When it first beat (epoch ms, store clock).
+    pub started_at: i64,
+    /// When it last beat (epoch ms, store clock).
+    pub last_seen: i64,
+}
+
+impl WorkerRecord {
+    /// Whether it is live at `now` (store clock): seen within its own lease,
+    /// the time after which its runs would be rescued.
+    pub fn is_live(&self, now: i64) -> bool {
+        now.saturating_sub(self.last_seen) <= self.lease_ms
+    }
+}
 
 /// When a queued run may first be claimed, resolved by the store's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,9 @@
 #[cfg(test)]
 mod conformance;
 pub mod contract;
+mod postgres;
 mod retry;
+mod rows;
 mod spec;
 mod sqlite;
 #[cfg(test)]
@@ -29,10 +31,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use contract::{
-    Active, Availability, Claimed, Clock, Due, DueSchedule, Expired, Finish, Lease, LeaseStatus,
-    MIN_PREFIX, ManualClock, NewRun, NewSchedule, Prune, Registry, RunLookup, RunStore, Schedule,
-    Started, SystemClock, Verdict,
+    Active, Availability, ClaimFilter, Claimed, Clock, Due, DueSchedule, Expired,
+    FORGET_WORKERS_AFTER, Finish, Lease, LeaseStatus, MIN_PREFIX, ManualClock, NewRun, NewSchedule,
+    Prune, Registry, RunLookup, RunStore, Schedule, Started, SystemClock, Verdict, WorkerBeat,
+    WorkerRecord,
 };
+pub use postgres::PgStore;
 pub use retry::{Backoff, FIRST_RETRY, MAX_RETRY, Reachability, StoreNotice};
 pub use spec::{ENV_TASK_STORE, StoreSpec, redact};
 pub use sqlite::SqliteStore;
@@ -147,6 +151,17 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A PostgreSQL error (the server's message, or why it cannot be reached).
+    #[error("postgres store `{store}`: {message}")]
+    Postgres {
+        /// The URL, password hidden.
+        store: String,
+        /// What went wrong.
+        message: String,
+        /// Whether trying again later may succeed (a lost connection, a
+        /// restarting server, a deadlock) rather than needing a fix.
+        transient: bool,
+    },
     /// The database was written by a newer version of this tool.
     #[error(
         "store `{path}` has schema version {found}, newer than this build supports ({supported}); upgrade manage_tasks (the store was not modified)"
@@ -224,7 +239,11 @@ impl StoreError {
     /// The rule, the one place that decides it for every backend:
     /// - transient: [`StoreError::Io`]; SQLite's busy and locked, I/O,
     ///   cannot-open, disk-full, read-only, locking-protocol, out-of-memory
-    ///   and schema-changed codes;
+    ///   and schema-changed codes; PostgreSQL's lost or refused connections
+    ///   (no SQLSTATE, a pool timeout, class `08`), a server shutting down or
+    ///   starting (`57P*`, `cannot_connect_now`), serialization failures,
+    ///   deadlocks and too many connections (the `transient` flag its
+    ///   backend sets from the SQLSTATE);
     /// - not transient: what trying again cannot change — a bad or missing
     ///   store spec, a file that does not parse, a corrupt record or
     ///   database, a newer schema, another program's database, a missing or
@@ -234,6 +253,8 @@ impl StoreError {
         match self {
             StoreError::Io { .. } => true,
             StoreError::Sqlite { source, .. } => sqlite::is_transient(source),
+            // Sorted where the error is built, from the server's SQLSTATE.
+            StoreError::Postgres { transient, .. } => *transient,
             StoreError::BadSpec { .. }
             | StoreError::NoDefault
             | StoreError::Parse { .. }
@@ -265,6 +286,8 @@ pub enum Store {
     Yaml(YamlStore),
     /// SQLite backend.
     Sqlite(SqliteStore),
+    /// PostgreSQL backend.
+    Postgres(PgStore),
 }
 
 /// Dispatches a run-history operation to the backend that has one; the
@@ -277,6 +300,7 @@ macro_rules! runs_op {
                 backend: "yaml",
             }),
             Store::Sqlite($s) => $call.await,
+            Store::Postgres($s) => $call.await,
         }
     };
 }
@@ -287,17 +311,44 @@ impl Store {
         Self::open_with_clock(spec, Arc::new(SystemClock))
     }
 
-    /// [`Store::open`] with the clock its leases and schedules are measured by.
+    /// [`Store::open`] with the clock its leases and schedules are measured
+    /// by (a PostgreSQL store always uses the database's).
     pub fn open_with_clock(spec: &StoreSpec, clock: Arc<dyn Clock>) -> Self {
+        Self::open_for(spec, clock, postgres::DEFAULT_POOL)
+    }
+
+    /// [`Store::open`] for a caller that uses up to `connections` at once
+    /// (a worker: its concurrency); only a PostgreSQL pool is sized by it.
+    pub fn open_sized(spec: &StoreSpec, connections: usize) -> Self {
+        Self::open_for(spec, Arc::new(SystemClock), connections)
+    }
+
+    fn open_for(spec: &StoreSpec, clock: Arc<dyn Clock>, connections: usize) -> Self {
         match spec {
             StoreSpec::Yaml(p) => Store::Yaml(YamlStore::open(p)),
             StoreSpec::Sqlite(p) => Store::Sqlite(SqliteStore::with_clock(p, clock)),
+            StoreSpec::Postgres(url) => Store::Postgres(PgStore::open(url, connections)),
         }
+    }
+
+    /// Waits until runs may have been queued or `timeout` passes: on
+    /// PostgreSQL a `NOTIFY` ends the wait early; elsewhere it is a sleep.
+    pub async fn wait_for_work(&self, timeout: Duration) {
+        match self {
+            Store::Postgres(s) => s.wait_for_work(timeout).await,
+            _ => tokio::time::sleep(timeout).await,
+        }
+    }
+
+    /// Whether [`Store::wait_for_work`] hears of new runs (PostgreSQL's
+    /// `LISTEN`), so that idle workers can look less often.
+    pub fn hears_new_work(&self) -> bool {
+        matches!(self, Store::Postgres(_))
     }
 
     /// Whether this store keeps run history and a queue.
     pub fn has_history(&self) -> bool {
-        matches!(self, Store::Sqlite(_))
+        matches!(self, Store::Sqlite(_) | Store::Postgres(_))
     }
 
     /// Every task, sorted by name.
@@ -305,6 +356,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.list().await,
             Store::Sqlite(s) => s.list().await,
+            Store::Postgres(s) => s.list().await,
         }
     }
 
@@ -314,6 +366,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.entries().await,
             Store::Sqlite(s) => Ok(s.list().await?.into_iter().map(Listed::Task).collect()),
+            Store::Postgres(s) => Ok(s.list().await?.into_iter().map(Listed::Task).collect()),
         }
     }
 
@@ -321,7 +374,7 @@ impl Store {
     pub async fn unusable(&self, raw: &str) -> Result<Option<Unusable>, StoreError> {
         match self {
             Store::Yaml(s) => s.unusable(raw).await,
-            Store::Sqlite(_) => Ok(None),
+            Store::Sqlite(_) | Store::Postgres(_) => Ok(None),
         }
     }
 
@@ -329,7 +382,7 @@ impl Store {
     pub async fn remove_unusable(&self, raw: &str) -> Result<Option<Unusable>, StoreError> {
         match self {
             Store::Yaml(s) => s.remove_unusable(raw).await,
-            Store::Sqlite(_) => Ok(None),
+            Store::Sqlite(_) | Store::Postgres(_) => Ok(None),
         }
     }
 
@@ -338,7 +391,7 @@ impl Store {
     pub fn take_warnings(&self) -> Vec<String> {
         match self {
             Store::Yaml(s) => s.take_warnings(),
-            Store::Sqlite(_) => Vec::new(),
+            Store::Sqlite(_) | Store::Postgres(_) => Vec::new(),
         }
     }
 
@@ -347,6 +400,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.get(name).await,
             Store::Sqlite(s) => s.get(name).await,
+            Store::Postgres(s) => s.get(name).await,
         }
     }
 
@@ -355,6 +409,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.insert(task, mode).await,
             Store::Sqlite(s) => s.insert(task, mode).await,
+            Store::Postgres(s) => s.insert(task, mode).await,
         }
     }
 
@@ -363,6 +418,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.remove(name).await,
             Store::Sqlite(s) => s.remove(name).await,
+            Store::Postgres(s) => s.remove(name).await,
         }
     }
 }
@@ -375,6 +431,7 @@ impl Store {
         match self {
             Store::Yaml(_) => Ok(crate::history::now_ms()),
             Store::Sqlite(s) => s.now().await,
+            Store::Postgres(s) => s.now().await,
         }
     }
 
@@ -396,8 +453,9 @@ impl Store {
         worker: &str,
         n: usize,
         lease: Duration,
+        filter: &ClaimFilter,
     ) -> Result<Vec<Claimed>, StoreError> {
-        runs_op!(self, s => s.claim(worker, n, lease))
+        runs_op!(self, s => s.claim(worker, n, lease, filter))
     }
 
     pub async fn heartbeat(
@@ -493,7 +551,20 @@ impl Store {
             // A YAML store has no schedules to leave behind.
             Store::Yaml(_) => Ok(0),
             Store::Sqlite(s) => s.remove_schedules_of(task).await,
+            Store::Postgres(s) => s.remove_schedules_of(task).await,
         }
+    }
+
+    pub async fn beat_worker(&self, beat: &WorkerBeat) -> Result<(), StoreError> {
+        runs_op!(self, s => s.beat_worker(beat))
+    }
+
+    pub async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        runs_op!(self, s => s.list_workers())
+    }
+
+    pub async fn remove_worker(&self, id: &str) -> Result<bool, StoreError> {
+        runs_op!(self, s => s.remove_worker(id))
     }
 
     pub async fn due_schedules(&self) -> Result<Due, StoreError> {

@@ -2,9 +2,9 @@
 //! its place ([`StoreSpec`]), and how such a spec is shown without secrets.
 //!
 //! Paths choose the backend by suffix (`.yaml`/`.yml`, `.db`/`.sqlite`/
-//! `.sqlite3`); URLs by scheme (`sqlite:`). A `postgres://` URL is
-//! recognised and refused until that backend exists. Every message that
-//! shows a spec shows it through [`redact`], which hides a password in it.
+//! `.sqlite3`); URLs by scheme (`sqlite:`, `postgres:`/`postgresql:`).
+//! Every message that shows a spec shows it through [`redact`], which hides
+//! a password in it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,9 @@ pub enum StoreSpec {
     Yaml(PathBuf),
     /// An SQLite database file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database: the URL as given (see [`super::PgStore`] for
+    /// what it may hold and the `PG*` variables that fill in the rest).
+    Postgres(String),
 }
 
 impl StoreSpec {
@@ -30,9 +33,10 @@ impl StoreSpec {
     ///   name an SQLite file, as sqlx and most tools read them;
     /// - a path ending `.yaml`/`.yml` is YAML, one ending
     ///   `.db`/`.sqlite`/`.sqlite3` is SQLite;
-    /// - `postgres://…` and `postgresql://…` are refused for now, and so is
-    ///   an in-memory SQLite database, which would forget everything between
-    ///   two commands.
+    /// - `postgres://…` and `postgresql://…` name a PostgreSQL database
+    ///   (checked here, connected on first use);
+    /// - an in-memory SQLite database is refused: it would forget everything
+    ///   between two commands.
     pub fn parse(spec: &str) -> Result<Self, StoreError> {
         let bad = |why: &str| StoreError::BadSpec {
             spec: redact(spec),
@@ -61,9 +65,10 @@ impl StoreSpec {
                     }
                     Ok(StoreSpec::Sqlite(PathBuf::from(path)))
                 }
-                "postgres" | "postgresql" => Err(bad(
-                    "PostgreSQL stores are not supported by this build yet; use an SQLite file",
-                )),
+                "postgres" | "postgresql" => {
+                    super::postgres::check_url(spec).map_err(|why| bad(&why))?;
+                    Ok(StoreSpec::Postgres(spec.to_owned()))
+                }
                 "file" => Err(bad(
                     "give the file's path itself, or a sqlite: URL (sqlite:///path/tasks.db)",
                 )),
@@ -102,10 +107,11 @@ impl StoreSpec {
         Ok(StoreSpec::Sqlite(data.join("task-executor/tasks.db")))
     }
 
-    /// The file this spec points at.
-    pub fn path(&self) -> &Path {
+    /// The file this spec points at (a PostgreSQL URL, passwords hidden, as a path).
+    pub fn path(&self) -> std::borrow::Cow<'_, Path> {
         match self {
-            StoreSpec::Yaml(p) | StoreSpec::Sqlite(p) => p,
+            StoreSpec::Yaml(p) | StoreSpec::Sqlite(p) => p.as_path().into(),
+            StoreSpec::Postgres(url) => PathBuf::from(redact(url)).into(),
         }
     }
 }
@@ -115,6 +121,7 @@ impl fmt::Display for StoreSpec {
         match self {
             StoreSpec::Yaml(p) => write!(f, "{} (yaml)", p.display()),
             StoreSpec::Sqlite(p) => write!(f, "{} (sqlite)", p.display()),
+            StoreSpec::Postgres(url) => write!(f, "{} (postgres)", redact(url)),
         }
     }
 }
@@ -199,15 +206,33 @@ mod tests {
     }
 
     #[test]
-    fn postgres_urls_are_refused_without_showing_the_password() {
-        let err = StoreSpec::parse("postgres://ada:hunter2@db.example:5432/tasks").unwrap_err();
+    fn postgres_urls_are_checked_and_errors_hide_the_password() {
+        for good in [
+            "postgres://ada:hunter2@db.example:5432/tasks",
+            "postgresql://db.example/tasks?sslmode=require",
+            "postgres:///tasks?host=/var/run/postgresql",
+            "postgres://h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+        ] {
+            assert_eq!(
+                StoreSpec::parse(good).unwrap(),
+                StoreSpec::Postgres(good.into()),
+                "{good}"
+            );
+        }
+        let err =
+            StoreSpec::parse("postgres://ada:hunter2@db.example:5432/tasks?sslmode=sometimes")
+                .unwrap_err();
         let text = err.to_string();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(
             text.contains("postgres://ada:****@db.example:5432/tasks"),
             "{text}"
         );
-        assert!(text.contains("not supported"), "{text}");
+        assert!(text.contains("sslmode"), "{text}");
+        let shown = StoreSpec::parse("postgres://ada:hunter2@h/db")
+            .unwrap()
+            .to_string();
+        assert_eq!(shown, "postgres://ada:****@h/db (postgres)");
     }
 
     #[test]

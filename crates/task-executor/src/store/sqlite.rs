@@ -16,7 +16,8 @@
 //! when the version is already current no DDL runs. A database from a newer
 //! build is refused ([`StoreError::TooNew`]), and a file that is not an
 //! SQLite database, or is some other program's database, is reported and
-//! never modified. Run history and the queue are in `runs.rs`.
+//! never modified. Run history and the queue are in `runs.rs`, the worker
+//! registry in `workers.rs`.
 //!
 //! A queued run holds its secret arguments in plaintext until it ends. Then
 //! they are dropped and overwritten: `secure_delete` zeroes them in the
@@ -33,10 +34,12 @@ use rusqlite::{
 use serde_json::Value;
 
 mod runs;
+mod workers;
 
 use super::contract::{Clock, Registry, SystemClock};
+use super::rows::{RawRow, tags_json};
 use super::{InsertMode, StoreError};
-use crate::task::{Formats, Policy, Task, TaskName};
+use crate::task::{Formats, Task, TaskName};
 
 /// Schema migrations, applied in order; entry `i` takes `user_version` from
 /// `i` to `i + 1`. Append only: never edit a released entry.
@@ -143,6 +146,22 @@ const MIGRATIONS: &[&str] = &[
     // its location and schemas), so a worker can refuse to deliver it to a
     // different script registered later under the same name.
     "ALTER TABLE runs ADD COLUMN task_rev TEXT;",
+    // 5: workers on several machines. A task's tags route its runs to the
+    // workers that have them all; workers register themselves (upserted at
+    // each heartbeat, removed at a clean exit, forgotten a day after they
+    // were last seen). Tags are JSON arrays of strings; NULL is none.
+    "ALTER TABLE tasks ADD COLUMN tags TEXT;
+    CREATE TABLE workers (
+        id          TEXT PRIMARY KEY NOT NULL,
+        host        TEXT NOT NULL,
+        pid         INTEGER NOT NULL,
+        tags        TEXT,              -- JSON array of strings, or NULL
+        concurrency INTEGER NOT NULL,
+        running     INTEGER NOT NULL,
+        lease_ms    INTEGER NOT NULL,
+        started_at  INTEGER NOT NULL,  -- epoch ms, store clock
+        last_seen   INTEGER NOT NULL   -- epoch ms, store clock
+    ) STRICT;",
 ];
 
 /// The schema version this build writes and understands.
@@ -157,9 +176,9 @@ const MAX_IDLE: usize = 4;
 /// Current time as RFC 3339 UTC with milliseconds, computed by SQLite.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
-/// The task columns, in the order `RawRow::read` reads them.
+/// The task columns, in the order `read_task` reads them.
 const COLUMNS: &str = "name, location, description, inputs, outputs, timeout_ms, \
-    retries, backoff_ms, retry_on_status, concurrency, priority, formats";
+    retries, backoff_ms, retry_on_status, concurrency, priority, formats, tags";
 
 /// An SQLite database. Cheap to clone: clones share the connection pool.
 #[derive(Debug, Clone)]
@@ -234,87 +253,23 @@ impl Fail {
     }
 }
 
-/// A `tasks` row as stored, before it is checked.
-struct RawRow {
-    name: String,
-    location: String,
-    description: Option<String>,
-    inputs: String,
-    outputs: Option<String>,
-    timeout_ms: Option<i64>,
-    retries: Option<i64>,
-    backoff_ms: Option<i64>,
-    retry_on_status: i64,
-    concurrency: Option<i64>,
-    priority: Option<i64>,
-    formats: Option<String>,
-}
-
-impl RawRow {
-    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            name: row.get(0)?,
-            location: row.get(1)?,
-            description: row.get(2)?,
-            inputs: row.get(3)?,
-            outputs: row.get(4)?,
-            timeout_ms: row.get(5)?,
-            retries: row.get(6)?,
-            backoff_ms: row.get(7)?,
-            retry_on_status: row.get(8)?,
-            concurrency: row.get(9)?,
-            priority: row.get(10)?,
-            formats: row.get(11)?,
-        })
-    }
-
-    fn into_task(self, ctx: &Ctx<'_>) -> Result<Task, Fail> {
-        let corrupt = |message: String| ctx.corrupt("task", self.name.clone(), message);
-        let name = TaskName::new(self.name.as_str()).map_err(|e| corrupt(e.to_string()))?;
-        let inputs: Value = serde_json::from_str(&self.inputs)
-            .map_err(|e| corrupt(format!("inputs is not valid JSON: {e}")))?;
-        let outputs: Option<Value> = self
-            .outputs
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| corrupt(format!("outputs is not valid JSON: {e}")))?;
-        let timeout = self
-            .timeout_ms
-            .map(|ms| {
-                u64::try_from(ms)
-                    .map(Duration::from_millis)
-                    .map_err(|_| corrupt(format!("timeout_ms is negative ({ms})")))
-            })
-            .transpose()?;
-        let policy = Policy {
-            retries: self.retries.map(|n| n.clamp(0, u32::MAX.into()) as u32),
-            backoff: self
-                .backoff_ms
-                .map(|ms| Duration::from_millis(ms.max(0) as u64)),
-            retry_on_status: self.retry_on_status != 0,
-            concurrency: self.concurrency.map(|n| n.clamp(0, u32::MAX.into()) as u32),
-            priority: self.priority,
-        };
-        let formats = match self.formats.as_deref() {
-            None | Some("assert") => Formats::Assert,
-            Some("annotate") => Formats::Annotate,
-            Some(other) => return Err(corrupt(format!("unknown formats mode `{other}`"))),
-        };
-        if self.location.is_empty() {
-            return Err(corrupt("location is empty".into()));
-        }
-        Ok(Task {
-            name,
-            location: PathBuf::from(self.location),
-            description: self.description,
-            inputs,
-            outputs,
-            timeout,
-            policy,
-            formats,
-        })
-    }
+/// Reads a `tasks` row selected as [`COLUMNS`].
+fn read_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        name: row.get(0)?,
+        location: row.get(1)?,
+        description: row.get(2)?,
+        inputs: row.get(3)?,
+        outputs: row.get(4)?,
+        timeout_ms: row.get(5)?,
+        retries: row.get(6)?,
+        backoff_ms: row.get(7)?,
+        retry_on_status: row.get(8)?,
+        concurrency: row.get(9)?,
+        priority: row.get(10)?,
+        formats: row.get(11)?,
+        tags: row.get(12)?,
+    })
 }
 
 impl SqliteStore {
@@ -454,9 +409,11 @@ impl Registry for SqliteStore {
                 let mut stmt =
                     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks ORDER BY name"))?;
                 let rows = stmt
-                    .query_map([], RawRow::read)?
+                    .query_map([], read_task)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
-                rows.into_iter().map(|r| r.into_task(ctx)).collect()
+                rows.into_iter()
+                    .map(|r| Ok(r.into_task(ctx.path)?))
+                    .collect()
             })
             .await?;
         Ok(tasks.unwrap_or_default())
@@ -468,9 +425,9 @@ impl Registry for SqliteStore {
             .read(move |conn, ctx| {
                 let row = conn
                     .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE name = ?1"))?
-                    .query_row([name.as_str()], RawRow::read)
+                    .query_row([name.as_str()], read_task)
                     .optional()?;
-                row.map(|r| r.into_task(ctx)).transpose()
+                Ok(row.map(|r| r.into_task(ctx.path)).transpose()?)
             })
             .await?;
         Ok(task.flatten())
@@ -512,7 +469,7 @@ impl Registry for SqliteStore {
         );
         let sql = format!(
             "INSERT INTO tasks ({COLUMNS}, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, {NOW}, {NOW})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, {NOW}, {NOW})
              ON CONFLICT (name) DO UPDATE SET
                 location = excluded.location,
                 description = excluded.description,
@@ -525,6 +482,7 @@ impl Registry for SqliteStore {
                 concurrency = excluded.concurrency,
                 priority = excluded.priority,
                 formats = excluded.formats,
+                tags = excluded.tags,
                 updated_at = excluded.updated_at"
         );
         let inserted = self
@@ -552,6 +510,7 @@ impl Registry for SqliteStore {
                     policy.concurrency,
                     policy.priority,
                     formats,
+                    tags_json(&policy.tags),
                 ])?;
                 Ok(true)
             })
@@ -573,11 +532,11 @@ impl Registry for SqliteStore {
                     .prepare_cached(&format!(
                         "DELETE FROM tasks WHERE name = ?1 RETURNING {COLUMNS}"
                     ))?
-                    .query_row([key.as_str()], RawRow::read)
+                    .query_row([key.as_str()], read_task)
                     .optional()?;
                 // A row we cannot read back is reported, not silently
                 // deleted: the error rolls the transaction back.
-                row.map(|r| r.into_task(ctx)).transpose()
+                Ok(row.map(|r| r.into_task(ctx.path)).transpose()?)
             })
             .await?;
         removed

@@ -65,8 +65,8 @@ struct Record {
 /// One entry of the file.
 #[derive(Debug, Clone, PartialEq)]
 enum Entry {
-    /// A task this build can use.
-    Task(Record),
+    /// A task this build can use (boxed: much larger than the other variant).
+    Task(Box<Record>),
     /// An entry it cannot use, kept exactly as read.
     Unusable {
         /// The entry's value as the file holds it.
@@ -102,7 +102,7 @@ fn unusable(key: &str, raw: &Value, reason: String) -> Unusable {
 type Doc = BTreeMap<String, Entry>;
 
 /// Fields of a record this build understands; everything else goes to `extra`.
-const KNOWN_FIELDS: [&str; 12] = [
+const KNOWN_FIELDS: [&str; 13] = [
     "name",
     "location",
     "schema",
@@ -115,6 +115,7 @@ const KNOWN_FIELDS: [&str; 12] = [
     "retry_on_status",
     "concurrency",
     "priority",
+    "tags",
 ];
 
 impl YamlStore {
@@ -219,10 +220,10 @@ impl YamlStore {
             }
             doc.insert(
                 task.name.to_string(),
-                Entry::Task(Record {
+                Entry::Task(Box::new(Record {
                     task: task.clone(),
                     extra: Map::new(),
-                }),
+                })),
             );
             Ok(((), true))
         })
@@ -468,7 +469,7 @@ fn parse_doc(path: &Path, bytes: &[u8]) -> Result<Doc, StoreError> {
                 ),
             },
             Ok(name) => match record_from_value(name, value.clone()) {
-                Ok(record) => Entry::Task(record),
+                Ok(record) => Entry::Task(Box::new(record)),
                 // A reason that already says how to fix it.
                 Err(reason) if reason.ends_with("--force") => {
                     Entry::Unusable { raw: value, reason }
@@ -697,6 +698,7 @@ fn record_from_value(name: TaskName, value: Value) -> Result<Record, String> {
                 ));
             }
         },
+        tags: take_tags(&mut fields)?,
     };
     fields.remove("name");
     Ok(Record {
@@ -732,6 +734,31 @@ fn take_uint(fields: &mut Map<String, Value>, key: &str) -> Result<Option<u32>, 
             kind(&other)
         )),
     }
+}
+
+/// `tags`: a list of tags, checked, sorted and deduplicated.
+fn take_tags(fields: &mut Map<String, Value>) -> Result<Vec<String>, String> {
+    let items = match fields.remove("tags") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(format!(
+                "tags must be a list of tags, found {}",
+                kind(&other)
+            ));
+        }
+    };
+    let tags = items
+        .into_iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s),
+            other => Err(format!(
+                "tags must be a list of strings, found {} in it",
+                kind(&other)
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::task::normalize_tags(&tags).map_err(|e| e.to_string())
 }
 
 fn take_duration(fields: &mut Map<String, Value>, key: &str) -> Result<Option<Duration>, String> {
@@ -906,6 +933,9 @@ impl Serialize for Row<'_> {
         }
         if let Some(n) = p.priority {
             map.serialize_entry("priority", &n)?;
+        }
+        if !p.tags.is_empty() {
+            map.serialize_entry("tags", &p.tags)?;
         }
         let mut extra: Vec<_> = self
             .extra
@@ -1198,6 +1228,40 @@ mod tests {
     }
 
     #[test]
+    fn tags_are_written_only_when_set_quoted_for_go_and_read_back_normalized() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = store_in(&dir);
+        let mut tagged = task("tagged");
+        tagged.policy.tags = ["0755", "1", "gpu", "on", "y"].map(String::from).to_vec();
+        store.insert_now(&tagged, InsertMode::CreateNew).unwrap();
+        store
+            .insert_now(&task("plain"), InsertMode::CreateNew)
+            .unwrap();
+        assert_eq!(store.get_now(&tagged.name).unwrap(), Some(tagged));
+        let text = fs::read_to_string(&path).unwrap();
+        // Words yaml.v2 would read as numbers or booleans are quoted.
+        for line in [
+            "  tags:\n",
+            r#"  - "0755""#,
+            r#"  - "1""#,
+            "  - gpu\n",
+            r#"  - "on""#,
+            r#"  - "y""#,
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert_eq!(text.matches("tags:").count(), 1, "{text}");
+        // Written by hand (or another build) unsorted, with a duplicate: read sorted, once each.
+        fs::write(
+            &path,
+            "a:\n  name: a\n  location: /x\n  schema: {}\n  tags: [linux, gpu, linux]\n",
+        )
+        .unwrap();
+        let a = store.get_now(&name("a")).unwrap().unwrap();
+        assert_eq!(a.policy.tags, ["gpu", "linux"]);
+    }
+
+    #[test]
     fn awkward_strings_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _path) = store_in(&dir);
@@ -1315,6 +1379,16 @@ mod tests {
                 "number location",
                 "a:\n  location: 5\n  schema: {}\n",
                 "location",
+            ),
+            (
+                "scalar tags",
+                "a:\n  location: /x\n  schema: {}\n  tags: gpu\n",
+                "tags must be a list",
+            ),
+            (
+                "bad tag",
+                "a:\n  location: /x\n  schema: {}\n  tags: [gpu, GPU]\n",
+                "tag `GPU` is not valid",
             ),
         ];
         for (what, text, needle) in cases {

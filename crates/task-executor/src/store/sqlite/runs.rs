@@ -1,5 +1,6 @@
 //! SQLite implementation of [`RunStore`]: run history, the queue's storage
-//! and guards, and schedules (tables `runs`, `run_logs`, `schedules`).
+//! and guards, and schedules (tables `runs`, `run_logs`, `schedules`); the
+//! worker registry's statements are in `workers.rs`.
 //!
 //! Plain SQL that PostgreSQL also speaks: TEXT ids, INTEGER epoch-ms times,
 //! JSON as TEXT, `RETURNING`, window functions. Every guard is one
@@ -15,15 +16,15 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use super::{Ctx, Fail, SqliteStore, to_json};
-use crate::history::{
-    Cursor, LogBatch, LogEntry, RunError, RunFilter, RunPage, RunRecord, RunState,
-};
+use crate::history::{Cursor, LogBatch, LogEntry, RunError, RunFilter, RunPage};
 use crate::log::Stream;
 use crate::store::StoreError;
 use crate::store::contract::{
-    Active, Claimed, Due, DueSchedule, Expired, Finish, Lease, LeaseStatus, MIN_PREFIX, NewRun,
-    NewSchedule, Prune, RunLookup, RunStore, Schedule, Started, Verdict,
+    Active, ClaimFilter, Claimed, Due, DueSchedule, Expired, Finish, Lease, LeaseStatus,
+    MIN_PREFIX, NewRun, NewSchedule, Prune, RunLookup, RunStore, Schedule, Started, Verdict,
+    WorkerBeat, WorkerRecord,
 };
+use crate::store::rows::RawRun;
 use crate::task::TaskName;
 
 const RUN_COLUMNS: &str = "id, task, args, caller, state, priority, attempt, max_attempts, worker, \
@@ -62,114 +63,32 @@ fn count(n: i64) -> u32 {
     n.clamp(0, u32::MAX.into()) as u32
 }
 
-/// A `runs` row before it is checked.
-struct RawRun {
-    id: String,
-    task: String,
-    args: String,
-    caller: String,
-    state: String,
-    priority: i64,
-    attempt: i64,
-    max_attempts: i64,
-    worker: Option<String>,
-    cancel_requested: i64,
-    queued_at: i64,
-    available_at: i64,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    outcome: Option<String>,
-    exit: Option<String>,
-    error: Option<String>,
-    error_kind: Option<String>,
-    log_cut_lines: i64,
-    log_cut_bytes: i64,
-    schedule: Option<String>,
-    seq: i64,
-}
-
-impl RawRun {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: r.get(0)?,
-            task: r.get(1)?,
-            args: r.get(2)?,
-            caller: r.get(3)?,
-            state: r.get(4)?,
-            priority: r.get(5)?,
-            attempt: r.get(6)?,
-            max_attempts: r.get(7)?,
-            worker: r.get(8)?,
-            cancel_requested: r.get(9)?,
-            queued_at: r.get(10)?,
-            available_at: r.get(11)?,
-            started_at: r.get(12)?,
-            finished_at: r.get(13)?,
-            outcome: r.get(14)?,
-            exit: r.get(15)?,
-            error: r.get(16)?,
-            error_kind: r.get(17)?,
-            log_cut_lines: r.get(18)?,
-            log_cut_bytes: r.get(19)?,
-            schedule: r.get(20)?,
-            seq: r.get::<_, Option<i64>>(21)?.unwrap_or(0),
-        })
-    }
-
-    fn check(self, ctx: &Ctx<'_>) -> Result<RunRecord, Fail> {
-        let corrupt = |message: String| ctx.corrupt("run", self.id.clone(), message);
-        let task = TaskName::new(self.task.as_str()).map_err(|e| corrupt(e.to_string()))?;
-        let state = RunState::parse(&self.state)
-            .ok_or_else(|| corrupt(format!("unknown state `{}`", self.state)))?;
-        let args: Value = serde_json::from_str(&self.args)
-            .map_err(|e| corrupt(format!("args is not valid JSON: {e}")))?;
-        let outcome = self
-            .outcome
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| corrupt(format!("outcome does not parse: {e}")))?;
-        let exit = self
-            .exit
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| corrupt(format!("exit does not parse: {e}")))?;
-        // Rows written before errors had kinds: name them by what they say.
-        let error = self.error.map(|message| {
-            let kind = self.error_kind.unwrap_or_else(|| {
-                match state {
-                    RunState::Cancelled => "cancelled",
-                    RunState::Failed => "lease_lost",
-                    _ => "retrying",
-                }
-                .to_owned()
-            });
-            RunError { kind, message }
-        });
-        Ok(RunRecord {
-            id: self.id,
-            task,
-            args,
-            caller: self.caller,
-            state,
-            priority: self.priority,
-            attempt: count(self.attempt),
-            max_attempts: count(self.max_attempts),
-            worker: self.worker,
-            cancel_requested: self.cancel_requested != 0,
-            queued_at: self.queued_at,
-            available_at: self.available_at,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            outcome,
-            exit,
-            error,
-            log_cut_lines: self.log_cut_lines.max(0) as u64,
-            log_cut_bytes: self.log_cut_bytes.max(0) as u64,
-            schedule: self.schedule,
-        })
-    }
+/// Reads a `runs` row selected as [`RUN_COLUMNS`].
+fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
+    Ok(RawRun {
+        id: r.get(0)?,
+        task: r.get(1)?,
+        args: r.get(2)?,
+        caller: r.get(3)?,
+        state: r.get(4)?,
+        priority: r.get(5)?,
+        attempt: r.get(6)?,
+        max_attempts: r.get(7)?,
+        worker: r.get(8)?,
+        cancel_requested: r.get(9)?,
+        queued_at: r.get(10)?,
+        available_at: r.get(11)?,
+        started_at: r.get(12)?,
+        finished_at: r.get(13)?,
+        outcome: r.get(14)?,
+        exit: r.get(15)?,
+        error: r.get(16)?,
+        error_kind: r.get(17)?,
+        log_cut_lines: r.get(18)?,
+        log_cut_bytes: r.get(19)?,
+        schedule: r.get(20)?,
+        seq: r.get::<_, Option<i64>>(21)?.unwrap_or(0),
+    })
 }
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, task, args, secret_args, caller, state, priority, \
@@ -309,7 +228,18 @@ fn claim_in(
     n: usize,
     now: i64,
     lease_until: i64,
+    filter: &ClaimFilter,
 ) -> rusqlite::Result<Vec<Claimed>> {
+    // The filter as two JSON arrays the statement reads with `json_each`
+    // (PostgreSQL: `text[]` parameters, `t.tags <@ $3` and `r.task <> ALL ($4)`).
+    let tags = to_json(&Value::from(filter.tags.clone()));
+    let exclude = to_json(&Value::from(
+        filter
+            .exclude
+            .iter()
+            .map(|t| t.as_str().to_owned())
+            .collect::<Vec<_>>(),
+    ));
     let mut claimed = Vec::new();
     // A candidate can lose its place to the cap (another of its task was
     // claimed just before it): look again, a few times, for the others.
@@ -326,9 +256,12 @@ fn claim_in(
                  WHERE r.state = 'queued' AND r.available_at <= ?1 \
                    AND (t.concurrency IS NULL OR t.concurrency > \
                         (SELECT count(*) FROM runs x WHERE x.task = r.task AND x.state = 'running')) \
+                   AND NOT EXISTS (SELECT 1 FROM json_each(t.tags) AS need \
+                        WHERE need.value NOT IN (SELECT value FROM json_each(?3))) \
+                   AND r.task NOT IN (SELECT value FROM json_each(?4)) \
                  ORDER BY r.priority DESC, r.available_at, r.seq LIMIT ?2",
             )?
-            .query_map(params![now, (want * 2 + 8) as i64], |r| {
+            .query_map(params![now, (want * 2 + 8) as i64, tags, exclude], |r| {
                 Ok(Candidate {
                     id: r.get(0)?,
                     task: r.get(1)?,
@@ -474,14 +407,15 @@ impl RunStore for SqliteStore {
         worker: &str,
         n: usize,
         lease: Duration,
+        filter: &ClaimFilter,
     ) -> Result<Vec<Claimed>, StoreError> {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let worker = worker.to_owned();
+        let (worker, filter) = (worker.to_owned(), filter.clone());
         self.write(move |tx, ctx| {
             let now = ctx.now();
-            Ok(claim_in(tx, &worker, n, now, plus(now, lease))?)
+            Ok(claim_in(tx, &worker, n, now, plus(now, lease), &filter)?)
         })
         .await
     }
@@ -687,10 +621,10 @@ impl RunStore for SqliteStore {
             .read(move |conn, ctx| {
                 let exact = conn
                     .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))?
-                    .query_row([&id], RawRun::read)
+                    .query_row([&id], read_run)
                     .optional()?;
                 if let Some(raw) = exact {
-                    return Ok(RunLookup::Found(Box::new(raw.check(ctx)?)));
+                    return Ok(RunLookup::Found(Box::new(raw.check(ctx.path)?)));
                 }
                 if id.len() < MIN_PREFIX {
                     return Ok(RunLookup::Missing);
@@ -699,12 +633,12 @@ impl RunStore for SqliteStore {
                     .prepare_cached(&format!(
                         "SELECT {RUN_COLUMNS} FROM runs WHERE id >= ?1 AND id < ?1 || '~' LIMIT 2"
                     ))?
-                    .query_map([&id], RawRun::read)?
+                    .query_map([&id], read_run)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 match found.len() {
                     0 => Ok(RunLookup::Missing),
                     1 => Ok(RunLookup::Found(Box::new(
-                        found.pop().expect("one row").check(ctx)?,
+                        found.pop().expect("one row").check(ctx.path)?,
                     ))),
                     _ => {
                         let count: i64 = conn
@@ -757,7 +691,7 @@ impl RunStore for SqliteStore {
             .read(move |conn, ctx| {
                 let mut raw = conn
                     .prepare_cached(&sql)?
-                    .query_map(rusqlite::params_from_iter(args.iter()), RawRun::read)?
+                    .query_map(rusqlite::params_from_iter(args.iter()), read_run)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let next = (raw.len() > limit).then(|| {
                     raw.truncate(limit);
@@ -769,7 +703,7 @@ impl RunStore for SqliteStore {
                 });
                 let runs = raw
                     .into_iter()
-                    .map(|r| r.check(ctx))
+                    .map(|r| r.check(ctx.path).map_err(Fail::Store))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(RunPage { runs, next })
             })
@@ -958,6 +892,25 @@ impl RunStore for SqliteStore {
             })
             .await?;
         Ok(done.unwrap_or(0))
+    }
+
+    async fn beat_worker(&self, beat: &WorkerBeat) -> Result<(), StoreError> {
+        let beat = beat.clone();
+        self.write(move |tx, ctx| Ok(super::workers::beat(tx, ctx.now(), &beat)?))
+            .await
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        let all = self.read(super::workers::list).await?;
+        Ok(all.unwrap_or_default())
+    }
+
+    async fn remove_worker(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        let done = self
+            .write_existing(move |tx, _| Ok(super::workers::remove(tx, &id)?))
+            .await?;
+        Ok(done.unwrap_or(false))
     }
 
     async fn due_schedules(&self) -> Result<Due, StoreError> {

@@ -10,6 +10,7 @@ use super::*;
 use crate::history::RunState;
 use crate::store::contract::{RunLookup, RunStore};
 use crate::store::test_support::{name, task};
+use crate::task::Policy;
 
 fn store_in(dir: &tempfile::TempDir) -> (SqliteStore, PathBuf) {
     let path = dir.path().join("tasks.db");
@@ -339,7 +340,11 @@ async fn the_oldest_schema_migrates_and_keeps_its_tasks() {
     let run = crate::queue::new_run(greet, &json!({"name": "Ada"}), "me");
     store.enqueue(std::slice::from_ref(&run)).await.unwrap();
     assert_eq!(
-        store.claim("w", 1, Duration::from_secs(5)).await.unwrap()[0].id,
+        store
+            .claim("w", 1, Duration::from_secs(5), &Default::default())
+            .await
+            .unwrap()[0]
+            .id,
         run.id
     );
 }
@@ -357,6 +362,9 @@ async fn a_schema_v2_store_keeps_its_runs_order_and_policies() {
         (Some(3), Some(2))
     );
     assert_eq!(greet.timeout, Some(Duration::from_secs(30)));
+    // Tags and the worker registry came later: none of either.
+    assert!(greet.policy.tags.is_empty());
+    assert!(store.list_workers().await.unwrap().is_empty());
     let page = store
         .list_runs(&crate::history::RunFilter {
             limit: 10,
@@ -389,7 +397,10 @@ async fn a_schema_v2_store_keeps_its_runs_order_and_policies() {
         .unwrap();
     assert_eq!(inline, 2);
     // The submitted secret run still carries its real arguments for a worker.
-    let claimed = store.claim("w", 5, Duration::from_secs(5)).await.unwrap();
+    let claimed = store
+        .claim("w", 5, Duration::from_secs(5), &Default::default())
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1, "the other one is delayed an hour");
     assert_eq!(claimed[0].args, json!({"pw": "s3cret", "n": 2}));
     let schedules = store.list_schedules().await.unwrap();
