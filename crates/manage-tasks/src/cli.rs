@@ -253,7 +253,8 @@ pub struct WorkerArgs {
     /// How long a claimed run is held without a heartbeat (renewed every third of it).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub lease: Duration,
-    /// On SIGTERM/Ctrl-C: how long running tasks may still take before they are stopped and requeued.
+    /// On SIGTERM/Ctrl-C: how long running tasks may still take before they are stopped and requeued
+    /// (and, if the store does not answer, how much longer their results are tried).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub drain: Duration,
     /// Time between SIGTERM and SIGKILL when stopping a task.

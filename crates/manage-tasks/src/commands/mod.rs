@@ -242,6 +242,25 @@ pub fn parse_args(text: &str, source: &str) -> Result<Value, Failure> {
 /// future first runs: on the current-thread runtime a spawned future starts
 /// only at the caller's next yield, which may come after the task has been
 /// started, and a signal arriving in between would kill the executor instead.
+/// `d` to the millisecond, as `1s 250ms`.
+pub fn whole_ms(d: std::time::Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(std::time::Duration::from_millis(d.as_millis() as u64))
+}
+
+/// The stderr line for a store that stopped answering, or answers again,
+/// while a command was `doing` something that outlasts one call.
+pub fn store_notice(notice: &task_executor::store::StoreNotice, doing: &str) -> String {
+    use task_executor::store::StoreNotice;
+    match notice {
+        StoreNotice::Unavailable { error, retry_in } => format!(
+            "store unavailable: {error}; still {doing}, trying again in {} (backing off to every {})",
+            whole_ms(*retry_in),
+            whole_ms(task_executor::store::MAX_RETRY)
+        ),
+        StoreNotice::Back { after } => format!("store back after {}", whole_ms(*after)),
+    }
+}
+
 pub fn cancel_on_signal(
     token: tokio_util::sync::CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {

@@ -1061,6 +1061,91 @@ pub(super) async fn logs_are_stored_in_order_and_cut_lines_deleted(h: &dyn Harne
     assert_eq!((rec.log_cut_lines, rec.log_cut_bytes), (3, 21));
 }
 
+/// A worker whose store did not answer sends a batch again when it comes
+/// back, not knowing whether the first call landed: nothing is doubled and
+/// nothing fails.
+pub(super) async fn a_log_batch_sent_again_is_stored_once(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task("t", Policy::default());
+    registered(&store, &t).await;
+    let run = queue::new_run(&t, &json!({}), "me");
+    store.enqueue(std::slice::from_ref(&run)).await.unwrap();
+    let c = store
+        .claim("w", 1, LEASE, &UNTAGGED)
+        .await
+        .unwrap()
+        .remove(0);
+    let line = |seq: u64| LogEntry {
+        seq,
+        stream: Stream::Stdout,
+        text: format!("line {seq}"),
+        truncated: false,
+    };
+    let batch = LogBatch {
+        lines: (0..3).map(line).collect(),
+        ..LogBatch::default()
+    };
+    assert!(store.record_logs(&c.lease(), 1, &batch).await.unwrap());
+    assert!(store.record_logs(&c.lease(), 1, &batch).await.unwrap());
+    // The end, with lines of which some are stored already.
+    let end = LogBatch {
+        lines: (2..5).map(line).collect(),
+        ..LogBatch::default()
+    };
+    assert!(store.finish(&c.lease(), &done(1, end)).await.unwrap());
+    let stored = store.run_logs(&run.id, 1, 0).await.unwrap();
+    assert_eq!(stored, (0..5).map(line).collect::<Vec<_>>());
+}
+
+/// A lease that lapsed is still the attempt's until someone settles it: a
+/// worker whose store came back late renews it, or records its end, and
+/// loses it only once the lapse was settled.
+pub(super) async fn a_lapsed_lease_is_held_until_it_is_settled(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task("t", Policy::default());
+    registered(&store, &t).await;
+    let runs = [
+        queue::new_run(&t, &json!({}), "me"),
+        queue::new_run(&t, &json!({}), "me"),
+    ];
+    store.enqueue(&runs).await.unwrap();
+    let claimed = store.claim("w", 2, LEASE, &UNTAGGED).await.unwrap();
+    let (renewed, ended) = (claimed[0].lease(), claimed[1].lease());
+    h.advance(LEASE * 2);
+    assert_eq!(
+        store
+            .heartbeat(std::slice::from_ref(&renewed), LEASE)
+            .await
+            .unwrap(),
+        vec![LeaseStatus::Held]
+    );
+    assert!(
+        store
+            .finish(&ended, &done(1, LogBatch::default()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(run_of(&store, &ended.id).await.state, RunState::Completed);
+    // Renewed: not lapsed, nothing to settle.
+    assert_eq!(queue::requeue_expired(&store).await.unwrap(), 0);
+    h.advance(LEASE * 2);
+    assert_eq!(queue::requeue_expired(&store).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .heartbeat(std::slice::from_ref(&renewed), LEASE)
+            .await
+            .unwrap(),
+        vec![LeaseStatus::Lost]
+    );
+    assert!(
+        !store
+            .finish(&renewed, &done(1, LogBatch::default()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(run_of(&store, &renewed.id).await.state, RunState::Queued);
+}
+
 fn tagged(n: &str, tags: &[&str]) -> Task {
     task(
         n,
@@ -1790,6 +1875,8 @@ macro_rules! run_store_suite {
                 prune_deletes_old_runs_and_keep_protects_the_newest,
                 history_pages_newest_first_without_gaps_or_repeats,
                 logs_are_stored_in_order_and_cut_lines_deleted,
+                a_log_batch_sent_again_is_stored_once,
+                a_lapsed_lease_is_held_until_it_is_settled,
                 a_claim_takes_only_runs_whose_task_tags_the_worker_has,
                 a_claim_skips_excluded_tasks_and_leaves_them_for_others,
                 workers_beat_are_listed_and_removed,

@@ -183,7 +183,10 @@ pub trait RunStore: Send + Sync {
         verdict: &Verdict,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Stores log lines of an attempt still held by `lease`; `false` if it is not.
+    /// Stores log lines of an attempt still held by `lease`; `false` if it is
+    /// not. Sending a batch again (after a call whose outcome was unknown)
+    /// is harmless: a line already stored (same run, attempt and `seq`) is
+    /// kept as it is, here and in [`RunStore::finish`] and [`RunStore::retry`].
     fn record_logs(
         &self,
         lease: &Lease,

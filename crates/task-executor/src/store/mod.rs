@@ -5,6 +5,8 @@
 //!   [`RunStore`], [`Clock`]) and the types they trade; the rules every
 //!   backend keeps are in its docs;
 //! - [`StoreSpec`] turns `TASK_STORE`/`--store` into a backend choice;
+//! - [`StoreError::is_transient`] decides which failures may pass, and
+//!   [`Reachability`] + [`Backoff`] ride them out;
 //! - [`Store`]: the one handle every caller uses, an enum dispatching to a
 //!   backend: [`YamlStore`] (the original tool's file; tasks only) or
 //!   [`SqliteStore`] (everything). PostgreSQL will be one more variant.
@@ -16,6 +18,7 @@
 mod conformance;
 pub mod contract;
 mod postgres;
+mod retry;
 mod rows;
 mod spec;
 mod sqlite;
@@ -35,6 +38,7 @@ pub use contract::{
     WorkerRecord, task_difference,
 };
 pub use postgres::PgStore;
+pub use retry::{Backoff, FIRST_RETRY, MAX_RETRY, Reachability, StoreNotice};
 pub use spec::{ENV_TASK_STORE, StoreSpec, redact};
 pub use sqlite::SqliteStore;
 pub use yaml::YamlStore;
@@ -237,6 +241,48 @@ pub enum StoreError {
         /// What happened.
         message: String,
     },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed: the store is there but did not
+    /// answer this time (another process holds its lock, a file could not be
+    /// read or written, the disk is full, a server is restarting). Callers
+    /// that outlive one call — a worker, `runs logs --follow`, waiting for a
+    /// run — back off and try again ([`Backoff`]); everything else ends them
+    /// with its message.
+    ///
+    /// The rule, the one place that decides it for every backend:
+    /// - transient: [`StoreError::Io`]; SQLite's busy and locked, I/O,
+    ///   cannot-open, disk-full, read-only, locking-protocol, out-of-memory
+    ///   and schema-changed codes; PostgreSQL's lost or refused connections
+    ///   (no SQLSTATE, a pool timeout, class `08`), a server shutting down or
+    ///   starting (`57P*`, `cannot_connect_now`), serialization failures,
+    ///   deadlocks and too many connections (the `transient` flag its
+    ///   backend sets from the SQLSTATE);
+    /// - not transient: what trying again cannot change — a bad or missing
+    ///   store spec, a file that does not parse, a corrupt record or
+    ///   database, a newer schema, another program's database, a missing or
+    ///   duplicate task, an unsupported feature, a cancelled backend call,
+    ///   and every other SQLite error (constraints, misuse, type errors).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Io { .. } => true,
+            StoreError::Sqlite { source, .. } => sqlite::is_transient(source),
+            // Sorted where the error is built, from the server's SQLSTATE.
+            StoreError::Postgres { transient, .. } => *transient,
+            StoreError::BadSpec { .. }
+            | StoreError::NoDefault
+            | StoreError::Parse { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::TooNew { .. }
+            | StoreError::Foreign { .. }
+            | StoreError::Duplicate { .. }
+            | StoreError::Unusable { .. }
+            | StoreError::NotFound { .. }
+            | StoreError::Unsupported { .. }
+            | StoreError::Internal { .. } => false,
+        }
+    }
 }
 
 fn at(line: Option<usize>, column: Option<usize>) -> String {

@@ -317,19 +317,24 @@ impl SqliteStore {
             let pooled = inner.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let mut conn = match pooled {
                 Some(conn) => conn,
-                None if !create && !inner.path.exists() => return Ok(None),
+                // A directory we may not search is an error, not a missing store.
+                None if !create && !exists(&inner.path)? => return Ok(None),
                 None => connect_retrying(&inner.path, create)?,
             };
             let ctx = Ctx {
                 path: &inner.path,
                 clock: &*inner.clock,
             };
-            let out = f(&mut conn, &ctx);
-            let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < MAX_IDLE {
-                idle.push(conn);
+            let out = f(&mut conn, &ctx).map_err(|e| e.into_store(&inner.path));
+            // After a failure that may pass (I/O, a lock), the next call
+            // starts from a fresh connection rather than one in an unknown state.
+            if !out.as_ref().is_err_and(StoreError::is_transient) {
+                let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < MAX_IDLE {
+                    idle.push(conn);
+                }
             }
-            out.map(Some).map_err(|e| e.into_store(&inner.path))
+            out.map(Some)
         };
         match tokio::task::spawn_blocking(job).await {
             Ok(result) => result,
@@ -596,6 +601,16 @@ fn to_json(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
+/// Whether the database file exists; an error when that cannot be told
+/// (a parent directory that may not be searched).
+fn exists(path: &Path) -> Result<bool, StoreError> {
+    path.try_exists().map_err(|source| StoreError::Io {
+        action: "look for",
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// [`connect`], retried while the database reports itself busy.
 ///
 /// While a fresh database is being created, switched to WAL and migrated by
@@ -618,6 +633,26 @@ fn connect_retrying(path: &Path, create: bool) -> Result<Connection, StoreError>
             other => return other,
         }
     }
+}
+
+/// Whether an SQLite error may pass if the call is made again later (see
+/// [`StoreError::is_transient`]).
+pub(super) fn is_transient(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::SystemIoFailure
+                | C::CannotOpen
+                | C::DiskFull
+                | C::ReadOnly
+                | C::FileLockingProtocolFailed
+                | C::OutOfMemory
+                | C::SchemaChanged
+        )
+    )
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {

@@ -211,7 +211,8 @@ async fn insert_logs(
     if batch.lines.is_empty() {
         return Ok(());
     }
-    // One statement for the whole batch.
+    // One statement for the whole batch. A batch may be sent again after a
+    // call whose outcome was unknown: lines already stored are kept.
     let mut seqs = Vec::with_capacity(batch.lines.len());
     let mut streams = Vec::with_capacity(batch.lines.len());
     let mut lines = Vec::with_capacity(batch.lines.len());
@@ -228,7 +229,8 @@ async fn insert_logs(
     let stmt = client
         .prepare_cached(&format!(
             "INSERT INTO {SCHEMA}.run_logs (run_id, attempt, seq, stream, line, truncated) \
-             SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bool[])"
+             SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bool[]) \
+             ON CONFLICT (run_id, attempt, seq) DO NOTHING"
         ))
         .await
         .map_err(fail)?;

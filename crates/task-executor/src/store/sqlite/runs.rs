@@ -174,9 +174,11 @@ fn insert_logs(
         )?
         .execute(params![lease.id, attempt, from as i64, to as i64])?;
     }
+    // A batch may be sent again after a call whose outcome was unknown (a
+    // commit that failed to answer): lines already stored are kept as they are.
     let mut ins = tx.prepare_cached(
         "INSERT INTO run_logs (run_id, attempt, seq, stream, line, truncated) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, attempt, seq) DO NOTHING",
     )?;
     for l in &batch.lines {
         let stream = match l.stream {
