@@ -524,7 +524,7 @@ fn register_force_keeps_what_is_not_given_again() {
         assert_eq!(
             t["policy"],
             json!({"retries": 2, "backoff": "3s", "backoff_ms": 3000, "retry_on_status": true,
-                   "concurrency": 4, "priority": 5}),
+                   "concurrency": 4, "priority": 5, "tags": []}),
             "{kind}"
         );
         // What is given again replaces the stored value, and only that.
@@ -623,12 +623,12 @@ fn store_urls_are_accepted_and_secrets_in_them_never_shown() {
     assert!(env.dir.path().join("via-url.db").is_file());
     for (spec, says) in [
         (
-            "postgres://ada:hunter2@db.example/tasks",
-            "not supported by this build yet",
+            "postgres://ada:hunter2@db.example/tasks?sslmode=sometimes",
+            "unknown sslmode `sometimes`",
         ),
         (
-            "postgresql://ada:hunter2@db.example/tasks?sslmode=require",
-            "not supported",
+            "postgresql://ada:hunter2@db.example:notaport/tasks",
+            "not a valid PostgreSQL URL",
         ),
         ("sqlite::memory:", "keeps nothing"),
     ] {

@@ -280,6 +280,7 @@ impl StoreError {
             | StoreError::Unusable { .. }
             | StoreError::NotFound { .. }
             | StoreError::Unsupported { .. }
+            | StoreError::Conflict { .. }
             | StoreError::Internal { .. } => false,
         }
     }
