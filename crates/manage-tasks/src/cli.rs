@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     after_help = "Exit codes: 0 task succeeded (status 1); 1 task reported another status; \
 2 nothing ran (usage, unknown task, invalid arguments, store error); 3 the run failed \
-(timeout, cancelled, crash, no or invalid result)."
+(timeout, cancelled, crash, no or invalid result); 4 store copy: a row differs between the stores."
 )]
 pub struct Cli {
     /// The task store: a .yaml/.yml file; an SQLite .db/.sqlite/.sqlite3 file or
@@ -60,6 +60,9 @@ pub enum Command {
     /// Cron schedules that queue runs, fired by the workers.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Whole stores: copy one into another.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to generate completions for.
@@ -252,7 +255,8 @@ pub struct WorkerArgs {
     /// How long a claimed run is held without a heartbeat (renewed every third of it).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub lease: Duration,
-    /// On SIGTERM/Ctrl-C: how long running tasks may still take before they are stopped and requeued.
+    /// On SIGTERM/Ctrl-C: how long running tasks may still take before they are stopped and requeued
+    /// (and, if the store does not answer, how much longer their results are tried).
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub drain: Duration,
     /// Time between SIGTERM and SIGKILL when stopping a task.
@@ -433,6 +437,29 @@ pub struct ScheduleAddArgs {
 pub struct ScheduleRemoveArgs {
     /// The schedule's id.
     pub id: String,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(defer = true)]
+pub enum StoreCommand {
+    /// Copy tasks, schedules and finished runs into another store; running
+    /// it again copies only what is new, and a row that differs in the
+    /// target is never overwritten (exit 4).
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The store to copy from, as --store takes it (default: --store/TASK_STORE,
+    /// else the default store). It is only read.
+    #[arg(long, value_name = "STORE")]
+    pub from: Option<String>,
+    /// The store to copy into, as --store takes it; created if it does not exist.
+    #[arg(long, value_name = "STORE")]
+    pub to: String,
+    /// Print `{"tasks","schedules","runs","history"}` on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

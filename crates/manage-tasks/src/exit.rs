@@ -4,8 +4,8 @@
 use task_executor::history::{RunRecord, RunState};
 use task_executor::schema::Violation;
 use task_executor::service::{
-    ExecuteError, LookupError, PrepareError, ScheduleError, SubmitError, TaskError, register_kind,
-    store_kind,
+    CopyError, ExecuteError, LookupError, PrepareError, ScheduleError, SubmitError, TaskError,
+    register_kind, store_kind,
 };
 use task_executor::view::ErrorView;
 use task_executor::{Outcome, RegisterError, StoreError};
@@ -18,6 +18,9 @@ pub const TASK_FAILED: u8 = 1;
 pub const NOTHING_RAN: u8 = 2;
 /// The run failed: timeout, cancelled, non-zero exit, signal, no/invalid result, output violation.
 pub const RUN_FAILED: u8 = 3;
+/// `store copy`: a row of the source differs from the target's; its batch
+/// was not written.
+pub const CONFLICT: u8 = 4;
 
 /// The exit code for a run's outcome.
 pub fn for_outcome(outcome: &Outcome) -> u8 {
@@ -117,7 +120,8 @@ by_ref!(
     LookupError,
     ScheduleError,
     TaskError,
-    RegisterError
+    RegisterError,
+    CopyError
 );
 
 impl Failure {
@@ -147,6 +151,7 @@ impl Failure {
             ScheduleError,
             TaskError,
             RegisterError,
+            CopyError,
             StoreError
         );
         None
@@ -194,6 +199,19 @@ impl From<&ScheduleError> for Failure {
 impl From<&TaskError> for Failure {
     fn from(e: &TaskError) -> Self {
         Failure::nothing_ran(e.kind(), e.to_string())
+    }
+}
+
+impl From<&CopyError> for Failure {
+    fn from(e: &CopyError) -> Self {
+        let code = match e {
+            CopyError::Conflict { .. } => CONFLICT,
+            _ => NOTHING_RAN,
+        };
+        Failure {
+            code,
+            ..Failure::nothing_ran(e.kind(), e.to_string())
+        }
     }
 }
 

@@ -326,3 +326,37 @@ fn a_yaml_store_without_history_says_so_in_json() {
     assert_eq!(done["worker"], Value::Null);
     assert_eq!(done["args"], json!({"name": "Ed"}));
 }
+
+#[test]
+fn store_copy() {
+    let env = Env::new("db");
+    greeter(&env);
+    env.json(&[
+        "-q",
+        "execute",
+        "greet",
+        "--json",
+        "--taskArgs",
+        r#"{"name":"Ada"}"#,
+    ]);
+    env.cmd()
+        .args(["-q", "submit", "greet", "--taskArgs", r#"{"name":"Bo"}"#])
+        .assert()
+        .success();
+    env.cmd()
+        .args(["-q", "schedule", "add", "greet", "--cron", "0 3 * * *"])
+        .args(["--taskArgs", r#"{"name":"cron"}"#])
+        .assert()
+        .success();
+    let copy = |to: &str| {
+        let out = env
+            .cmd()
+            .args(["-q", "store", "copy", "--to", to, "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        json_stdout(&out)
+    };
+    insta::assert_json_snapshot!("store_copy", copy("copy.db"));
+    insta::assert_json_snapshot!("store_copy_to_yaml", copy("copy.yaml"));
+}

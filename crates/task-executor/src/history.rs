@@ -376,6 +376,30 @@ impl RunLogs {
     }
 }
 
+impl RunLogs {
+    /// Gives back a batch that [`RunLogs::take`] handed out and the store
+    /// could not take (it did not answer): the next `take` hands its lines
+    /// out again, before the newer ones, and asks again for its deletions.
+    /// Lines that fell out of the tail meanwhile stay cut, so memory stays
+    /// within the budget however long the store is away.
+    pub fn put_back(&self, batch: LogBatch) {
+        let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let first_kept = b.tail.front().map(|&(seq, _)| seq);
+        let tail_start = b.tail_start;
+        let cut = |seq: u64| match (tail_start, first_kept) {
+            (Some(start), Some(kept)) => seq >= start && seq < kept,
+            (Some(start), None) => seq >= start,
+            (None, _) => false,
+        };
+        for line in batch.lines.into_iter().rev().filter(|l| !cut(l.seq)) {
+            b.pending.push_front(line);
+        }
+        if let Some((from, _)) = batch.delete {
+            b.deleted_upto = Some(b.deleted_upto.map_or(from, |d| d.min(from)));
+        }
+    }
+}
+
 impl LogSink for RunLogs {
     fn line(&self, line: LogLine<'_>) {
         let mut b = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -469,6 +493,39 @@ mod tests {
         let third = logs.take();
         assert_eq!(third.delete, Some((15, 16)));
         assert_eq!(third.cut_lines, 11);
+    }
+
+    #[test]
+    fn a_batch_put_back_is_handed_out_again_without_what_was_cut_meanwhile() {
+        // 10 bytes per line; 100-byte budget: 5 head, 5 tail.
+        let logs = RunLogs::new(100, vec![]);
+        for i in 0..8 {
+            feed(&logs, &format!("line {i:04}"), Stream::Stdout);
+        }
+        let first = logs.take();
+        logs.put_back(first);
+        feed(&logs, "line 0008", Stream::Stdout);
+        let again = logs.take();
+        let seqs: Vec<u64> = again.lines.iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, (0..9).collect::<Vec<_>>(), "in order, nothing lost");
+        assert_eq!(again.delete, None);
+        // Stored now. Lines 9..20 push 5..15 out of the tail; that batch fails.
+        for i in 9..20 {
+            feed(&logs, &format!("line {i:04}"), Stream::Stdout);
+        }
+        let failed = logs.take();
+        assert_eq!(failed.delete, Some((5, 15)));
+        logs.put_back(failed);
+        // Meanwhile two more lines push 15 and 16 out as well.
+        for i in 20..22 {
+            feed(&logs, &format!("line {i:04}"), Stream::Stdout);
+        }
+        let retried = logs.take();
+        let seqs: Vec<u64> = retried.lines.iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, (17..22).collect::<Vec<_>>(), "15 and 16 stay cut");
+        // The deletion is asked for again, with what was cut since.
+        assert_eq!(retried.delete, Some((5, 17)));
+        assert_eq!((retried.cut_lines, retried.cut_bytes), (12, 120));
     }
 
     #[test]

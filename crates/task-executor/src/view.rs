@@ -422,6 +422,32 @@ impl<'a> WorkerView<'a> {
     }
 }
 
+/// What `store copy` did: `{"tasks", "schedules", "runs", "history"}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyView {
+    /// Tasks (`skipped`: entries the source cannot use).
+    pub tasks: CopyCountsView,
+    /// Schedules; `null` when the history was not copied.
+    pub schedules: Option<CopyCountsView>,
+    /// Finished runs (`skipped`: runs still queued or running); `null` when
+    /// the history was not copied.
+    pub runs: Option<CopyCountsView>,
+    /// `copied`, `none_in_source` (a YAML source) or `not_kept_by_target`
+    /// (a YAML target).
+    pub history: &'static str,
+}
+
+/// Rows of one kind that `store copy` copied, found unchanged, or skipped.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CopyCountsView {
+    /// Written into the target.
+    pub copied: u64,
+    /// Already in the target, identical.
+    pub unchanged: u64,
+    /// Not copied (see the field holding these counts).
+    pub skipped: u64,
+}
+
 /// What `runs cancel` did: `cancelled`, `requested`, or `{"already_over": state}`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CancelView<'a> {

@@ -11,6 +11,7 @@ mod mcp;
 mod queue;
 mod register;
 mod runs;
+mod store;
 mod tasks;
 mod workers;
 
@@ -21,7 +22,9 @@ use task_executor::service::{Service, ServiceConfig};
 use task_executor::store::ENV_TASK_STORE;
 use task_executor::{Runner, Store, StoreSpec, TaskName};
 
-use crate::cli::{ArgsSource, Cli, Command, RunsCommand, ScheduleCommand, WorkersCommand};
+use crate::cli::{
+    ArgsSource, Cli, Command, RunsCommand, ScheduleCommand, StoreCommand, WorkersCommand,
+};
 use crate::exit::Failure;
 
 /// Whether the command asked for machine output.
@@ -39,6 +42,7 @@ pub fn wants_json(command: &Command) -> bool {
         Command::Schedule(ScheduleCommand::Add(a)) => a.json,
         Command::Schedule(ScheduleCommand::List(a)) => a.json,
         Command::Workers(WorkersCommand::List(a)) => a.json,
+        Command::Store(StoreCommand::Copy(a)) => a.json,
         Command::Unregister(_)
         | Command::Mcp(_)
         | Command::Completions { .. }
@@ -65,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Workers(cmd) => workers::run(&ctx, cmd).await,
         Command::Runs(cmd) => runs::run(&ctx, cmd).await,
         Command::Schedule(cmd) => queue::schedule(&ctx, cmd).await,
+        Command::Store(cmd) => store::run(&ctx, cmd).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer first: clap_complete panics on a write error
@@ -237,6 +242,25 @@ pub fn parse_args(text: &str, source: &str) -> Result<Value, Failure> {
 /// future first runs: on the current-thread runtime a spawned future starts
 /// only at the caller's next yield, which may come after the task has been
 /// started, and a signal arriving in between would kill the executor instead.
+/// `d` to the millisecond, as `1s 250ms`.
+pub fn whole_ms(d: std::time::Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(std::time::Duration::from_millis(d.as_millis() as u64))
+}
+
+/// The stderr line for a store that stopped answering, or answers again,
+/// while a command was `doing` something that outlasts one call.
+pub fn store_notice(notice: &task_executor::store::StoreNotice, doing: &str) -> String {
+    use task_executor::store::StoreNotice;
+    match notice {
+        StoreNotice::Unavailable { error, retry_in } => format!(
+            "store unavailable: {error}; still {doing}, trying again in {} (backing off to every {})",
+            whole_ms(*retry_in),
+            whole_ms(task_executor::store::MAX_RETRY)
+        ),
+        StoreNotice::Back { after } => format!("store back after {}", whole_ms(*after)),
+    }
+}
+
 pub fn cancel_on_signal(
     token: tokio_util::sync::CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {

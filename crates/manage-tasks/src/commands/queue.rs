@@ -7,12 +7,12 @@ use comfy_table::{ContentArrangement, Table, presets};
 use task_executor::history::to_ms;
 use task_executor::queue::{WorkerConfig, WorkerEvent};
 use task_executor::service::{ServiceConfig, SubmitError, SubmitOptions};
-use task_executor::store::Availability;
+use task_executor::store::{Availability, MAX_RETRY, StoreNotice};
 use task_executor::view::{ListView, RunView, ScheduleView, time_text};
 use task_executor::{Runner, RunnerConfig};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, cancel_on_signal, parse_args, print_json, read_args, task_name};
+use super::{Context, cancel_on_signal, parse_args, print_json, read_args, task_name, whole_ms};
 use crate::cli::{ScheduleAddArgs, ScheduleCommand, SubmitArgs, WorkerArgs};
 use crate::exit::{self, Failure};
 use crate::output::{Clean, Style, clean, render_run};
@@ -141,7 +141,14 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<u8> {
             run.id
         )?;
     }
-    let done = service.wait(&run.id, None).await?;
+    let quiet = ctx.quiet;
+    let mut notices = |n: StoreNotice| {
+        if !quiet {
+            let text = super::store_notice(&n, "waiting for the run");
+            let _ = writeln!(std::io::stderr(), "{}", clean(&text));
+        }
+    };
+    let done = service.wait(&run.id, None, &mut notices).await?;
     if args.json {
         print_json(&RunView::from(&done))?;
     } else {
@@ -224,6 +231,16 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
             }
             WorkerEvent::Fired { run, task } => format!("schedule queued run {run} ({task})"),
             WorkerEvent::Unrunnable { run, message } => format!("run {run} failed: {message}"),
+            WorkerEvent::StoreUnavailable { error, retry_in } => format!(
+                "store unavailable: {error}; running tasks go on, no new runs are claimed, \
+                 trying again in {} (backing off to every {})",
+                whole_ms(retry_in),
+                whole_ms(MAX_RETRY)
+            ),
+            WorkerEvent::StoreBack { after } => {
+                format!("store back after {}; claiming runs again", whole_ms(after))
+            }
+            WorkerEvent::Unrecorded { run, message } => format!("run {run}: {message}"),
             WorkerEvent::LeftForOthers { run, message, .. } => format!("run {run}: {message}"),
         };
         let _ = writeln!(std::io::stderr(), "{}", clean(&line));

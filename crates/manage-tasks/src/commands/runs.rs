@@ -22,7 +22,7 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> anyhow::Result<u8> {
     match cmd {
         RunsCommand::List(a) => list(&service, a).await,
         RunsCommand::Show(a) => show(&service, a).await,
-        RunsCommand::Logs(a) => logs(&service, a).await,
+        RunsCommand::Logs(a) => logs(&service, a, ctx.quiet).await,
         RunsCommand::Cancel(a) => cancel(&service, a).await,
         RunsCommand::Prune(a) => prune(&service, a).await,
     }
@@ -196,7 +196,7 @@ async fn show(service: &Service, a: RunIdArgs) -> anyhow::Result<u8> {
     Ok(exit::SUCCESS)
 }
 
-async fn logs(service: &Service, a: RunsLogsArgs) -> anyhow::Result<u8> {
+async fn logs(service: &Service, a: RunsLogsArgs, quiet: bool) -> anyhow::Result<u8> {
     let mut stream = service.logs(&a.id, a.attempt, a.follow).await?;
     let mut out = std::io::stdout().lock();
     while let Some(event) = stream.next().await? {
@@ -235,6 +235,12 @@ async fn logs(service: &Service, a: RunsLogsArgs) -> anyhow::Result<u8> {
             LogEvent::Attempt(n) => {
                 if !a.json {
                     writeln!(out, "[attempt {n}]")?;
+                }
+            }
+            LogEvent::Store(notice) => {
+                if !quiet {
+                    let text = super::store_notice(&notice, "following the log");
+                    let _ = writeln!(std::io::stderr(), "{}", clean(&text));
                 }
             }
         }

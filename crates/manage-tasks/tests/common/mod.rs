@@ -401,3 +401,77 @@ macro_rules! on_sql_backends {
 }
 #[allow(unused_imports)]
 pub(crate) use on_sql_backends;
+
+/// How [`Env::hold_store`] makes the SQLite store unavailable.
+#[derive(Debug, Clone, Copy)]
+pub enum Hold {
+    /// An open `BEGIN EXCLUSIVE` transaction: every write waits for the
+    /// busy timeout (10 s) and then fails with `database is locked`; reads
+    /// go on (WAL mode lets them).
+    Writes,
+    /// Every lock of the WAL index (bytes 120..128 of the `-shm` file, as
+    /// SQLite's unix VFS places them) taken with `fcntl`: readers and writers
+    /// retry for about 10 s, then fail with `locking protocol`.
+    Everything,
+}
+
+impl Env {
+    /// Makes the store unavailable from another process (Python), as a
+    /// long transaction or a stuck program holding its locks would, until
+    /// the returned child is killed (it gives up by itself after 120 s).
+    /// Returns once the lock is held.
+    pub fn hold_store(&self, hold: Hold) -> std::process::Child {
+        use std::io::BufRead;
+        let script = match hold {
+            Hold::Writes => {
+                "import sqlite3, sys, time\n\
+                 c = sqlite3.connect(sys.argv[1], timeout=5, isolation_level=None)\n\
+                 c.execute('BEGIN EXCLUSIVE')\n\
+                 print('held', flush=True)\n\
+                 time.sleep(120)\n"
+            }
+            Hold::Everything => {
+                "import fcntl, os, sys, time\n\
+                 fd = os.open(sys.argv[1] + '-shm', os.O_RDWR)\n\
+                 deadline = time.time() + 5\n\
+                 while True:\n\
+                 \x20   try:\n\
+                 \x20       fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 8, 120)\n\
+                 \x20       break\n\
+                 \x20   except OSError:\n\
+                 \x20       if time.time() > deadline: raise\n\
+                 \x20       time.sleep(0.001)\n\
+                 print('held', flush=True)\n\
+                 time.sleep(120)\n"
+            }
+        };
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&self.store)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3 holds the store's lock (apt-get install python3)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "held", "the lock was not taken");
+        child
+    }
+
+    /// What the background processes ([`Env::spawn`]) wrote to stderr so far.
+    pub fn bg_err(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bg.err")).unwrap_or_default()
+    }
+}
+
+/// Waits up to `secs` for `child` to exit, and returns its status.
+pub fn exits_within(child: &mut std::process::Child, secs: f64) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(secs, "the process to exit", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}

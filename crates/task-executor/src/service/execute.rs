@@ -18,7 +18,7 @@ use crate::outcome::{RunReport, new_run_id};
 use crate::pool::{Job, Pool};
 use crate::runner::{RunRequest, check_executable};
 use crate::secrets::{HideSecrets, hide_secrets};
-use crate::store::{Finish, LeaseStatus, NewRun};
+use crate::store::{Backoff, Finish, LeaseStatus, NewRun};
 use crate::task::{PreparedTask, Task, TaskName};
 
 /// How often a run executed here stores the log lines printed so far.
@@ -205,6 +205,9 @@ impl Service {
             .await
             .map_err(ExecuteError::Store)?;
         let held = started.lease;
+        // When the lease was last renewed, as the call returned: it has
+        // certainly lapsed `lease` after this.
+        let mut renewed = Instant::now();
         let history = RunLogs::new(self.config.log_limit, secrets);
         let tee = Tee(logs, &history);
         let mut warnings = Vec::new();
@@ -226,14 +229,23 @@ impl Service {
             tokio::select! {
                 report = &mut run => break report,
                 _ = tick.tick() => {
-                    match self.store.record_logs(&held, 1, &history.take()).await {
-                        Ok(_) => {}
-                        Err(e) => warn("cannot store the run's log lines", &e),
+                    let batch = history.take();
+                    if !batch.is_empty() {
+                        match self.store.record_logs(&held, 1, &batch).await {
+                            Ok(_) => {}
+                            Err(e) => {
+                                warn("cannot store the run's log lines", &e);
+                                // Sent again with the next flush, within the log budget.
+                                history.put_back(batch);
+                            }
+                        }
                     }
                     if last_beat.elapsed() >= lease / 3 {
                         last_beat = Instant::now();
                         match self.store.heartbeat(std::slice::from_ref(&held), lease).await {
-                            Ok(status) if status.first() == Some(&LeaseStatus::Held) => {}
+                            Ok(status) if status.first() == Some(&LeaseStatus::Held) => {
+                                renewed = Instant::now();
+                            }
                             // `runs cancel`, or the run was taken from us.
                             Ok(_) => cancel.cancel(),
                             Err(e) => warn("cannot renew the run's lease in history", &e),
@@ -251,13 +263,27 @@ impl Service {
             attempt: 1,
             logs: batch,
         };
-        match self.store.finish(&held, &finish).await {
-            Ok(true) => {}
-            Ok(false) => warn(
-                "history did not record the run's end",
-                &"its lease had lapsed and another process settled it",
-            ),
-            Err(e) => warn("cannot record the run's end in history", &e),
+        // A store that does not answer is tried again while the lease still
+        // holds; after that the run may be settled (`executor_lost`) any time.
+        let mut backoff = Backoff::default();
+        loop {
+            match self.store.finish(&held, &finish).await {
+                Ok(true) => {}
+                Ok(false) => warn(
+                    "history did not record the run's end",
+                    &"its lease had lapsed and another process settled it",
+                ),
+                Err(e) if e.is_transient() => {
+                    let pause = backoff.next_pause();
+                    if Instant::now() + pause < renewed + lease {
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                    warn("cannot record the run's end in history", &e);
+                }
+                Err(e) => warn("cannot record the run's end in history", &e),
+            }
+            break;
         }
         let record = record_of(new.into(), &report, Some(worker), started.at, cut);
         Ok(Executed {

@@ -19,8 +19,11 @@
 //! - history: [`Service::run`], [`Service::runs`], [`Service::logs`]
 //!   (optionally following), [`Service::prune`];
 //! - schedules: [`Service::add_schedule`], [`Service::schedules`],
-//!   [`Service::remove_schedule`].
+//!   [`Service::remove_schedule`];
+//! - stores: [`copy_store`] copies one store into another (a function, not
+//!   a method: it works on two stores).
 
+mod copy;
 mod execute;
 mod runs;
 mod workers;
@@ -28,6 +31,9 @@ mod workers;
 use std::path::Path;
 use std::time::Duration;
 
+pub use copy::{
+    Copied, CopyConfig, CopyCounts, CopyError, CopyProgress, CopyStage, HistoryCopy, copy_store,
+};
 pub use execute::{Batch, Call, Executed, Prepared};
 pub use runs::{Cancelled, LogEvent, LogStream, SubmitOptions};
 pub use workers::Workers;
@@ -505,6 +511,7 @@ pub fn store_kind(e: &StoreError) -> &'static str {
         StoreError::NotFound { .. } => "unknown_task",
         StoreError::Unusable { .. } => "unusable_task",
         StoreError::BadSpec { .. } | StoreError::NoDefault => "usage",
+        StoreError::Conflict { .. } => "conflict",
         _ => "store",
     }
 }

@@ -1,6 +1,11 @@
 //! The queue, history and schedules, as front ends use them: submitting
 //! runs, waiting for one, cancelling, looking runs up, reading (and
 //! following) their logs, pruning, and cron schedules.
+//!
+//! Waiting for a run and following its log outlast many store calls: a
+//! transient store error ([`StoreError::is_transient`]) does not end them.
+//! They back off as a worker does ([`Reachability`]) and tell their caller
+//! once when the store stops answering and once when it is back.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -11,7 +16,10 @@ use super::execute::Prepared;
 use super::{LookupError, ScheduleError, Service, SubmitError};
 use crate::history::{LogEntry, RunFilter, RunPage, RunRecord, RunState};
 use crate::queue::CancelResult;
-use crate::store::{Availability, MIN_PREFIX, NewRun, Prune, RunLookup, Schedule, StoreError};
+use crate::store::{
+    Availability, MIN_PREFIX, NewRun, Prune, Reachability, RunLookup, Schedule, StoreError,
+    StoreNotice,
+};
 
 /// How a submitted run is queued.
 #[derive(Debug, Clone)]
@@ -65,6 +73,9 @@ pub enum LogEvent {
     },
     /// A new attempt started; its lines follow.
     Attempt(u32),
+    /// While following: the store stopped answering (following goes on once
+    /// it answers again), or answers again.
+    Store(StoreNotice),
 }
 
 /// How often a followed log or a waited-for run is looked at again.
@@ -118,21 +129,38 @@ impl Service {
     }
 
     /// Waits for the run `id` to end, at most `timeout` (for ever when
-    /// `None`); returns it as it is then, ended or not.
+    /// `None`); returns it as it is then, ended or not. A store that stops
+    /// answering is waited for too, `notices` hearing when it stops and when
+    /// it is back; at the deadline, its error is returned.
     pub async fn wait(
         &self,
         id: &str,
         timeout: Option<Duration>,
+        notices: &mut dyn FnMut(StoreNotice),
     ) -> Result<RunRecord, LookupError> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut pause = Duration::from_millis(20);
+        let mut reach = Reachability::default();
         loop {
-            let run = self.run(id).await?;
+            let started = tokio::time::Instant::now();
+            let looked = self.run(id).await;
             let timed_out = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
-            if run.state.is_terminal() || timed_out {
-                return Ok(run);
+            match looked {
+                Ok(run) => {
+                    reach.check(started, Ok(()), notices)?;
+                    if run.state.is_terminal() || timed_out {
+                        return Ok(run);
+                    }
+                }
+                Err(LookupError::Store(e)) if e.is_transient() && !timed_out => {
+                    reach.check::<()>(started, Err(e), notices)?;
+                }
+                Err(e) => return Err(e),
             }
-            let mut sleep = pause;
+            let mut sleep = match reach.retry_at() {
+                Some(at) => at.saturating_duration_since(tokio::time::Instant::now()),
+                None => pause,
+            };
             if let Some(d) = deadline {
                 sleep = sleep.min(d.saturating_duration_since(tokio::time::Instant::now()));
             }
@@ -176,6 +204,7 @@ impl Service {
             marked: false,
             pending: VecDeque::new(),
             done: false,
+            reach: Reachability::default(),
         })
     }
 
@@ -253,6 +282,8 @@ pub struct LogStream<'s> {
     marked: bool,
     pending: VecDeque<LogEvent>,
     done: bool,
+    /// While following: whether the store answers.
+    reach: Reachability,
 }
 
 impl LogStream<'_> {
@@ -262,7 +293,10 @@ impl LogStream<'_> {
     }
 
     /// The next event, or `None` at the end of the log (with `follow`: once
-    /// the run has ended and every line it stored has been read).
+    /// the run has ended and every line it stored has been read). While
+    /// following, a transient store error is not an error: the stream says
+    /// so once ([`LogEvent::Store`]), tries again with backoff, says when
+    /// the store is back and goes on from the line it had reached.
     pub async fn next(&mut self) -> Result<Option<LogEvent>, LookupError> {
         loop {
             if let Some(event) = self.pending.pop_front() {
@@ -271,41 +305,84 @@ impl LogStream<'_> {
             if self.done {
                 return Ok(None);
             }
-            let store = self.service.queue_store("run history")?;
-            let lines = store
-                .run_logs(&self.run.id, self.attempt, self.next_seq)
-                .await?;
-            if !lines.is_empty() {
-                for entry in lines {
-                    if entry.seq > self.next_seq && !self.marked {
-                        self.marked = true;
-                        // The counts as they are now, not when the stream began.
-                        let now = self.service.run(&self.run.id).await?;
-                        self.pending.push_back(LogEvent::Cut {
-                            lines: now.log_cut_lines,
-                            bytes: now.log_cut_bytes,
-                        });
-                    }
-                    self.next_seq = entry.seq + 1;
-                    self.pending.push_back(LogEvent::Line {
-                        attempt: self.attempt,
-                        entry,
-                    });
+            if let Some(at) = self.reach.retry_at() {
+                tokio::time::sleep_until(at).await;
+            }
+            let started = tokio::time::Instant::now();
+            let step = self.step().await;
+            let mut notices = Vec::new();
+            match step {
+                Ok(()) => {
+                    self.reach
+                        .check(started, Ok(()), &mut |n| notices.push(n))?;
                 }
-                continue;
+                Err(LookupError::Store(e)) if self.follow && e.is_transient() => {
+                    self.reach
+                        .check::<()>(started, Err(e), &mut |n| notices.push(n))?;
+                }
+                Err(e) => return Err(e),
             }
-            if !self.follow || self.run.state.is_terminal() {
-                self.done = true;
-                continue;
-            }
-            tokio::time::sleep(POLL).await;
-            self.run = self.service.run(&self.run.id).await?;
-            if !self.fixed && self.run.attempt > self.attempt {
-                self.attempt = self.run.attempt;
-                self.next_seq = 0;
-                self.marked = false;
-                self.pending.push_back(LogEvent::Attempt(self.attempt));
+            // Said before what the call that ended the outage brought.
+            for n in notices.into_iter().rev() {
+                self.pending.push_front(LogEvent::Store(n));
             }
         }
+    }
+
+    /// One look at the store: the next lines, or (following, when there are
+    /// none) the run again after a pause. Changes nothing unless every call
+    /// it makes succeeds, so a failed step can simply be made again.
+    async fn step(&mut self) -> Result<(), LookupError> {
+        let store = self.service.queue_store("run history")?;
+        let lines = store
+            .run_logs(&self.run.id, self.attempt, self.next_seq)
+            .await?;
+        if !lines.is_empty() {
+            // A gap before a line not yet marked: lines were cut there.
+            let mut next = self.next_seq;
+            let gap = !self.marked
+                && lines.iter().any(|e| {
+                    let skipped = e.seq > next;
+                    next = e.seq + 1;
+                    skipped
+                });
+            // The counts as they are now, not when the stream began.
+            let now = if gap {
+                Some(self.service.run(&self.run.id).await?)
+            } else {
+                None
+            };
+            for entry in lines {
+                if entry.seq > self.next_seq
+                    && !self.marked
+                    && let Some(now) = &now
+                {
+                    self.marked = true;
+                    self.pending.push_back(LogEvent::Cut {
+                        lines: now.log_cut_lines,
+                        bytes: now.log_cut_bytes,
+                    });
+                }
+                self.next_seq = entry.seq + 1;
+                self.pending.push_back(LogEvent::Line {
+                    attempt: self.attempt,
+                    entry,
+                });
+            }
+            return Ok(());
+        }
+        if !self.follow || self.run.state.is_terminal() {
+            self.done = true;
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+        self.run = self.service.run(&self.run.id).await?;
+        if !self.fixed && self.run.attempt > self.attempt {
+            self.attempt = self.run.attempt;
+            self.next_seq = 0;
+            self.marked = false;
+            self.pending.push_back(LogEvent::Attempt(self.attempt));
+        }
+        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! run against every backend (River's `riverdrivertest` is the model).
 //!
 //! A backend joins by implementing [`Harness`] (a fresh store, handles on
-//! it, and a way to move its clock) and adding one line at the bottom of
+//! it, a second store to copy into, and a way to move its clock) and adding one line at the bottom of
 //! this file: `registry_suite!(name, harness)` for a task registry,
 //! `run_store_suite!(name, harness)` for history, the queue and schedules.
 //! The queue's rules ([`crate::queue`]) run on top, so these tests also
@@ -14,12 +14,13 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    Availability, ClaimFilter, Finish, InsertMode, LeaseStatus, ManualClock, NewRun, Prune,
-    RunLookup, Store, StoreError, WorkerBeat,
+    Availability, ClaimFilter, ExportCursor, ExportLimits, ExportedRun, ExportedSchedule, Finish,
+    ImportReport, InsertMode, LeaseStatus, ManualClock, NewRun, Prune, RunLookup, Store,
+    StoreError, WorkerBeat,
 };
 use crate::history::{LogBatch, LogEntry, RunError, RunFilter, RunState};
 use crate::log::Stream;
-use crate::outcome::Outcome;
+use crate::outcome::{ExitInfo, Outcome};
 use crate::protocol::TaskResult;
 use crate::queue::{self, CancelResult};
 use crate::task::{Formats, Policy, Task, TaskName};
@@ -28,6 +29,9 @@ use crate::task::{Formats, Policy, Task, TaskName};
 pub(super) trait Harness: Send + Sync {
     /// Another handle on the same store (its own connections, where it has any).
     fn handle(&self) -> Store;
+    /// A handle on a second store of the same backend, empty at first, on
+    /// the same clock: where a copy goes.
+    fn second(&self) -> Store;
     /// Moves the store's clock forward.
     fn advance(&self, by: Duration);
 }
@@ -59,6 +63,13 @@ impl Harness for SqliteHarness {
         ))
     }
 
+    fn second(&self) -> Store {
+        Store::Sqlite(super::SqliteStore::with_clock(
+            &self.path.with_file_name("second.db"),
+            self.clock.clone(),
+        ))
+    }
+
     fn advance(&self, by: Duration) {
         self.clock.advance(by);
     }
@@ -68,6 +79,8 @@ impl Harness for SqliteHarness {
 /// manual clock in place of the database's.
 pub(super) struct PgHarness {
     db: super::postgres::testdb::TestDb,
+    /// Made when a test first asks for it.
+    second: std::sync::OnceLock<super::postgres::testdb::TestDb>,
     clock: Arc<ManualClock>,
 }
 
@@ -75,6 +88,7 @@ impl PgHarness {
     pub(super) fn new() -> Self {
         Self {
             db: super::postgres::testdb::TestDb::new(),
+            second: std::sync::OnceLock::new(),
             clock: Arc::new(ManualClock::new(1_767_225_600_000)),
         }
     }
@@ -84,6 +98,17 @@ impl Harness for PgHarness {
     fn handle(&self) -> Store {
         Store::Postgres(super::PgStore::open_clocked(
             &self.db.url,
+            4,
+            Some(self.clock.clone()),
+        ))
+    }
+
+    fn second(&self) -> Store {
+        let db = self
+            .second
+            .get_or_init(super::postgres::testdb::TestDb::new);
+        Store::Postgres(super::PgStore::open_clocked(
+            &db.url,
             4,
             Some(self.clock.clone()),
         ))
@@ -111,6 +136,12 @@ impl YamlHarness {
 impl Harness for YamlHarness {
     fn handle(&self) -> Store {
         Store::Yaml(super::YamlStore::open(&self.path))
+    }
+
+    fn second(&self) -> Store {
+        Store::Yaml(super::YamlStore::open(
+            &self.path.with_file_name("second.yaml"),
+        ))
     }
 
     fn advance(&self, _by: Duration) {}
@@ -1030,6 +1061,91 @@ pub(super) async fn logs_are_stored_in_order_and_cut_lines_deleted(h: &dyn Harne
     assert_eq!((rec.log_cut_lines, rec.log_cut_bytes), (3, 21));
 }
 
+/// A worker whose store did not answer sends a batch again when it comes
+/// back, not knowing whether the first call landed: nothing is doubled and
+/// nothing fails.
+pub(super) async fn a_log_batch_sent_again_is_stored_once(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task("t", Policy::default());
+    registered(&store, &t).await;
+    let run = queue::new_run(&t, &json!({}), "me");
+    store.enqueue(std::slice::from_ref(&run)).await.unwrap();
+    let c = store
+        .claim("w", 1, LEASE, &UNTAGGED)
+        .await
+        .unwrap()
+        .remove(0);
+    let line = |seq: u64| LogEntry {
+        seq,
+        stream: Stream::Stdout,
+        text: format!("line {seq}"),
+        truncated: false,
+    };
+    let batch = LogBatch {
+        lines: (0..3).map(line).collect(),
+        ..LogBatch::default()
+    };
+    assert!(store.record_logs(&c.lease(), 1, &batch).await.unwrap());
+    assert!(store.record_logs(&c.lease(), 1, &batch).await.unwrap());
+    // The end, with lines of which some are stored already.
+    let end = LogBatch {
+        lines: (2..5).map(line).collect(),
+        ..LogBatch::default()
+    };
+    assert!(store.finish(&c.lease(), &done(1, end)).await.unwrap());
+    let stored = store.run_logs(&run.id, 1, 0).await.unwrap();
+    assert_eq!(stored, (0..5).map(line).collect::<Vec<_>>());
+}
+
+/// A lease that lapsed is still the attempt's until someone settles it: a
+/// worker whose store came back late renews it, or records its end, and
+/// loses it only once the lapse was settled.
+pub(super) async fn a_lapsed_lease_is_held_until_it_is_settled(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task("t", Policy::default());
+    registered(&store, &t).await;
+    let runs = [
+        queue::new_run(&t, &json!({}), "me"),
+        queue::new_run(&t, &json!({}), "me"),
+    ];
+    store.enqueue(&runs).await.unwrap();
+    let claimed = store.claim("w", 2, LEASE, &UNTAGGED).await.unwrap();
+    let (renewed, ended) = (claimed[0].lease(), claimed[1].lease());
+    h.advance(LEASE * 2);
+    assert_eq!(
+        store
+            .heartbeat(std::slice::from_ref(&renewed), LEASE)
+            .await
+            .unwrap(),
+        vec![LeaseStatus::Held]
+    );
+    assert!(
+        store
+            .finish(&ended, &done(1, LogBatch::default()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(run_of(&store, &ended.id).await.state, RunState::Completed);
+    // Renewed: not lapsed, nothing to settle.
+    assert_eq!(queue::requeue_expired(&store).await.unwrap(), 0);
+    h.advance(LEASE * 2);
+    assert_eq!(queue::requeue_expired(&store).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .heartbeat(std::slice::from_ref(&renewed), LEASE)
+            .await
+            .unwrap(),
+        vec![LeaseStatus::Lost]
+    );
+    assert!(
+        !store
+            .finish(&renewed, &done(1, LogBatch::default()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(run_of(&store, &renewed.id).await.state, RunState::Queued);
+}
+
 fn tagged(n: &str, tags: &[&str]) -> Task {
     task(
         n,
@@ -1256,6 +1372,434 @@ pub(super) async fn workers_not_seen_for_a_day_are_forgotten_by_the_next_beat(h:
     assert_eq!(ids, ["stays"]);
 }
 
+// ---- copying a store ---------------------------------------------------
+
+pub(super) async fn import_tasks_inserts_new_keeps_equal_and_refuses_different(h: &dyn Harness) {
+    let store = h.handle();
+    let (a, b, c) = (
+        full_task("a"),
+        task("b", Policy::default()),
+        task("c", Policy::default()),
+    );
+    registered(&store, &a).await;
+    assert_eq!(
+        store.import_tasks(&[b.clone(), a.clone()]).await.unwrap(),
+        ImportReport {
+            inserted: 1,
+            unchanged: 1
+        }
+    );
+    assert_eq!(store.list().await.unwrap(), vec![a.clone(), b.clone()]);
+
+    let described = Task {
+        description: Some("Another".into()),
+        ..a.clone()
+    };
+    let err = store
+        .import_tasks(&[c.clone(), described])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict { what: "task", key, field: "description" } if key == "a"),
+        "{err}"
+    );
+    let capped = Task {
+        policy: Policy {
+            concurrency: Some(9),
+            ..a.policy.clone()
+        },
+        ..a.clone()
+    };
+    assert!(matches!(
+        store.import_tasks(&[capped]).await,
+        Err(StoreError::Conflict {
+            field: "concurrency",
+            ..
+        })
+    ));
+    // Nothing of a refused batch was written: no `c`, `a` as it was.
+    assert_eq!(store.list().await.unwrap(), vec![a.clone(), b.clone()]);
+    assert_eq!(
+        store.import_tasks(&[a, b]).await.unwrap(),
+        ImportReport {
+            inserted: 0,
+            unchanged: 2
+        }
+    );
+    assert_eq!(
+        h.second().import_tasks(&[]).await.unwrap(),
+        ImportReport::default()
+    );
+}
+
+fn line(seq: u64, text: &str, stream: Stream) -> LogEntry {
+    LogEntry {
+        seq,
+        stream,
+        text: text.into(),
+        truncated: seq == 1,
+    }
+}
+
+/// Runs in every state with every column set, queued `STEP` apart: a run
+/// completed after a retry (log lines of both attempts, a cut, an exit
+/// code, a schedule id, a timeout), an inline run failed as
+/// `executor_lost`, a run cancelled while queued, a delayed queued run with
+/// secret arguments, and a running run asked to stop. Returns their ids in
+/// insertion order.
+async fn varied_history(h: &dyn Harness, store: &Store) -> Vec<String> {
+    const STEP: Duration = Duration::from_millis(5);
+    let t = task(
+        "t",
+        Policy {
+            retries: Some(1),
+            backoff: Some(Duration::from_secs(1)),
+            retry_on_status: true,
+            priority: Some(2),
+            ..Policy::default()
+        },
+    );
+    registered(store, &t).await;
+    let args = json!({"pw": "hunter2", "x": 1});
+
+    let mut retried = queue::new_run(&t, &args, "me");
+    retried.schedule = Some("sched-1".into());
+    retried.timeout = Some(Duration::from_secs(9));
+    store.enqueue(std::slice::from_ref(&retried)).await.unwrap();
+    let c = store
+        .claim("w1", 1, LEASE, &UNTAGGED)
+        .await
+        .unwrap()
+        .remove(0);
+    let first = LogBatch {
+        lines: vec![line(0, "first try", Stream::Stdout)],
+        ..LogBatch::default()
+    };
+    assert!(store.record_logs(&c.lease(), 1, &first).await.unwrap());
+    let note = queue::retry_note(&Outcome::NoResult, 1, 2, Duration::ZERO);
+    assert!(
+        store
+            .retry(&c.lease(), &failed(1), Duration::ZERO, &note)
+            .await
+            .unwrap()
+    );
+    h.advance(STEP);
+    let c = store
+        .claim("w2", 1, LEASE, &UNTAGGED)
+        .await
+        .unwrap()
+        .remove(0);
+    let mut end = done(
+        2,
+        LogBatch {
+            lines: vec![
+                line(0, "second try", Stream::Stderr),
+                line(1, "a cut line", Stream::Stdout),
+                line(5, "the tail", Stream::Stdout),
+            ],
+            delete: None,
+            cut_lines: 3,
+            cut_bytes: 42,
+        },
+    );
+    end.exit = Some(ExitInfo::Code { code: 0 });
+    assert!(store.finish(&c.lease(), &end).await.unwrap());
+    h.advance(STEP);
+
+    let inline = queue::new_run(&t, &json!({}), "mcp");
+    store
+        .start_inline(&inline, "execute-1", LEASE)
+        .await
+        .unwrap();
+    h.advance(LEASE + STEP);
+    assert_eq!(queue::requeue_expired(store).await.unwrap(), 1);
+
+    let cancelled = queue::new_run(&t, &json!({}), "me");
+    store
+        .enqueue(std::slice::from_ref(&cancelled))
+        .await
+        .unwrap();
+    queue::cancel(store, &cancelled.id, RunState::Queued)
+        .await
+        .unwrap();
+    h.advance(STEP);
+
+    let mut waiting = queue::new_run(&t, &args, "me");
+    waiting.available = Availability::After(Duration::from_secs(3600));
+    waiting.priority = -4;
+    waiting.backoff = Some(Duration::from_millis(1500));
+    store.enqueue(std::slice::from_ref(&waiting)).await.unwrap();
+    h.advance(STEP);
+
+    let running = queue::new_run(&t, &json!({}), "me");
+    store.enqueue(std::slice::from_ref(&running)).await.unwrap();
+    let c = store
+        .claim("w3", 1, LEASE, &UNTAGGED)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(c.id, running.id);
+    assert!(store.request_cancel(&running.id).await.unwrap());
+    vec![retried.id, inline.id, cancelled.id, waiting.id, running.id]
+}
+
+/// Every run `store` exports, page by page (`limits.runs` at a time).
+async fn export_all(store: &Store, runs: usize) -> Vec<ExportedRun> {
+    let limits = ExportLimits {
+        runs,
+        log_bytes: usize::MAX,
+    };
+    let (mut all, mut after) = (Vec::new(), None);
+    loop {
+        let page = store.export_runs(after, limits).await.unwrap();
+        assert!(page.runs.len() <= runs);
+        all.extend(page.runs);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return all,
+        }
+    }
+}
+
+async fn newest_first(store: &Store) -> Vec<crate::history::RunRecord> {
+    store
+        .list_runs(&RunFilter {
+            limit: 100,
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap()
+        .runs
+}
+
+pub(super) async fn exported_runs_import_with_every_column_and_log_line(h: &dyn Harness) {
+    let (source, target) = (h.handle(), h.second());
+    let ids = varied_history(h, &source).await;
+    let now = source.now().await.unwrap();
+    let new = queue::new_schedule(
+        &task("t", Policy::default()),
+        "*/5 * * * *",
+        &json!({"pw": "s3cret"}),
+        "cron",
+        now,
+    )
+    .unwrap();
+    source.add_schedule(&new).await.unwrap();
+
+    let exported = export_all(&source, 2).await;
+    let got: Vec<&str> = exported.iter().map(|r| r.record.id.as_str()).collect();
+    assert_eq!(got, ids, "insertion order");
+    let [retried, inline, cancelled, waiting, running] = &exported[..] else {
+        panic!("{exported:?}");
+    };
+    assert_eq!(
+        (retried.record.state, retried.record.attempt),
+        (RunState::Completed, 2)
+    );
+    let attempts: Vec<(u32, u64)> = retried
+        .logs
+        .iter()
+        .map(|l| (l.attempt, l.entry.seq))
+        .collect();
+    assert_eq!(attempts, [(1, 0), (2, 0), (2, 1), (2, 5)]);
+    assert!(retried.logs[2].entry.truncated);
+    assert_eq!(
+        (retried.record.log_cut_lines, retried.record.log_cut_bytes),
+        (3, 42)
+    );
+    assert_eq!(retried.record.schedule.as_deref(), Some("sched-1"));
+    assert_eq!(retried.record.exit, Some(ExitInfo::Code { code: 0 }));
+    assert_eq!(
+        (retried.timeout, retried.fence, retried.retry_on_status),
+        (Some(Duration::from_secs(9)), 2, true)
+    );
+    assert!(retried.task_rev.is_some());
+    assert_eq!(retried.secret_args, None, "scrubbed when it ended");
+    assert!(inline.inline && !retried.inline);
+    assert_eq!(inline.record.error.as_ref().unwrap().kind, "executor_lost");
+    assert_eq!(cancelled.record.state, RunState::Cancelled);
+    assert_eq!(
+        waiting.secret_args,
+        Some(json!({"pw": "hunter2", "x": 1})),
+        "kept while queued"
+    );
+    assert_eq!(waiting.backoff, Some(Duration::from_millis(1500)));
+    assert!(waiting.record.available_at > waiting.record.queued_at);
+    assert_eq!(running.record.state, RunState::Running);
+    assert!(running.record.cancel_requested && running.lease_until.is_some());
+
+    let first = target.import_runs(&exported[..3]).await.unwrap();
+    let rest = target.import_runs(&exported[3..]).await.unwrap();
+    assert_eq!((first.inserted, rest.inserted), (3, 2));
+    assert_eq!(export_all(&target, 100).await, exported);
+    assert_eq!(newest_first(&target).await, newest_first(&source).await);
+    let second: Vec<LogEntry> = retried.logs[1..].iter().map(|l| l.entry.clone()).collect();
+    assert_eq!(
+        target.run_logs(&retried.record.id, 2, 0).await.unwrap(),
+        second
+    );
+
+    let schedules = source.export_schedules().await.unwrap();
+    assert_eq!(schedules.len(), 1);
+    assert_eq!(schedules[0].secret_args, Some(json!({"pw": "s3cret"})));
+    assert_eq!(
+        schedules[0].schedule,
+        source.list_schedules().await.unwrap()[0]
+    );
+    assert_eq!(
+        target.import_schedules(&schedules).await.unwrap().inserted,
+        1
+    );
+    assert_eq!(target.export_schedules().await.unwrap(), schedules);
+    // A tick fired from the copy queues the source's real arguments.
+    registered(&target, &task("t", Policy::default())).await;
+    h.advance(Duration::from_secs(600));
+    let fired = queue::fire_schedules(&target).await.unwrap();
+    assert_eq!(fired[0].secret_args, Some(json!({"pw": "s3cret"})));
+
+    // Exporting changed nothing in the source.
+    assert_eq!(export_all(&source, 100).await, exported);
+}
+
+pub(super) async fn an_export_page_ends_once_its_log_lines_pass_the_budget(h: &dyn Harness) {
+    let store = h.handle();
+    varied_history(h, &store).await;
+    let limits = ExportLimits {
+        runs: 10,
+        log_bytes: 1,
+    };
+    let page = store.export_runs(None, limits).await.unwrap();
+    assert_eq!(page.runs.len(), 1, "the first run has log lines");
+    let rest = store.export_runs(page.next, limits).await.unwrap();
+    assert_eq!(rest.runs.len(), 4, "the others have none");
+    assert_eq!(rest.next, None);
+    let after_all = ExportCursor { seq: i64::MAX };
+    assert!(
+        store
+            .export_runs(Some(after_all), limits)
+            .await
+            .unwrap()
+            .runs
+            .is_empty()
+    );
+    assert!(
+        h.second()
+            .export_runs(None, limits)
+            .await
+            .unwrap()
+            .runs
+            .is_empty()
+    );
+}
+
+pub(super) async fn importing_twice_changes_nothing(h: &dyn Harness) {
+    let (source, target) = (h.handle(), h.second());
+    varied_history(h, &source).await;
+    let exported = export_all(&source, 100).await;
+    assert_eq!(target.import_runs(&exported).await.unwrap().inserted, 5);
+    let before = newest_first(&target).await;
+    assert_eq!(
+        target.import_runs(&exported).await.unwrap(),
+        ImportReport {
+            inserted: 0,
+            unchanged: 5
+        }
+    );
+    assert_eq!(newest_first(&target).await, before);
+    assert_eq!(export_all(&target, 100).await, exported);
+}
+
+pub(super) async fn imported_runs_follow_the_targets_own_in_the_sources_order(h: &dyn Harness) {
+    let (source, target) = (h.handle(), h.second());
+    let t = task("t", Policy::default());
+    registered(&source, &t).await;
+    registered(&target, &t).await;
+    // All queued in the same millisecond (the clock stands still): only
+    // insertion order tells them apart.
+    let own = queue::new_run(&t, &json!({}), "target");
+    target.enqueue(std::slice::from_ref(&own)).await.unwrap();
+    let batch: Vec<NewRun> = (0..3)
+        .map(|_| queue::new_run(&t, &json!({}), "source"))
+        .collect();
+    source.enqueue(&batch).await.unwrap();
+    let exported = export_all(&source, 100).await;
+    target.import_runs(&exported).await.unwrap();
+    let ids = |runs: Vec<crate::history::RunRecord>| -> Vec<String> {
+        runs.into_iter().map(|r| r.id).collect()
+    };
+    let mut want: Vec<String> = batch.iter().rev().map(|r| r.id.clone()).collect();
+    assert_eq!(ids(newest_first(&source).await), want);
+    want.push(own.id.clone());
+    assert_eq!(ids(newest_first(&target).await), want);
+}
+
+pub(super) async fn a_differing_row_refuses_the_whole_batch(h: &dyn Harness) {
+    let (source, target) = (h.handle(), h.second());
+    varied_history(h, &source).await;
+    let exported = export_all(&source, 100).await;
+    target.import_runs(&exported[..1]).await.unwrap();
+    let stored = export_all(&target, 100).await;
+
+    let mut logs = exported[0].clone();
+    logs.logs[1].entry.text = "edited".into();
+    let mut outcome = exported[0].clone();
+    outcome.record.outcome = Some(Outcome::NoResult);
+    let mut fence = exported[0].clone();
+    fence.fence += 1;
+    for (changed, want) in [(logs, "logs"), (outcome, "outcome"), (fence, "fence")] {
+        let batch = [exported[1].clone(), changed, exported[2].clone()];
+        let err = target.import_runs(&batch).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Conflict { what: "run", key, field } if *key == exported[0].record.id && *field == want),
+            "{want}: {err}"
+        );
+        assert!(err.to_string().contains(want), "{err}");
+        assert_eq!(export_all(&target, 100).await, stored, "{want}");
+        assert_eq!(
+            target.get_run(&exported[1].record.id).await.unwrap(),
+            RunLookup::Missing
+        );
+    }
+
+    let now = source.now().await.unwrap();
+    let t = task("t", Policy::default());
+    for cron in ["0 * * * *", "5 * * * *"] {
+        let new = queue::new_schedule(&t, cron, &json!({"pw": "s3cret"}), "cron", now).unwrap();
+        source.add_schedule(&new).await.unwrap();
+    }
+    let schedules = source.export_schedules().await.unwrap();
+    target.import_schedules(&schedules[..1]).await.unwrap();
+    // Where a schedule has got to is not what it is: a later tick is the same schedule.
+    let mut ticked = schedules[0].clone();
+    ticked.schedule.next_fire_at += 3_600_000;
+    assert_eq!(
+        target.import_schedules(&[ticked]).await.unwrap(),
+        ImportReport {
+            inserted: 0,
+            unchanged: 1
+        }
+    );
+    let mut secret: ExportedSchedule = schedules[0].clone();
+    secret.secret_args = Some(json!({"pw": "other"}));
+    let err = target
+        .import_schedules(&[schedules[1].clone(), secret])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StoreError::Conflict {
+                what: "schedule",
+                field: "secret_args",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("other"), "{err}");
+    assert_eq!(target.export_schedules().await.unwrap(), schedules[..1]);
+}
+
 pub(super) async fn a_yaml_like_registry_refuses_history(h: &dyn Harness) {
     let store = h.handle();
     assert!(!store.has_history());
@@ -1265,6 +1809,22 @@ pub(super) async fn a_yaml_like_registry_refuses_history(h: &dyn Harness) {
     ));
     assert!(matches!(
         store.list_runs(&RunFilter::default()).await,
+        Err(StoreError::Unsupported { .. })
+    ));
+    let limits = ExportLimits {
+        runs: 1,
+        log_bytes: 1,
+    };
+    assert!(matches!(
+        store.export_runs(None, limits).await,
+        Err(StoreError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        store.import_runs(&[]).await,
+        Err(StoreError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        store.export_schedules().await,
         Err(StoreError::Unsupported { .. })
     ));
     assert_eq!(store.remove_schedules_of(&name("t")).await.unwrap(), 0);
@@ -1280,6 +1840,7 @@ macro_rules! registry_suite {
                 registry_refuses_a_taken_name_unless_replacing,
                 registry_removing_a_missing_task_is_not_found,
                 registry_concurrent_writers_all_land,
+                import_tasks_inserts_new_keeps_equal_and_refuses_different,
             );
         }
     };
@@ -1314,10 +1875,17 @@ macro_rules! run_store_suite {
                 prune_deletes_old_runs_and_keep_protects_the_newest,
                 history_pages_newest_first_without_gaps_or_repeats,
                 logs_are_stored_in_order_and_cut_lines_deleted,
+                a_log_batch_sent_again_is_stored_once,
+                a_lapsed_lease_is_held_until_it_is_settled,
                 a_claim_takes_only_runs_whose_task_tags_the_worker_has,
                 a_claim_skips_excluded_tasks_and_leaves_them_for_others,
                 workers_beat_are_listed_and_removed,
                 workers_not_seen_for_a_day_are_forgotten_by_the_next_beat,
+                exported_runs_import_with_every_column_and_log_line,
+                an_export_page_ends_once_its_log_lines_pass_the_budget,
+                importing_twice_changes_nothing,
+                imported_runs_follow_the_targets_own_in_the_sources_order,
+                a_differing_row_refuses_the_whole_batch,
             );
         }
     };

@@ -26,6 +26,13 @@
 //!   task's tags all held by the worker, the task not excluded), decided in
 //!   the claim's own statement, so the cap and the order stay in one place.
 //! - A write lands whole or not at all; reads never create anything.
+//! - **Copying** (`store copy`): `export_*` read every stored column (and a
+//!   run's log lines) without changing anything; `import_*` write a batch in
+//!   one transaction, inserting each row whose key is not stored yet,
+//!   counting an identical one as unchanged, and refusing the whole batch
+//!   with [`StoreError::Conflict`] (nothing written) at the first row that
+//!   differs from the stored one. Which rows to copy is the caller's choice
+//!   ([`crate::service::copy_store`]).
 
 use std::fmt;
 use std::future::Future;
@@ -93,6 +100,15 @@ pub trait Registry: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Removes and returns the task called `name`; [`StoreError::NotFound`] if absent.
     fn remove(&self, name: &TaskName) -> impl Future<Output = Result<Task, StoreError>> + Send;
+
+    /// Imports `tasks` in one transaction: each is inserted unless a task
+    /// of its name is stored; one equal to the stored task is counted
+    /// unchanged; one that differs ([`task_difference`]) refuses the whole
+    /// batch with [`StoreError::Conflict`] and nothing is written.
+    fn import_tasks(
+        &self,
+        tasks: &[Task],
+    ) -> impl Future<Output = Result<ImportReport, StoreError>> + Send;
 }
 
 /// Run history, the queue's storage and schedules: what a backend with
@@ -167,7 +183,10 @@ pub trait RunStore: Send + Sync {
         verdict: &Verdict,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Stores log lines of an attempt still held by `lease`; `false` if it is not.
+    /// Stores log lines of an attempt still held by `lease`; `false` if it is
+    /// not. Sending a batch again (after a call whose outcome was unknown)
+    /// is harmless: a line already stored (same run, attempt and `seq`) is
+    /// kept as it is, here and in [`RunStore::finish`] and [`RunStore::retry`].
     fn record_logs(
         &self,
         lease: &Lease,
@@ -253,6 +272,46 @@ pub trait RunStore: Send + Sync {
         next_fire_at: i64,
         run: Option<&NewRun>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// A page of runs in every state, with every stored column and their log
+    /// lines, in insertion order (`seq` ascending) from after `after` (from
+    /// the first with `None`). A page holds at most `limits.runs` runs, and
+    /// stops after the run whose log lines bring it over `limits.log_bytes`
+    /// (it holds at least one run). `next` is set when a limit ended the
+    /// page. A read: nothing is changed or created.
+    fn export_runs(
+        &self,
+        after: Option<ExportCursor>,
+        limits: ExportLimits,
+    ) -> impl Future<Output = Result<ExportPage, StoreError>> + Send;
+
+    /// Imports `runs` in one transaction, in their order: a run whose id is
+    /// not stored is inserted with its log lines, after every stored run in
+    /// insertion order (each gets the next `seq`, so the batch keeps its
+    /// order and follows what the store held); one equal to the stored run
+    /// ([`ExportedRun::difference`], log lines included) is counted
+    /// unchanged; one that differs refuses the whole batch with
+    /// [`StoreError::Conflict`] and nothing is written.
+    fn import_runs(
+        &self,
+        runs: &[ExportedRun],
+    ) -> impl Future<Output = Result<ImportReport, StoreError>> + Send;
+
+    /// Every schedule with every stored column (its unmasked arguments
+    /// too), oldest first. A read.
+    fn export_schedules(
+        &self,
+    ) -> impl Future<Output = Result<Vec<ExportedSchedule>, StoreError>> + Send;
+
+    /// Imports `schedules` in one transaction, as [`RunStore::import_runs`]
+    /// does runs: inserted as given (`created_at` and `next_fire_at`
+    /// included), unchanged when equal ([`ExportedSchedule::difference`]:
+    /// `next_fire_at` is not compared), the whole batch refused with
+    /// [`StoreError::Conflict`] when one differs.
+    fn import_schedules(
+        &self,
+        schedules: &[ExportedSchedule],
+    ) -> impl Future<Output = Result<ImportReport, StoreError>> + Send;
 }
 
 /// The shortest run-id prefix that [`RunStore::get_run`] looks up.
@@ -648,6 +707,208 @@ impl fmt::Debug for DueSchedule {
     }
 }
 
+/// What an import did: rows inserted, and rows that were stored already, identical.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    /// Rows written.
+    pub inserted: u64,
+    /// Rows found stored, equal to the imported ones; left as they were.
+    pub unchanged: u64,
+}
+
+/// The first field (by its stored column's name) in which `task` differs
+/// from `stored`, `None` when they are equal.
+pub fn task_difference(task: &Task, stored: &Task) -> Option<&'static str> {
+    let (a, b) = (task, stored);
+    first_false([
+        ("name", a.name == b.name),
+        ("location", a.location == b.location),
+        ("description", a.description == b.description),
+        ("inputs", a.inputs == b.inputs),
+        ("outputs", a.outputs == b.outputs),
+        ("timeout", a.timeout == b.timeout),
+        ("retries", a.policy.retries == b.policy.retries),
+        ("backoff", a.policy.backoff == b.policy.backoff),
+        (
+            "retry_on_status",
+            a.policy.retry_on_status == b.policy.retry_on_status,
+        ),
+        ("concurrency", a.policy.concurrency == b.policy.concurrency),
+        ("priority", a.policy.priority == b.policy.priority),
+        ("formats", a.formats == b.formats),
+    ])
+}
+
+fn first_false<const N: usize>(checks: [(&'static str, bool); N]) -> Option<&'static str> {
+    checks
+        .into_iter()
+        .find(|(_, same)| !same)
+        .map(|(name, _)| name)
+}
+
+/// Where [`RunStore::export_runs`] goes on: the insertion order (`seq`) of
+/// the last run of the previous page, in the exporting store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportCursor {
+    /// The last exported run's `seq`.
+    pub seq: i64,
+}
+
+/// How much one page of [`RunStore::export_runs`] may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportLimits {
+    /// At most this many runs.
+    pub runs: usize,
+    /// Log text bytes after which the page ends (with the run that passed them).
+    pub log_bytes: usize,
+}
+
+/// One page of exported runs.
+#[derive(Debug, Clone)]
+pub struct ExportPage {
+    /// The runs, oldest insertion first.
+    pub runs: Vec<ExportedRun>,
+    /// Where the next page starts, when a limit ended this one.
+    pub next: Option<ExportCursor>,
+}
+
+/// A run with every column a store keeps of it and its log lines: what
+/// [`RunStore::export_runs`] reads and [`RunStore::import_runs`] writes.
+/// Only its insertion order (`seq`) is not carried: the importing store
+/// gives it the next of its own.
+#[derive(Clone, PartialEq)]
+pub struct ExportedRun {
+    /// The columns history shows (arguments masked).
+    pub record: RunRecord,
+    /// The unmasked arguments, kept only while the run is queued or running.
+    pub secret_args: Option<Value>,
+    /// The fencing token of its last attempt.
+    pub fence: i64,
+    /// When its running attempt's lease lapses (only while running).
+    pub lease_until: Option<i64>,
+    /// Its run timeout, overriding the task's.
+    pub timeout: Option<Duration>,
+    /// The first retry's delay.
+    pub backoff: Option<Duration>,
+    /// Whether a status other than 1 is retried.
+    pub retry_on_status: bool,
+    /// Whether it was executed in-process (`execute`, MCP) rather than queued.
+    pub inline: bool,
+    /// The task's revision when it was queued.
+    pub task_rev: Option<String>,
+    /// Its stored log lines, by attempt, then `seq`.
+    pub logs: Vec<ExportedLogLine>,
+}
+
+impl ExportedRun {
+    /// The first field (by column name; `logs` for the log lines) in which
+    /// this run differs from `stored`, `None` when they are equal.
+    pub fn difference(&self, stored: &ExportedRun) -> Option<&'static str> {
+        let (a, b) = (&self.record, &stored.record);
+        first_false([
+            ("id", a.id == b.id),
+            ("task", a.task == b.task),
+            ("args", a.args == b.args),
+            ("secret_args", self.secret_args == stored.secret_args),
+            ("caller", a.caller == b.caller),
+            ("state", a.state == b.state),
+            ("priority", a.priority == b.priority),
+            ("attempt", a.attempt == b.attempt),
+            ("max_attempts", a.max_attempts == b.max_attempts),
+            ("fence", self.fence == stored.fence),
+            ("worker", a.worker == b.worker),
+            ("lease_until", self.lease_until == stored.lease_until),
+            ("cancel_requested", a.cancel_requested == b.cancel_requested),
+            ("timeout_ms", self.timeout == stored.timeout),
+            ("backoff_ms", self.backoff == stored.backoff),
+            (
+                "retry_on_status",
+                self.retry_on_status == stored.retry_on_status,
+            ),
+            ("queued_at", a.queued_at == b.queued_at),
+            ("available_at", a.available_at == b.available_at),
+            ("started_at", a.started_at == b.started_at),
+            ("finished_at", a.finished_at == b.finished_at),
+            ("outcome", a.outcome == b.outcome),
+            ("exit", a.exit == b.exit),
+            ("error", a.error == b.error),
+            ("log_cut_lines", a.log_cut_lines == b.log_cut_lines),
+            ("log_cut_bytes", a.log_cut_bytes == b.log_cut_bytes),
+            ("schedule_id", a.schedule == b.schedule),
+            ("inline", self.inline == stored.inline),
+            ("task_rev", self.task_rev == stored.task_rev),
+            ("logs", self.logs == stored.logs),
+        ])
+    }
+
+    /// The bytes of log text it carries.
+    pub fn log_bytes(&self) -> usize {
+        self.logs.iter().map(|l| l.entry.text.len()).sum()
+    }
+}
+
+impl fmt::Debug for ExportedRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExportedRun")
+            .field("record", &self.record)
+            .field("secret_args", &self.secret_args.as_ref().map(|_| Hidden))
+            .field("fence", &self.fence)
+            .field("inline", &self.inline)
+            .field("task_rev", &self.task_rev)
+            .field("logs", &self.logs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One stored log line of an exported run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedLogLine {
+    /// Its attempt.
+    pub attempt: u32,
+    /// The line.
+    pub entry: LogEntry,
+}
+
+/// A schedule with every column a store keeps of it: what
+/// [`RunStore::export_schedules`] reads and [`RunStore::import_schedules`]
+/// writes.
+#[derive(Clone, PartialEq)]
+pub struct ExportedSchedule {
+    /// The columns `schedule list` shows (arguments masked).
+    pub schedule: Schedule,
+    /// The full arguments when they differ from the masked ones: each tick's
+    /// run needs them.
+    pub secret_args: Option<Value>,
+}
+
+impl ExportedSchedule {
+    /// The first field (by column name) in which this schedule differs from
+    /// `stored`, `None` when they are equal. `next_fire_at` is not
+    /// compared: it is where the schedule has got to, not what it is, and it
+    /// moves on in a store whose workers fire it.
+    pub fn difference(&self, stored: &ExportedSchedule) -> Option<&'static str> {
+        let (a, b) = (&self.schedule, &stored.schedule);
+        first_false([
+            ("id", a.id == b.id),
+            ("task", a.task == b.task),
+            ("cron", a.cron == b.cron),
+            ("args", a.args == b.args),
+            ("secret_args", self.secret_args == stored.secret_args),
+            ("caller", a.caller == b.caller),
+            ("created_at", a.created_at == b.created_at),
+        ])
+    }
+}
+
+impl fmt::Debug for ExportedSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExportedSchedule")
+            .field("schedule", &self.schedule)
+            .field("secret_args", &self.secret_args.as_ref().map(|_| Hidden))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -698,17 +959,64 @@ mod tests {
         };
         let due = DueSchedule {
             id: "s".into(),
-            task,
+            task: task.clone(),
             cron: "* * * * *".into(),
-            args: secret,
+            args: secret.clone(),
             caller: "me".into(),
             next_fire_at: 0,
+        };
+        let exported_schedule = ExportedSchedule {
+            schedule: Schedule {
+                id: "s".into(),
+                task: task.clone(),
+                cron: "* * * * *".into(),
+                args: json!({"token": "********"}),
+                caller: "me".into(),
+                next_fire_at: 0,
+                created_at: 0,
+            },
+            secret_args: Some(secret.clone()),
+        };
+        let exported_run = ExportedRun {
+            record: RunRecord {
+                id: "r".into(),
+                task,
+                args: json!({"token": "********"}),
+                caller: "me".into(),
+                state: RunState::Queued,
+                priority: 0,
+                attempt: 0,
+                max_attempts: 1,
+                worker: None,
+                cancel_requested: false,
+                queued_at: 0,
+                available_at: 0,
+                started_at: None,
+                finished_at: None,
+                outcome: None,
+                exit: None,
+                error: None,
+                log_cut_lines: 0,
+                log_cut_bytes: 0,
+                schedule: None,
+            },
+            secret_args: Some(secret),
+            fence: 0,
+            lease_until: None,
+            timeout: None,
+            backoff: None,
+            retry_on_status: false,
+            inline: false,
+            task_rev: None,
+            logs: Vec::new(),
         };
         for text in [
             format!("{run:?}"),
             format!("{claimed:?}"),
             format!("{schedule:?}"),
             format!("{due:?}"),
+            format!("{exported_schedule:?}"),
+            format!("{exported_run:?}"),
         ] {
             assert!(!text.contains("hunter2"), "{text}");
             assert!(text.contains("<hidden>"), "{text}");

@@ -5,6 +5,8 @@
 //!   [`RunStore`], [`Clock`]) and the types they trade; the rules every
 //!   backend keeps are in its docs;
 //! - [`StoreSpec`] turns `TASK_STORE`/`--store` into a backend choice;
+//! - [`StoreError::is_transient`] decides which failures may pass, and
+//!   [`Reachability`] + [`Backoff`] ride them out;
 //! - [`Store`]: the one handle every caller uses, an enum dispatching to a
 //!   backend: [`YamlStore`] (the original tool's file; tasks only) or
 //!   [`SqliteStore`] (everything). PostgreSQL will be one more variant.
@@ -16,6 +18,7 @@
 mod conformance;
 pub mod contract;
 mod postgres;
+mod retry;
 mod rows;
 mod spec;
 mod sqlite;
@@ -28,12 +31,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use contract::{
-    Active, Availability, ClaimFilter, Claimed, Clock, Due, DueSchedule, Expired,
-    FORGET_WORKERS_AFTER, Finish, Lease, LeaseStatus, MIN_PREFIX, ManualClock, NewRun, NewSchedule,
-    Prune, Registry, RunLookup, RunStore, Schedule, Started, SystemClock, Verdict, WorkerBeat,
-    WorkerRecord,
+    Active, Availability, ClaimFilter, Claimed, Clock, Due, DueSchedule, Expired, ExportCursor,
+    ExportLimits, ExportPage, ExportedLogLine, ExportedRun, ExportedSchedule, FORGET_WORKERS_AFTER,
+    Finish, ImportReport, Lease, LeaseStatus, MIN_PREFIX, ManualClock, NewRun, NewSchedule, Prune,
+    Registry, RunLookup, RunStore, Schedule, Started, SystemClock, Verdict, WorkerBeat,
+    WorkerRecord, task_difference,
 };
 pub use postgres::PgStore;
+pub use retry::{Backoff, FIRST_RETRY, MAX_RETRY, Reachability, StoreNotice};
 pub use spec::{ENV_TASK_STORE, StoreSpec, redact};
 pub use sqlite::SqliteStore;
 pub use yaml::YamlStore;
@@ -214,6 +219,20 @@ pub enum StoreError {
         /// The backend's name.
         backend: &'static str,
     },
+    /// A row being imported differs from the one stored under its key
+    /// (`store copy`); nothing of its batch was written. Names the field,
+    /// never its values (they may be secret).
+    #[error(
+        "{what} `{key}` is already stored with a different `{field}`; nothing of this batch was written (remove that {what} from the store, or import into an empty one)"
+    )]
+    Conflict {
+        /// What kind of row (`task`, `schedule`, `run`).
+        what: &'static str,
+        /// Its key (name or id).
+        key: String,
+        /// The first field that differs, by its column's name.
+        field: &'static str,
+    },
     /// The backend's worker thread stopped unexpectedly.
     #[error("store `{path}`: {message}")]
     Internal {
@@ -222,6 +241,49 @@ pub enum StoreError {
         /// What happened.
         message: String,
     },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed: the store is there but did not
+    /// answer this time (another process holds its lock, a file could not be
+    /// read or written, the disk is full, a server is restarting). Callers
+    /// that outlive one call — a worker, `runs logs --follow`, waiting for a
+    /// run — back off and try again ([`Backoff`]); everything else ends them
+    /// with its message.
+    ///
+    /// The rule, the one place that decides it for every backend:
+    /// - transient: [`StoreError::Io`]; SQLite's busy and locked, I/O,
+    ///   cannot-open, disk-full, read-only, locking-protocol, out-of-memory
+    ///   and schema-changed codes; PostgreSQL's lost or refused connections
+    ///   (no SQLSTATE, a pool timeout, class `08`), a server shutting down or
+    ///   starting (`57P*`, `cannot_connect_now`), serialization failures,
+    ///   deadlocks and too many connections (the `transient` flag its
+    ///   backend sets from the SQLSTATE);
+    /// - not transient: what trying again cannot change — a bad or missing
+    ///   store spec, a file that does not parse, a corrupt record or
+    ///   database, a newer schema, another program's database, a missing or
+    ///   duplicate task, an unsupported feature, a cancelled backend call,
+    ///   and every other SQLite error (constraints, misuse, type errors).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Io { .. } => true,
+            StoreError::Sqlite { source, .. } => sqlite::is_transient(source),
+            // Sorted where the error is built, from the server's SQLSTATE.
+            StoreError::Postgres { transient, .. } => *transient,
+            StoreError::BadSpec { .. }
+            | StoreError::NoDefault
+            | StoreError::Parse { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::TooNew { .. }
+            | StoreError::Foreign { .. }
+            | StoreError::Duplicate { .. }
+            | StoreError::Unusable { .. }
+            | StoreError::NotFound { .. }
+            | StoreError::Unsupported { .. }
+            | StoreError::Conflict { .. }
+            | StoreError::Internal { .. } => false,
+        }
+    }
 }
 
 fn at(line: Option<usize>, column: Option<usize>) -> String {
@@ -254,7 +316,7 @@ macro_rules! runs_op {
                 backend: "yaml",
             }),
             Store::Sqlite($s) => $call.await,
-            Store::Postgres($s) => $call.await,
+            Store::Postgres($s) => $s.bounded($call).await,
         }
     };
 }
@@ -310,7 +372,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.list().await,
             Store::Sqlite(s) => s.list().await,
-            Store::Postgres(s) => s.list().await,
+            Store::Postgres(s) => s.bounded(s.list()).await,
         }
     }
 
@@ -320,7 +382,12 @@ impl Store {
         match self {
             Store::Yaml(s) => s.entries().await,
             Store::Sqlite(s) => Ok(s.list().await?.into_iter().map(Listed::Task).collect()),
-            Store::Postgres(s) => Ok(s.list().await?.into_iter().map(Listed::Task).collect()),
+            Store::Postgres(s) => Ok(s
+                .bounded(s.list())
+                .await?
+                .into_iter()
+                .map(Listed::Task)
+                .collect()),
         }
     }
 
@@ -354,7 +421,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.get(name).await,
             Store::Sqlite(s) => s.get(name).await,
-            Store::Postgres(s) => s.get(name).await,
+            Store::Postgres(s) => s.bounded(s.get(name)).await,
         }
     }
 
@@ -363,7 +430,7 @@ impl Store {
         match self {
             Store::Yaml(s) => s.insert(task, mode).await,
             Store::Sqlite(s) => s.insert(task, mode).await,
-            Store::Postgres(s) => s.insert(task, mode).await,
+            Store::Postgres(s) => s.bounded(s.insert(task, mode)).await,
         }
     }
 
@@ -372,7 +439,16 @@ impl Store {
         match self {
             Store::Yaml(s) => s.remove(name).await,
             Store::Sqlite(s) => s.remove(name).await,
-            Store::Postgres(s) => s.remove(name).await,
+            Store::Postgres(s) => s.bounded(s.remove(name)).await,
+        }
+    }
+
+    /// Imports tasks: see [`Registry::import_tasks`].
+    pub async fn import_tasks(&self, tasks: &[Task]) -> Result<ImportReport, StoreError> {
+        match self {
+            Store::Yaml(s) => s.import_tasks(tasks).await,
+            Store::Sqlite(s) => s.import_tasks(tasks).await,
+            Store::Postgres(s) => s.bounded(s.import_tasks(tasks)).await,
         }
     }
 }
@@ -385,7 +461,7 @@ impl Store {
         match self {
             Store::Yaml(_) => Ok(crate::history::now_ms()),
             Store::Sqlite(s) => s.now().await,
-            Store::Postgres(s) => s.now().await,
+            Store::Postgres(s) => s.bounded(s.now()).await,
         }
     }
 
@@ -505,7 +581,7 @@ impl Store {
             // A YAML store has no schedules to leave behind.
             Store::Yaml(_) => Ok(0),
             Store::Sqlite(s) => s.remove_schedules_of(task).await,
-            Store::Postgres(s) => s.remove_schedules_of(task).await,
+            Store::Postgres(s) => s.bounded(s.remove_schedules_of(task)).await,
         }
     }
 
@@ -532,5 +608,28 @@ impl Store {
         run: Option<&NewRun>,
     ) -> Result<bool, StoreError> {
         runs_op!(self, s => s.fire(due, next_fire_at, run))
+    }
+
+    pub async fn export_runs(
+        &self,
+        after: Option<ExportCursor>,
+        limits: ExportLimits,
+    ) -> Result<ExportPage, StoreError> {
+        runs_op!(self, s => s.export_runs(after, limits))
+    }
+
+    pub async fn import_runs(&self, runs: &[ExportedRun]) -> Result<ImportReport, StoreError> {
+        runs_op!(self, s => s.import_runs(runs))
+    }
+
+    pub async fn export_schedules(&self) -> Result<Vec<ExportedSchedule>, StoreError> {
+        runs_op!(self, s => s.export_schedules())
+    }
+
+    pub async fn import_schedules(
+        &self,
+        schedules: &[ExportedSchedule],
+    ) -> Result<ImportReport, StoreError> {
+        runs_op!(self, s => s.import_schedules(schedules))
     }
 }

@@ -114,6 +114,82 @@ impl StoreSpec {
             StoreSpec::Postgres(url) => PathBuf::from(redact(url)).into(),
         }
     }
+
+    /// Whether `self` and `other` name the same store, however each is
+    /// written: the same file by a relative or an absolute path, through a
+    /// symlink or a hard link, as a path or a `sqlite:` URL (whatever
+    /// backend their suffixes pick, it is one file).
+    pub fn same_store(&self, other: &StoreSpec) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self, other) {
+            (StoreSpec::Postgres(a), StoreSpec::Postgres(b)) => {
+                return super::postgres::same_database(a, b);
+            }
+            (StoreSpec::Postgres(_), _) | (_, StoreSpec::Postgres(_)) => return false,
+            _ => {}
+        }
+        let (a, b) = (self.path(), other.path());
+        let (a, b) = (a.as_ref(), b.as_ref());
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(ma), Ok(mb)) => ma.dev() == mb.dev() && ma.ino() == mb.ino(),
+            // Not both there to ask: compared as paths (`x/../t.db` is
+            // `t.db` even where `x` does not exist).
+            _ => normalise(a) == normalise(b),
+        }
+    }
+
+    /// Whether the store's file does not exist (yet): a source to copy from
+    /// that is missing is most likely a typo, not an empty store.
+    pub fn is_missing(&self) -> bool {
+        // A database server is asked, not looked for: an empty one is empty.
+        !matches!(self, StoreSpec::Postgres(_)) && !self.path().exists()
+    }
+
+    /// The spec as `--store` takes it, passwords hidden, quoted for a shell
+    /// when it has to be: for the commands a message suggests.
+    pub fn as_arg(&self) -> String {
+        let text = self.path().display().to_string();
+        let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+        if !text.is_empty() && text.chars().all(plain) {
+            text
+        } else {
+            format!("'{}'", text.replace('\'', r"'\''"))
+        }
+    }
+}
+
+/// `path` made absolute (against the working directory) with `.` and `..`
+/// resolved lexically and its deepest existing ancestor canonicalised.
+fn normalise(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = match std::env::current_dir() {
+        Ok(cwd) if path.is_relative() => cwd.join(path),
+        _ => path.to_owned(),
+    };
+    let mut out = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    let mut rest = Vec::new();
+    let mut base = out.as_path();
+    loop {
+        if let Ok(real) = base.canonicalize() {
+            return rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                base = parent;
+            }
+            _ => return out,
+        }
+    }
 }
 
 impl fmt::Display for StoreSpec {
@@ -203,6 +279,44 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_same_file_is_the_same_store_however_it_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tasks.db");
+        std::fs::write(&db, b"").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink(&db, dir.path().join("link.db")).unwrap();
+        std::fs::hard_link(&db, dir.path().join("hard.sqlite")).unwrap();
+        let spec = |s: &str| StoreSpec::parse(s).unwrap();
+        let base = spec(db.to_str().unwrap());
+        let d = dir.path().display();
+        for same in [
+            format!("{d}/sub/../tasks.db"),
+            format!("{d}/missing/../tasks.db"),
+            format!("{d}/./tasks.db"),
+            format!("sqlite://{d}/tasks.db"),
+            format!("{d}/link.db"),
+            format!("{d}/hard.sqlite"),
+        ] {
+            assert!(base.same_store(&spec(&same)), "{same}");
+        }
+        // Neither exists yet: compared as paths.
+        let new = spec(&format!("{d}/new.db"));
+        assert!(new.same_store(&spec(&format!("{d}/sub/../new.db"))));
+        assert!(!new.same_store(&spec(&format!("{d}/other.db"))));
+        assert!(!base.same_store(&new));
+        assert!(!base.same_store(&spec(&format!("{d}/tasks.yaml"))));
+    }
+
+    #[test]
+    fn as_arg_quotes_what_a_shell_would_split() {
+        let arg = |s: &str| StoreSpec::parse(s).unwrap().as_arg();
+        assert_eq!(arg("/var/lib/tasks.db"), "/var/lib/tasks.db");
+        assert_eq!(arg("sqlite:///var/lib/t.db"), "/var/lib/t.db");
+        assert_eq!(arg("/tmp/my tasks.db"), "'/tmp/my tasks.db'");
+        assert_eq!(arg("/tmp/it's.yaml"), r"'/tmp/it'\''s.yaml'");
     }
 
     #[test]

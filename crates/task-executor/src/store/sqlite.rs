@@ -33,13 +33,14 @@ use rusqlite::{
 };
 use serde_json::Value;
 
+mod copy;
 mod runs;
 mod workers;
 
-use super::contract::{Clock, Registry, SystemClock};
+use super::contract::{Clock, ImportReport, Registry, SystemClock};
 use super::rows::{RawRow, tags_json};
 use super::{InsertMode, StoreError};
-use crate::task::{Formats, Task, TaskName};
+use crate::task::{Formats, Policy, Task, TaskName};
 
 /// Schema migrations, applied in order; entry `i` takes `user_version` from
 /// `i` to `i + 1`. Append only: never edit a released entry.
@@ -174,7 +175,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_IDLE: usize = 4;
 
 /// Current time as RFC 3339 UTC with milliseconds, computed by SQLite.
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+macro_rules! now_sql {
+    () => {
+        "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    };
+}
+
+/// [`now_sql!`], for tests that write rows themselves.
+#[cfg(test)]
+const NOW: &str = now_sql!();
 
 /// The task columns, in the order `read_task` reads them.
 const COLUMNS: &str = "name, location, description, inputs, outputs, timeout_ms, \
@@ -254,7 +263,7 @@ impl Fail {
 }
 
 /// Reads a `tasks` row selected as [`COLUMNS`].
-fn read_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+pub(super) fn read_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
     Ok(RawRow {
         name: row.get(0)?,
         location: row.get(1)?,
@@ -308,19 +317,24 @@ impl SqliteStore {
             let pooled = inner.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let mut conn = match pooled {
                 Some(conn) => conn,
-                None if !create && !inner.path.exists() => return Ok(None),
+                // A directory we may not search is an error, not a missing store.
+                None if !create && !exists(&inner.path)? => return Ok(None),
                 None => connect_retrying(&inner.path, create)?,
             };
             let ctx = Ctx {
                 path: &inner.path,
                 clock: &*inner.clock,
             };
-            let out = f(&mut conn, &ctx);
-            let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < MAX_IDLE {
-                idle.push(conn);
+            let out = f(&mut conn, &ctx).map_err(|e| e.into_store(&inner.path));
+            // After a failure that may pass (I/O, a lock), the next call
+            // starts from a fresh connection rather than one in an unknown state.
+            if !out.as_ref().is_err_and(StoreError::is_transient) {
+                let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < MAX_IDLE {
+                    idle.push(conn);
+                }
             }
-            out.map(Some).map_err(|e| e.into_store(&inner.path))
+            out.map(Some)
         };
         match tokio::task::spawn_blocking(job).await {
             Ok(result) => result,
@@ -430,41 +444,9 @@ impl Registry for SqliteStore {
 
     /// Replacing keeps the original `created_at`.
     async fn insert(&self, task: &Task, mode: InsertMode) -> Result<(), StoreError> {
-        let conversion = |message: String| StoreError::Sqlite {
-            path: self.path().to_owned(),
-            source: rusqlite::Error::ToSqlConversionFailure(message.into()),
-        };
-        let location = task.location.to_str().ok_or_else(|| {
-            conversion(format!(
-                "the location of task `{}` ({}) is not valid UTF-8",
-                task.name,
-                task.location.display()
-            ))
-        })?;
-        let timeout_ms = task
-            .timeout
-            .map(|d| {
-                i64::try_from(d.as_millis()).map_err(|_| {
-                    conversion(format!("the timeout of task `{}` is too large", task.name))
-                })
-            })
-            .transpose()?;
-        let row = (
-            task.name.clone(),
-            location.to_owned(),
-            task.description.clone(),
-            to_json(&task.inputs),
-            task.outputs.as_ref().map(to_json),
-            timeout_ms,
-            task.policy.clone(),
-            match task.formats {
-                Formats::Assert => None,
-                Formats::Annotate => Some("annotate"),
-            },
-        );
+        let row = TaskRow::new(task, self.path())?;
         let sql = format!(
-            "INSERT INTO tasks ({COLUMNS}, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, {NOW}, {NOW})
+            "{INSERT_TASK}
              ON CONFLICT (name) DO UPDATE SET
                 location = excluded.location,
                 description = excluded.description,
@@ -482,31 +464,15 @@ impl Registry for SqliteStore {
         );
         let inserted = self
             .write(move |tx, _| {
-                let (name, location, description, inputs, outputs, timeout_ms, policy, formats) =
-                    row;
                 if mode == InsertMode::CreateNew {
                     let taken = tx
                         .prepare_cached("SELECT 1 FROM tasks WHERE name = ?1")?
-                        .exists([name.as_str()])?;
+                        .exists([row.name.as_str()])?;
                     if taken {
                         return Ok(false);
                     }
                 }
-                tx.prepare_cached(&sql)?.execute(params![
-                    name.as_str(),
-                    location,
-                    description,
-                    inputs,
-                    outputs,
-                    timeout_ms,
-                    policy.retries,
-                    policy.backoff.map(|d| d.as_millis() as i64),
-                    policy.retry_on_status,
-                    policy.concurrency,
-                    policy.priority,
-                    formats,
-                    tags_json(&policy.tags),
-                ])?;
+                row.execute(tx, &sql)?;
                 Ok(true)
             })
             .await?;
@@ -538,6 +504,93 @@ impl Registry for SqliteStore {
             .flatten()
             .ok_or_else(|| StoreError::NotFound { name: name.clone() })
     }
+
+    async fn import_tasks(&self, tasks: &[Task]) -> Result<ImportReport, StoreError> {
+        self.import_tasks_in(tasks).await
+    }
+}
+
+/// Inserts a task row ([`TaskRow::execute`]'s parameters), created and
+/// updated now.
+const INSERT_TASK: &str = concat!(
+    "INSERT INTO tasks (name, location, description, inputs, outputs, timeout_ms, retries, \
+     backoff_ms, retry_on_status, concurrency, priority, formats, tags, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ",
+    now_sql!(),
+    ", ",
+    now_sql!(),
+    ")"
+);
+
+/// A task's column values, checked before a transaction starts.
+struct TaskRow {
+    name: TaskName,
+    location: String,
+    description: Option<String>,
+    inputs: String,
+    outputs: Option<String>,
+    timeout_ms: Option<i64>,
+    policy: Policy,
+    formats: Option<&'static str>,
+}
+
+impl TaskRow {
+    /// The row of `task`; a location that is not UTF-8 or a timeout too
+    /// large to store is refused.
+    fn new(task: &Task, path: &Path) -> Result<Self, StoreError> {
+        let conversion = |message: String| StoreError::Sqlite {
+            path: path.to_owned(),
+            source: rusqlite::Error::ToSqlConversionFailure(message.into()),
+        };
+        let location = task.location.to_str().ok_or_else(|| {
+            conversion(format!(
+                "the location of task `{}` ({}) is not valid UTF-8",
+                task.name,
+                task.location.display()
+            ))
+        })?;
+        let timeout_ms = task
+            .timeout
+            .map(|d| {
+                i64::try_from(d.as_millis()).map_err(|_| {
+                    conversion(format!("the timeout of task `{}` is too large", task.name))
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            name: task.name.clone(),
+            location: location.to_owned(),
+            description: task.description.clone(),
+            inputs: to_json(&task.inputs),
+            outputs: task.outputs.as_ref().map(to_json),
+            timeout_ms,
+            policy: task.policy.clone(),
+            formats: match task.formats {
+                Formats::Assert => None,
+                Formats::Annotate => Some("annotate"),
+            },
+        })
+    }
+
+    /// Runs `sql` ([`INSERT_TASK`], possibly with an upsert clause) with this row.
+    fn execute(&self, tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<usize> {
+        let policy = &self.policy;
+        tx.prepare_cached(sql)?.execute(params![
+            self.name.as_str(),
+            self.location,
+            self.description,
+            self.inputs,
+            self.outputs,
+            self.timeout_ms,
+            policy.retries,
+            policy.backoff.map(|d| d.as_millis() as i64),
+            policy.retry_on_status,
+            policy.concurrency,
+            policy.priority,
+            self.formats,
+            tags_json(&policy.tags),
+        ])
+    }
 }
 
 /// WAL pages after which a committing writer checkpoints (SQLite's default is 1000).
@@ -546,6 +599,16 @@ const WAL_AUTOCHECKPOINT: u32 = 100;
 fn to_json(v: &Value) -> String {
     // Serializing a `Value` to a string cannot fail (its keys are strings).
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// Whether the database file exists; an error when that cannot be told
+/// (a parent directory that may not be searched).
+fn exists(path: &Path) -> Result<bool, StoreError> {
+    path.try_exists().map_err(|source| StoreError::Io {
+        action: "look for",
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// [`connect`], retried while the database reports itself busy.
@@ -570,6 +633,26 @@ fn connect_retrying(path: &Path, create: bool) -> Result<Connection, StoreError>
             other => return other,
         }
     }
+}
+
+/// Whether an SQLite error may pass if the call is made again later (see
+/// [`StoreError::is_transient`]).
+pub(super) fn is_transient(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::SystemIoFailure
+                | C::CannotOpen
+                | C::DiskFull
+                | C::ReadOnly
+                | C::FileLockingProtocolFailed
+                | C::OutOfMemory
+                | C::SchemaChanged
+        )
+    )
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {

@@ -43,7 +43,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::{InsertMode, Listed, Registry, StoreError, Unusable};
+use super::{ImportReport, InsertMode, Listed, Registry, StoreError, Unusable, task_difference};
 use crate::task::{Formats, Policy, Task, TaskName};
 
 /// A YAML file in the original tool's format.
@@ -229,6 +229,44 @@ impl YamlStore {
         })
     }
 
+    /// Imports `tasks` under one lock, in one rewrite (none when every task
+    /// is stored already): see [`Registry::import_tasks`]. A name the file
+    /// holds as an unusable entry refuses the batch too.
+    fn import_tasks_now(&self, tasks: &[Task]) -> Result<ImportReport, StoreError> {
+        if tasks.is_empty() {
+            return Ok(ImportReport::default());
+        }
+        self.modify(|doc| {
+            let mut report = ImportReport::default();
+            for task in tasks {
+                match doc.get(task.name.as_str()) {
+                    None => {
+                        doc.insert(
+                            task.name.to_string(),
+                            Entry::Task(Box::new(Record {
+                                task: task.clone(),
+                                extra: Map::new(),
+                            })),
+                        );
+                        report.inserted += 1;
+                    }
+                    Some(Entry::Task(stored)) => match task_difference(task, &stored.task) {
+                        None => report.unchanged += 1,
+                        Some(field) => {
+                            return Err(StoreError::Conflict {
+                                what: "task",
+                                key: task.name.to_string(),
+                                field,
+                            });
+                        }
+                    },
+                    Some(e) => return Err(unusable_err(&self.path, e, task.name.as_str())),
+                }
+            }
+            Ok((report, report.inserted > 0))
+        })
+    }
+
     /// Removes and returns the task called `name`; [`StoreError::NotFound`] if absent.
     fn remove_now(&self, name: &TaskName) -> Result<Task, StoreError> {
         if !exists(&self.path)? {
@@ -365,6 +403,11 @@ impl Registry for YamlStore {
     async fn remove(&self, name: &TaskName) -> Result<Task, StoreError> {
         let name = name.clone();
         self.blocking(move |s| s.remove_now(&name)).await
+    }
+
+    async fn import_tasks(&self, tasks: &[Task]) -> Result<ImportReport, StoreError> {
+        let tasks = tasks.to_vec();
+        self.blocking(move |s| s.import_tasks_now(&tasks)).await
     }
 }
 

@@ -124,8 +124,13 @@ pub(crate) fn parse(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<P
         };
         config.connect_timeout(Duration::from_secs(secs.max(1)));
     }
+    // A connection whose peer vanished (a partition sends no reset) fails
+    // within seconds instead of TCP's minutes.
     config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(30));
+    config.keepalives_idle(Duration::from_secs(15));
+    config.keepalives_interval(Duration::from_secs(5));
+    config.keepalives_retries(3);
+    config.tcp_user_timeout(Duration::from_secs(15));
     let mode = sslmode.or_else(|| env("PGSSLMODE"));
     let tls = match mode.as_deref() {
         None | Some("prefer") | Some("allow") => Tls::Prefer,

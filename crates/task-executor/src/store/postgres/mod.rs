@@ -27,6 +27,7 @@
 //! queue are in `runs.rs`.
 
 mod config;
+mod copy;
 mod runs;
 mod tls;
 
@@ -41,7 +42,7 @@ use tokio_postgres::{AsyncMessage, Row};
 
 pub(crate) use config::check_url;
 
-use super::contract::{Clock, Registry};
+use super::contract::{Clock, ImportReport, Registry};
 use super::rows::{RawRow, tags_json};
 use super::{InsertMode, StoreError};
 use crate::task::{Formats, Task, TaskName};
@@ -166,6 +167,11 @@ const NOW_TEXT: &str = "to_char(to_timestamp(task_executor.now_ms() / 1000.0) AT
 const COLUMNS: &str = "name, location, description, inputs, outputs, timeout_ms, \
     retries, backoff_ms, retry_on_status, concurrency, priority, formats, tags";
 
+/// How long one store call may wait for the server before it fails as
+/// unreachable (transient): a network cut that sends no reset would
+/// otherwise hang a worker's loop past its leases.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(15);
+
 /// Connections a handle keeps by default; a worker asks for its concurrency + 2.
 pub const DEFAULT_POOL: usize = 4;
 
@@ -258,6 +264,25 @@ impl PgStore {
                 notifier: Notifier::default(),
                 listener: Mutex::new(None),
                 wake: Arc::new(Notify::new()),
+            }),
+        }
+    }
+
+    /// `call`, failed as unreachable if the server has not answered within
+    /// [`CALL_DEADLINE`].
+    pub(crate) async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(CALL_DEADLINE, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Postgres {
+                store: self.inner.shown.clone(),
+                message: format!(
+                    "no answer from the server within {}s (is it reachable?)",
+                    CALL_DEADLINE.as_secs()
+                ),
+                transient: true,
             }),
         }
     }
@@ -518,6 +543,25 @@ async fn listen(config: config::PgConfig, wake: Arc<Notify>) {
     }
 }
 
+/// Whether URLs `a` and `b` name the same database (host, port and name,
+/// with the `PG*` variables filling in what each leaves out).
+pub(crate) fn same_database(a: &str, b: &str) -> bool {
+    let env = |k: &str| std::env::var(k).ok();
+    match (config::parse(a, &env), config::parse(b, &env)) {
+        (Ok(a), Ok(b)) => {
+            let key = |c: &config::PgConfig| {
+                (
+                    format!("{:?}", c.config.get_hosts()),
+                    c.config.get_ports().first().copied().unwrap_or(5432),
+                    c.config.get_dbname().unwrap_or_default().to_owned(),
+                )
+            };
+            key(&a) == key(&b)
+        }
+        _ => a == b,
+    }
+}
+
 /// Turns a driver error into the store's, saying whether trying again may help.
 fn pg_error(store: &str, e: &tokio_postgres::Error) -> StoreError {
     let (message, transient) = match e.as_db_error() {
@@ -604,6 +648,76 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Inserts `task` (replacing one of that name with [`InsertMode::Replace`],
+    /// which keeps its `created_at`); how many rows were written.
+    async fn insert_task(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        task: &Task,
+        mode: InsertMode,
+    ) -> Result<u64, StoreError> {
+        let location = task.location.to_str().ok_or_else(|| StoreError::Postgres {
+            store: self.inner.shown.clone(),
+            message: format!(
+                "the location of task `{}` ({}) is not valid UTF-8",
+                task.name,
+                task.location.display()
+            ),
+            transient: false,
+        })?;
+        let timeout_ms = task
+            .timeout
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let p = &task.policy;
+        let retries = p.retries.map(i64::from);
+        let backoff = p.backoff.map(|d| d.as_millis() as i64);
+        let concurrency = p.concurrency.map(i64::from);
+        let formats = match task.formats {
+            Formats::Assert => None,
+            Formats::Annotate => Some("annotate"),
+        };
+        let conflict = match mode {
+            InsertMode::CreateNew => "DO NOTHING",
+            InsertMode::Replace => {
+                "DO UPDATE SET location = excluded.location, \
+                description = excluded.description, inputs = excluded.inputs, \
+                outputs = excluded.outputs, timeout_ms = excluded.timeout_ms, \
+                retries = excluded.retries, backoff_ms = excluded.backoff_ms, \
+                retry_on_status = excluded.retry_on_status, concurrency = excluded.concurrency, \
+                priority = excluded.priority, formats = excluded.formats, \
+                tags = excluded.tags, updated_at = excluded.updated_at"
+            }
+        };
+        let sql = format!(
+            "INSERT INTO {SCHEMA}.tasks ({COLUMNS}, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, {NOW_TEXT}, {NOW_TEXT}) \
+             ON CONFLICT (name) {conflict}"
+        );
+        client
+            .execute(
+                &sql,
+                &[
+                    &task.name.as_str(),
+                    &no_nul(location).as_ref(),
+                    &task.description.as_deref().map(no_nul).as_deref(),
+                    &to_json(&task.inputs),
+                    &task.outputs.as_ref().map(to_json),
+                    &timeout_ms,
+                    &retries,
+                    &backoff,
+                    &p.retry_on_status,
+                    &concurrency,
+                    &p.priority,
+                    &formats,
+                    &tags_json(&p.tags),
+                ],
+            )
+            .await
+            .map_err(|e| self.fail(e))
+    }
+}
+
 impl Registry for PgStore {
     async fn list(&self) -> Result<Vec<Task>, StoreError> {
         let Some(client) = self.conn(false).await? else {
@@ -635,70 +749,17 @@ impl Registry for PgStore {
 
     /// Replacing keeps the original `created_at`.
     async fn insert(&self, task: &Task, mode: InsertMode) -> Result<(), StoreError> {
-        let location = task.location.to_str().ok_or_else(|| StoreError::Postgres {
-            store: self.inner.shown.clone(),
-            message: format!(
-                "the location of task `{}` ({}) is not valid UTF-8",
-                task.name,
-                task.location.display()
-            ),
-            transient: false,
-        })?;
-        let timeout_ms = task
-            .timeout
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let p = &task.policy;
-        let retries = p.retries.map(i64::from);
-        let backoff = p.backoff.map(|d| d.as_millis() as i64);
-        let concurrency = p.concurrency.map(i64::from);
-        let formats = match task.formats {
-            Formats::Assert => None,
-            Formats::Annotate => Some("annotate"),
-        };
-        let conflict = match mode {
-            InsertMode::CreateNew => "DO NOTHING".to_owned(),
-            InsertMode::Replace => "DO UPDATE SET location = excluded.location, \
-                description = excluded.description, inputs = excluded.inputs, \
-                outputs = excluded.outputs, timeout_ms = excluded.timeout_ms, \
-                retries = excluded.retries, backoff_ms = excluded.backoff_ms, \
-                retry_on_status = excluded.retry_on_status, concurrency = excluded.concurrency, \
-                priority = excluded.priority, formats = excluded.formats, \
-                tags = excluded.tags, updated_at = excluded.updated_at"
-                .to_owned(),
-        };
-        let sql = format!(
-            "INSERT INTO {SCHEMA}.tasks ({COLUMNS}, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, {NOW_TEXT}, {NOW_TEXT}) \
-             ON CONFLICT (name) {conflict}"
-        );
         let client = self.write_conn().await?;
-        let n = client
-            .execute(
-                &sql,
-                &[
-                    &task.name.as_str(),
-                    &no_nul(location).as_ref(),
-                    &task.description.as_deref().map(no_nul).as_deref(),
-                    &to_json(&task.inputs),
-                    &task.outputs.as_ref().map(to_json),
-                    &timeout_ms,
-                    &retries,
-                    &backoff,
-                    &p.retry_on_status,
-                    &concurrency,
-                    &p.priority,
-                    &formats,
-                    &tags_json(&p.tags),
-                ],
-            )
-            .await
-            .map_err(|e| self.fail(e))?;
-        if n == 0 {
+        if self.insert_task(&client, task, mode).await? == 0 {
             return Err(StoreError::Duplicate {
                 name: task.name.clone(),
             });
         }
         Ok(())
+    }
+
+    async fn import_tasks(&self, tasks: &[Task]) -> Result<ImportReport, StoreError> {
+        self.import_tasks_in(tasks).await
     }
 
     async fn remove(&self, name: &TaskName) -> Result<Task, StoreError> {

@@ -27,7 +27,8 @@ use crate::history::{Cursor, LogBatch, LogEntry, RunError, RunFilter, RunPage, R
 use crate::log::Stream;
 use crate::store::StoreError;
 use crate::store::contract::{
-    Active, ClaimFilter, Claimed, Due, DueSchedule, Expired, FORGET_WORKERS_AFTER, Finish, Lease,
+    Active, ClaimFilter, Claimed, Due, DueSchedule, Expired, ExportCursor, ExportLimits,
+    ExportPage, ExportedRun, ExportedSchedule, FORGET_WORKERS_AFTER, Finish, ImportReport, Lease,
     LeaseStatus, MIN_PREFIX, NewRun, NewSchedule, Prune, RunLookup, RunStore, Schedule, Started,
     Verdict, WorkerBeat, WorkerRecord,
 };
@@ -35,7 +36,7 @@ use crate::store::rows::RawRun;
 use crate::store::rows::{read_tags, tags_json};
 use crate::task::TaskName;
 
-const RUN_COLUMNS: &str = "id, task, args, caller, state, priority, attempt, max_attempts, worker, \
+pub(super) const RUN_COLUMNS: &str = "id, task, args, caller, state, priority, attempt, max_attempts, worker, \
     cancel_requested, queued_at, available_at, started_at, finished_at, outcome, exit, error, \
     error_kind, log_cut_lines, log_cut_bytes, schedule_id, seq";
 
@@ -45,7 +46,7 @@ const AMBIGUITY_COUNT_LIMIT: i64 = 1000;
 /// Rows one prune transaction deletes at most.
 const PRUNE_BATCH: i64 = 1000;
 
-fn ms(d: Option<Duration>) -> Option<i64> {
+pub(super) fn ms(d: Option<Duration>) -> Option<i64> {
     d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
@@ -53,15 +54,15 @@ fn ms1(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn dur(ms: Option<i64>) -> Option<Duration> {
+pub(super) fn dur(ms: Option<i64>) -> Option<Duration> {
     ms.map(|m| Duration::from_millis(m.max(0) as u64))
 }
 
-fn count(n: i64) -> u32 {
+pub(super) fn count(n: i64) -> u32 {
     n.clamp(0, u32::MAX.into()) as u32
 }
 
-fn read_run(r: &Row) -> RawRun {
+pub(super) fn read_run(r: &Row) -> RawRun {
     RawRun {
         id: r.get(0),
         task: r.get(1),
@@ -210,7 +211,8 @@ async fn insert_logs(
     if batch.lines.is_empty() {
         return Ok(());
     }
-    // One statement for the whole batch.
+    // One statement for the whole batch. A batch may be sent again after a
+    // call whose outcome was unknown: lines already stored are kept.
     let mut seqs = Vec::with_capacity(batch.lines.len());
     let mut streams = Vec::with_capacity(batch.lines.len());
     let mut lines = Vec::with_capacity(batch.lines.len());
@@ -227,7 +229,8 @@ async fn insert_logs(
     let stmt = client
         .prepare_cached(&format!(
             "INSERT INTO {SCHEMA}.run_logs (run_id, attempt, seq, stream, line, truncated) \
-             SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bool[])"
+             SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bool[]) \
+             ON CONFLICT (run_id, attempt, seq) DO NOTHING"
         ))
         .await
         .map_err(fail)?;
@@ -266,7 +269,7 @@ fn schedule_of(store: &PgStore, r: &Row) -> Result<Schedule, StoreError> {
 }
 
 impl PgStore {
-    fn check(&self, raw: RawRun) -> Result<RunRecord, StoreError> {
+    pub(super) fn check(&self, raw: RawRun) -> Result<RunRecord, StoreError> {
         raw.check(std::path::Path::new(&self.inner.shown))
     }
 
@@ -1173,5 +1176,28 @@ impl RunStore for PgStore {
             .await
             .map_err(|e| self.fail(e))?;
         Ok(n == 1)
+    }
+
+    async fn export_runs(
+        &self,
+        after: Option<ExportCursor>,
+        limits: ExportLimits,
+    ) -> Result<ExportPage, StoreError> {
+        self.export_runs_in(after, limits).await
+    }
+
+    async fn import_runs(&self, runs: &[ExportedRun]) -> Result<ImportReport, StoreError> {
+        self.import_runs_in(runs).await
+    }
+
+    async fn export_schedules(&self) -> Result<Vec<ExportedSchedule>, StoreError> {
+        self.export_schedules_in().await
+    }
+
+    async fn import_schedules(
+        &self,
+        schedules: &[ExportedSchedule],
+    ) -> Result<ImportReport, StoreError> {
+        self.import_schedules_in(schedules).await
     }
 }

@@ -20,14 +20,15 @@ use crate::history::{Cursor, LogBatch, LogEntry, RunError, RunFilter, RunPage};
 use crate::log::Stream;
 use crate::store::StoreError;
 use crate::store::contract::{
-    Active, ClaimFilter, Claimed, Due, DueSchedule, Expired, Finish, Lease, LeaseStatus,
+    Active, ClaimFilter, Claimed, Due, DueSchedule, Expired, ExportCursor, ExportLimits,
+    ExportPage, ExportedRun, ExportedSchedule, Finish, ImportReport, Lease, LeaseStatus,
     MIN_PREFIX, NewRun, NewSchedule, Prune, RunLookup, RunStore, Schedule, Started, Verdict,
     WorkerBeat, WorkerRecord,
 };
 use crate::store::rows::RawRun;
 use crate::task::TaskName;
 
-const RUN_COLUMNS: &str = "id, task, args, caller, state, priority, attempt, max_attempts, worker, \
+pub(super) const RUN_COLUMNS: &str = "id, task, args, caller, state, priority, attempt, max_attempts, worker, \
     cancel_requested, queued_at, available_at, started_at, finished_at, outcome, exit, error, \
     error_kind, log_cut_lines, log_cut_bytes, schedule_id, seq";
 
@@ -37,11 +38,11 @@ const TERMINAL: &str = "('completed', 'failed', 'cancelled')";
 /// How many runs an ambiguous prefix is counted up to.
 const AMBIGUITY_COUNT_LIMIT: i64 = 1000;
 
-fn ms(d: Option<Duration>) -> Option<i64> {
+pub(super) fn ms(d: Option<Duration>) -> Option<i64> {
     d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn dur(ms: Option<i64>) -> Option<Duration> {
+pub(super) fn dur(ms: Option<i64>) -> Option<Duration> {
     ms.map(|m| Duration::from_millis(m.max(0) as u64))
 }
 
@@ -59,12 +60,12 @@ fn has_secret_args(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
         .unwrap_or(false))
 }
 
-fn count(n: i64) -> u32 {
+pub(super) fn count(n: i64) -> u32 {
     n.clamp(0, u32::MAX.into()) as u32
 }
 
 /// Reads a `runs` row selected as [`RUN_COLUMNS`].
-fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
+pub(super) fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
     Ok(RawRun {
         id: r.get(0)?,
         task: r.get(1)?,
@@ -173,9 +174,11 @@ fn insert_logs(
         )?
         .execute(params![lease.id, attempt, from as i64, to as i64])?;
     }
+    // A batch may be sent again after a call whose outcome was unknown (a
+    // commit that failed to answer): lines already stored are kept as they are.
     let mut ins = tx.prepare_cached(
         "INSERT INTO run_logs (run_id, attempt, seq, stream, line, truncated) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, attempt, seq) DO NOTHING",
     )?;
     for l in &batch.lines {
         let stream = match l.stream {
@@ -967,5 +970,29 @@ impl RunStore for SqliteStore {
             Ok(advanced)
         })
         .await
+    }
+    // Copying a store: `copy.rs`.
+
+    async fn export_runs(
+        &self,
+        after: Option<ExportCursor>,
+        limits: ExportLimits,
+    ) -> Result<ExportPage, StoreError> {
+        self.export_runs_in(after, limits).await
+    }
+
+    async fn import_runs(&self, runs: &[ExportedRun]) -> Result<ImportReport, StoreError> {
+        self.import_runs_in(runs).await
+    }
+
+    async fn export_schedules(&self) -> Result<Vec<ExportedSchedule>, StoreError> {
+        self.export_schedules_in().await
+    }
+
+    async fn import_schedules(
+        &self,
+        schedules: &[ExportedSchedule],
+    ) -> Result<ImportReport, StoreError> {
+        self.import_schedules_in(schedules).await
     }
 }
