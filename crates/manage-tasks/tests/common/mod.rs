@@ -1,6 +1,9 @@
 //! Shared helpers for the CLI tests: a temp workspace with a store, and real task scripts.
 #![allow(dead_code)]
 
+pub mod pgcluster;
+pub mod proxy;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
