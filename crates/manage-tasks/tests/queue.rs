@@ -7,7 +7,8 @@
 //! - fencing: a worker that lost its lease (SIGSTOP past it) cannot overwrite
 //!   the newer attempt, and kills its task when it notices
 //! - SIGTERM: running tasks finish within the grace, the rest are requeued
-//! - retries with backoff; a reported status is not retried
+//! - retries with backoff; a reported status is not retried; the task is
+//!   told its attempt (`TASK_ATTEMPT`)
 //! - per-task concurrency limit; delayed runs; `runs cancel`; cron schedules
 
 mod common;
@@ -656,4 +657,55 @@ fn a_worker_paused_past_its_lease_reclaims_the_run_and_stops_its_old_attempt(env
         )),
         "{err}"
     );
+}
+
+#[test]
+fn a_worker_tells_its_task_the_attempt_and_execute_does_not() {
+    let env = Env::new("db");
+    let seen = env.dir.path().join("seen");
+    // Fails its first two attempts; reports what TASK_ATTEMPT said.
+    let run_script = format!(
+        "read -r e\na=${{TASK_ATTEMPT-unset}}\necho \"$a\" >> {}\ncase \"$a\" in 1|2) exit 9;; esac\necho \"{{\\\"status\\\":1,\\\"payload\\\":\\\"$a\\\"}}\"",
+        seen.display()
+    );
+    let script = env.script("attempts.sh", &task_script("{}", &run_script));
+    env.cmd()
+        .args([
+            "-q",
+            "register",
+            "--name",
+            "attempts",
+            "--retries",
+            "2",
+            "--backoff",
+            "50ms",
+            "--location",
+        ])
+        .arg(&script)
+        .assert()
+        .success();
+    let mut w = env.spawn(&["-q", "worker", "--poll", "20ms"]);
+    let out = env
+        .cmd()
+        .args(["-q", "submit", "--name", "attempts", "--wait", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = json_stdout(&out);
+    assert_eq!(
+        (doc["attempt"].clone(), doc["payload"].clone()),
+        (3.into(), "3".into())
+    );
+    assert_eq!(read_lines(&env, "seen"), ["1", "2", "3"]);
+    signal(w.id(), "-TERM");
+    assert!(w.wait().unwrap().success());
+    // Not a worker's run: no attempt, not even one the executor inherited.
+    let out = env
+        .cmd()
+        .env("TASK_ATTEMPT", "7")
+        .args(["execute", "--name", "attempts", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json_stdout(&out)["payload"], "unset");
 }

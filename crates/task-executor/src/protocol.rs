@@ -26,12 +26,19 @@ pub const ENV_TASK_RUN_ID: &str = "TASK_RUN_ID";
 pub const ENV_TASK_RESULT_FILE: &str = "TASK_RESULT_FILE";
 /// Environment variable holding the protocol version (`v1`).
 pub const ENV_TASK_PROTOCOL: &str = "TASK_PROTOCOL";
-/// Every variable the executor sets for each run (over the inherited environment).
-pub const RUN_VARIABLES: [&str; 4] = [
+/// Environment variable holding the attempt number of a queued run that a
+/// worker executes (1 for the first; one more for each retry and each
+/// takeover after a lost lease); not set for other runs.
+pub const ENV_TASK_ATTEMPT: &str = "TASK_ATTEMPT";
+/// Every variable the executor sets for each run (over the inherited
+/// environment); [`ENV_TASK_ATTEMPT`] only for a worker's runs, and removed
+/// from the inherited environment otherwise.
+pub const RUN_VARIABLES: [&str; 5] = [
     ENV_TASK_NAME,
     ENV_TASK_RUN_ID,
     ENV_TASK_RESULT_FILE,
     ENV_TASK_PROTOCOL,
+    ENV_TASK_ATTEMPT,
 ];
 
 /// What a task prints when called with `schema`.

@@ -3,6 +3,9 @@
 //! [`on_sql_backends!`], which runs a test body on SQLite and PostgreSQL.
 #![allow(dead_code)]
 
+pub mod pgcluster;
+pub mod proxy;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 

@@ -859,6 +859,7 @@ impl Worker<'_> {
             caller: c.caller,
             timeout: c.timeout,
             run_id: Some(c.id.clone()),
+            attempt: Some(c.attempt),
         };
         self.running.spawn(async move {
             let report = runner.run(&prepared, request, logs.as_ref(), &cancel).await;

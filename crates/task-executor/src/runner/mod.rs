@@ -76,6 +76,9 @@ pub struct RunRequest {
     pub timeout: Option<Duration>,
     /// The run id to use; a fresh one when `None`.
     pub run_id: Option<String>,
+    /// The attempt of a queued run, given to the task as `TASK_ATTEMPT`
+    /// (a worker's runs only).
+    pub attempt: Option<u32>,
 }
 
 impl RunRequest {
@@ -86,6 +89,7 @@ impl RunRequest {
             caller: crate::protocol::DEFAULT_CALLER.to_owned(),
             timeout: None,
             run_id: None,
+            attempt: None,
         }
     }
 }
@@ -97,6 +101,7 @@ impl std::fmt::Debug for RunRequest {
             .field("caller", &self.caller)
             .field("timeout", &self.timeout)
             .field("run_id", &self.run_id)
+            .field("attempt", &self.attempt)
             .finish()
     }
 }

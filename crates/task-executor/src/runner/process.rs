@@ -50,8 +50,8 @@ use super::{RunRequest, RunnerConfig};
 use crate::log::{LogLine, LogSink, Stream};
 use crate::outcome::{ExitInfo, Outcome, RunReport, new_run_id};
 use crate::protocol::{
-    ENV_TASK_NAME, ENV_TASK_PROTOCOL, ENV_TASK_RESULT_FILE, ENV_TASK_RUN_ID, Envelope, PROTOCOL_V1,
-    parse_result,
+    ENV_TASK_ATTEMPT, ENV_TASK_NAME, ENV_TASK_PROTOCOL, ENV_TASK_RESULT_FILE, ENV_TASK_RUN_ID,
+    Envelope, PROTOCOL_V1, parse_result,
 };
 use crate::task::PreparedTask;
 use crate::task::TaskName;
@@ -157,6 +157,12 @@ pub(super) async fn run(
         .process_group(0)
         .kill_on_drop(true)
         .envs(run_variables(def, run_id, &result_path));
+    // Only a worker's runs have an attempt; never one inherited from the
+    // executor's own environment (a worker started by a task).
+    match request.attempt {
+        Some(attempt) => cmd.env(ENV_TASK_ATTEMPT, attempt.to_string()),
+        None => cmd.env_remove(ENV_TASK_ATTEMPT),
+    };
     let spawned = spawn_in_group(&mut cmd, Some(run_id));
     // Closes our copy of the read end of stdin: only the task holds it now,
     // so a task that exits without reading makes our writes fail (EPIPE).

@@ -173,6 +173,7 @@ impl Service {
             caller: call.caller,
             timeout: call.timeout,
             run_id: Some(new.id.clone()),
+            attempt: None,
         };
         if !self.store.has_history() {
             let report = self.runner.run(&task.task, request, &hidden, cancel).await;
@@ -411,6 +412,7 @@ impl Batch {
             caller: self.caller.clone(),
             timeout: self.timeout,
             run_id: Some(run_id),
+            attempt: None,
         };
         self.pool.submit(Job {
             id,
