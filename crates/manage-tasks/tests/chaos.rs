@@ -73,10 +73,7 @@ impl Drop for Procs {
 
 /// An env whose store is `url` (the CLI reads it from `TASK_STORE`).
 fn env_on(url: &str) -> Env {
-    Env {
-        dir: tempfile::tempdir().unwrap(),
-        store: url.into(),
-    }
+    Env::on_url(url)
 }
 
 fn read(env: &Env, file: &str) -> String {

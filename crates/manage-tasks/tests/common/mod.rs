@@ -51,6 +51,16 @@ impl Env {
         }
     }
 
+    /// An env on the store `url` that something else owns (a private
+    /// PostgreSQL cluster, a proxy in front of one): nothing is dropped with it.
+    pub fn on_url(url: &str) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            store: PathBuf::from(url),
+            pg: None,
+        }
+    }
+
     /// The env's PostgreSQL database, if it has one.
     pub fn pg(&self) -> Option<&PgDb> {
         self.pg.as_ref()
