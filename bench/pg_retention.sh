@@ -15,8 +15,9 @@ runs=${1:-100000}; keep=${2:-1000}
 admin=${TASK_EXECUTOR_TEST_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 psql "$admin" -qAtc 'select 1' >/dev/null || {
   echo "cannot reach PostgreSQL at $admin; start it with pg_ctlcluster --skip-systemctl-redirect 15 main start" >&2; exit 2; }
-cargo build --release --locked --bin manage_tasks >&2
-bin=$PWD/target/release/manage_tasks
+# What is measured is the database's, not the binary's: a debug build will do.
+cargo build --locked --bin manage_tasks >&2
+bin=$PWD/target/debug/manage_tasks
 db=te_bench_retention_$$
 psql "$admin" -qc "CREATE DATABASE $db"
 work=$(mktemp -d)
@@ -35,7 +36,7 @@ sizes() {
     SELECT indexrelname, pg_size_pretty(pg_relation_size(indexrelid))
     FROM pg_stat_user_indexes WHERE schemaname = 'task_executor' AND relname = 'runs' ORDER BY 1"
 }
-for w in 1 2; do
+for w in 1 2 3; do
   "$bin" -q worker --concurrency 2 --keep-runs "$keep" >"$work/w$w.log" 2>&1 &
 done
 start=$(date +%s)
