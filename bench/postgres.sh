@@ -23,11 +23,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-rounds=5; machinery_runs=2000; pgbench_secs=5; samples=1000; slow_samples=300; only=all
+rounds=5; latency_rounds=3; machinery_runs=2000; pgbench_secs=5; samples=1000; slow_samples=300; only=all
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) rounds=3; machinery_runs=1000; pgbench_secs=3; samples=300; slow_samples=60 ;;
-    --rounds) rounds=$2; shift ;;
+    --quick) rounds=3; latency_rounds=3; machinery_runs=1000; pgbench_secs=3; samples=300; slow_samples=60 ;;
+    --rounds) rounds=$2; latency_rounds=$2; shift ;;
     --only) only=$2; shift ;;
     *) echo "usage: bench/postgres.sh [--quick] [--rounds N] [--only e2e|machinery|latency]" >&2; exit 2 ;;
   esac
@@ -167,36 +167,40 @@ if [ "$only" = all ] || [ "$only" = machinery ]; then
     line=()
     for u in "$url" "$async"; do
       rates=$(QUEUE_PG_URL=$u "$queue_pg" --bench "$machinery_runs")
-      line+=("$(tps "$u")" "$(awk '$1 == "claim-1" { print $2 }' <<< "$rates")" \
-        "$(awk '$1 == "claim-8" { print $2 }' <<< "$rates")")
+      line+=("$(tps "$u")")
+      for v in claim-1 claim-8 claim-1-deep; do
+        line+=("$(awk -v v="$v" '$1 == v { print $2 }' <<< "$rates")")
+      done
     done
     echo "${line[*]}" >> "$work/machinery.txt"
   done
   drop_db "$url"; drop_db "$async"
-  # Columns: tps, claim-1, claim-8; then the same with synchronous_commit = off.
-  printf '%-48s %8s %8s %12s\n' "" "per s" ratio "round range"
-  for v in "1:pgbench -N, 2 clients (transactions/s)" "2:claim 1 + finish (runs/s)" "3:claim 8 + 8 finishes (runs/s)" \
-           "4:pgbench -N, synchronous_commit = off (diagnostic)" "5:claim 1 + finish, synchronous_commit = off" \
-           "6:claim 8 + 8 finishes, synchronous_commit = off"; do
-    col=${v%%:*}; label=${v#*:}; b=$(( col > 3 ? 4 : 1 ))
+  # Columns: tps, claim-1, claim-8, claim-1-deep; then the same with
+  # synchronous_commit = off. Each row: its column, and the column it is a ratio to.
+  printf '%-52s %8s %8s %12s\n' "" "per s" ratio "round range"
+  for v in "1:1:pgbench -N, 2 clients (transactions/s)" "2:1:claim 1 + finish (runs/s)" \
+           "3:1:claim 8 + 8 finishes (runs/s)" "4:2:claim 1 + finish, 10x as many queued (vs claim 1)" \
+           "5:5:pgbench -N, synchronous_commit = off (diagnostic)" "6:5:claim 1 + finish, synchronous_commit = off" \
+           "7:5:claim 8 + 8 finishes, synchronous_commit = off"; do
+    IFS=: read -r col b label <<< "$v"
     m=$(cut -d ' ' -f "$col" "$work/machinery.txt" | med)
     t=$(cut -d ' ' -f "$b" "$work/machinery.txt" | med)
     spread=""
     [ "$col" = "$b" ] || spread=$(awk -v c="$col" -v b="$b" '{ print $c / $b }' "$work/machinery.txt" | range)
-    printf '%-48s %8.0f %8.2f %12s\n' "$label" "$m" "$(awk -v m="$m" -v t="$t" 'BEGIN { print m / t }')" "$spread"
+    printf '%-52s %8.0f %8.2f %12s\n' "$label" "$m" "$(awk -v m="$m" -v t="$t" 'BEGIN { print m / t }')" "$spread"
   done
   echo "(a claim and a finish are two transactions each committed: 0.50 is the ceiling without batching)"
 fi
 
 if [ "$only" = all ] || [ "$only" = latency ]; then
   echo
-  echo "## 3. wake-up latency: queued -> task process started, idle worker; $rounds rounds of each mode"
+  echo "## 3. wake-up latency: queued -> task process started, idle worker; $latency_rounds rounds of each mode"
   cc -O2 -o "$work/stamp" bench/stamp.c
   mkfifo "$work/stamps"
   fresh_db; url=$db
   TASK_STORE=$url quiet "$bin" -q register --name stamp --location "$work/stamp"
   : > "$work/latency.txt"
-  for r in $(seq "$rounds"); do
+  for r in $(seq "$latency_rounds"); do
     for mode in "listen::$samples:20" "poll-100ms:--poll 100ms:$samples:100" "poll-500ms:--poll 500ms:$slow_samples:500"; do
       IFS=: read -r name flags n jitter <<< "$mode"
       # shellcheck disable=SC2086 # $flags is empty or two words

@@ -2,7 +2,9 @@
 //! queued, then 2 concurrent "workers" (tokio tasks, each with its own
 //! [`Store`] handle and connection) claim and finish them
 //! ([`Store::claim`] + [`Store::finish`] with a completed outcome) until
-//! the queue is empty. Prints runs/s for each way of claiming; the baseline
+//! the queue is empty: claiming 1 at a time, then 8; and 1 at a time again
+//! with ten times as many runs queued, of which N are taken (a claim's cost
+//! must not grow with the queue). Prints runs/s for each; the baseline
 //! (`pgbench -N`, 2 clients, same database) is run by `bench/postgres.sh`,
 //! which alternates the two and prints the ratio.
 //!
@@ -18,6 +20,8 @@
 //! the time of one call), and the script alternates it with pgbench round
 //! by round.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -81,12 +85,21 @@ async fn reset(url: &str) {
 }
 
 /// One worker: claims up to `k` runs at a time and finishes each, until a
-/// claim finds nothing. Returns how many it finished.
-async fn drain(store: Store, id: String, k: usize) -> u64 {
+/// claim finds nothing or the workers have taken `budget` runs between them.
+/// Returns how many runs it finished.
+async fn drain(store: Store, id: String, k: usize, budget: Arc<AtomicUsize>) -> u64 {
     let filter = ClaimFilter::default();
     let mut done = 0;
     loop {
-        let claimed = store.claim(&id, k, LEASE, &filter).await.expect("claim");
+        // Reserve up to `k` of the budget; give back what the claim did not take.
+        let Ok(before) = budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+            (b > 0).then(|| b - b.min(k))
+        }) else {
+            return done;
+        };
+        let want = before.min(k);
+        let claimed = store.claim(&id, want, LEASE, &filter).await.expect("claim");
+        budget.fetch_add(want - claimed.len(), Ordering::SeqCst);
         if claimed.is_empty() {
             return done;
         }
@@ -104,9 +117,10 @@ async fn drain(store: Store, id: String, k: usize) -> u64 {
     }
 }
 
-/// Queues `runs` runs on a fresh schema, then drains them with
-/// [`WORKERS`] workers claiming `k` at a time; runs/s of the drain.
-async fn measure(spec: &StoreSpec, url: &str, runs: usize, k: usize) -> f64 {
+/// Queues `queued` runs on a fresh schema, then has [`WORKERS`] workers
+/// claim `k` at a time until `runs` are done (or the queue is empty);
+/// runs/s of the drain.
+async fn measure(spec: &StoreSpec, url: &str, queued: usize, runs: usize, k: usize) -> f64 {
     reset(url).await;
     let admin = Store::open(spec);
     let task = task();
@@ -114,7 +128,7 @@ async fn measure(spec: &StoreSpec, url: &str, runs: usize, k: usize) -> f64 {
         .insert(&task, InsertMode::Replace)
         .await
         .expect("register");
-    let batch: Vec<_> = (0..runs)
+    let batch: Vec<_> = (0..queued)
         .map(|_| task_executor::queue::new_run(&task, &json!({}), "bench"))
         .collect();
     admin.enqueue(&batch).await.expect("enqueue");
@@ -138,20 +152,25 @@ async fn measure(spec: &StoreSpec, url: &str, runs: usize, k: usize) -> f64 {
         s.now().await.expect("connect");
         handles.push(s);
     }
+    let budget = Arc::new(AtomicUsize::new(runs));
     let start = Instant::now();
     let workers: Vec<_> = handles
         .into_iter()
         .enumerate()
-        .map(|(i, s)| tokio::spawn(drain(s, format!("bench-{i}"), k)))
+        .map(|(i, s)| tokio::spawn(drain(s, format!("bench-{i}"), k, budget.clone())))
         .collect();
     let mut done = 0;
     for w in workers {
         done += w.await.expect("worker");
     }
     let secs = start.elapsed().as_secs_f64();
-    assert_eq!(done, runs as u64, "every queued run finished once");
+    assert_eq!(done, runs as u64, "as many runs finished as asked");
     let left = admin.active().await.expect("active");
-    assert_eq!((left.due, left.running), (0, 0), "the queue is empty");
+    assert_eq!(
+        (left.due, left.running),
+        ((queued - runs) as u64, 0),
+        "the rest is still queued"
+    );
     runs as f64 / secs
 }
 
@@ -173,8 +192,14 @@ async fn main() {
     };
     let spec = StoreSpec::parse(&url).expect("QUEUE_PG_URL is a postgres:// URL");
     // One line per variant: its name and runs/s, for the script to read.
-    for (name, k) in [("claim-1", 1), ("claim-8", 8)] {
-        let rate = measure(&spec, &url, runs, k).await;
+    // `deep`: the same drain with ten times as many runs queued behind it
+    // (the rate of a claim must not depend on the queue's length).
+    for (name, queued, k) in [
+        ("claim-1", runs, 1),
+        ("claim-8", runs, 8),
+        ("claim-1-deep", runs * 10, 1),
+    ] {
+        let rate = measure(&spec, &url, queued, runs, k).await;
         println!("{name}\t{rate:.1}");
     }
 }
