@@ -193,7 +193,7 @@ impl Drop for PgCluster {
 }
 
 fn is_root() -> bool {
-    // `id -u` rather than a libc call: the tests use no unsafe code.
+    // `id -u` rather than a libc call: the tests call no C functions directly.
     let out = Command::new("id").arg("-u").output().expect("id -u");
     String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
