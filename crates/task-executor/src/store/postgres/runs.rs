@@ -268,37 +268,6 @@ fn schedule_of(store: &PgStore, r: &Row) -> Result<Schedule, StoreError> {
     })
 }
 
-/// A claim's candidates, locked (rows another claimer holds are skipped),
-/// in claim order, leaving out tasks already at their cap, tasks whose tags
-/// the worker lacks and tasks it excludes. `$1` how many, `$2` tasks found
-/// full, `$3` the worker's tags, `$4` the tasks it excludes; returns id,
-/// task and the task's cap.
-///
-/// Whether a run's task allows the claim is a scalar subquery per candidate
-/// (true, false, or no row for a task no longer registered), not a join:
-/// without statistics for a tasks table of a few rows, the planner took the
-/// join's filter to pass almost no run and read and sorted every queued run
-/// at each claim (O(queue length): 20 ms with 20 000 queued, 300 ms with
-/// 100 000, measured by the benchmark work). A subquery it cannot see
-/// through keeps its estimate of the queue, so it walks `runs_claim` in
-/// order and stops at the limit.
-fn pick_sql() -> String {
-    format!(
-        "SELECT r.id, r.task, \
-            (SELECT t.concurrency FROM {SCHEMA}.tasks t WHERE t.name = r.task) \
-         FROM {SCHEMA}.runs r \
-         WHERE r.state = 'queued' AND r.available_at <= task_executor.now_ms() \
-           AND NOT (r.task = ANY($2)) AND r.task <> ALL($4) \
-           AND (SELECT (t.tags IS NULL OR t.tags::jsonb <@ to_jsonb($3::text[])) \
-                   AND (t.concurrency IS NULL OR t.concurrency > \
-                        (SELECT count(*) FROM {SCHEMA}.runs x \
-                         WHERE x.task = t.name AND x.state = 'running')) \
-                FROM {SCHEMA}.tasks t WHERE t.name = r.task) IS NOT FALSE \
-         ORDER BY r.priority DESC, r.available_at, r.seq \
-         LIMIT $1 FOR UPDATE OF r SKIP LOCKED"
-    )
-}
-
 impl PgStore {
     pub(super) fn check(&self, raw: RawRun) -> Result<RunRecord, StoreError> {
         raw.check(std::path::Path::new(&self.inner.shown))
@@ -368,7 +337,23 @@ impl RunStore for PgStore {
         let fail = |e| self.fail(e);
         let mut client = self.write_conn().await?;
         let tx = client.transaction().await.map_err(fail)?;
-        let pick = tx.prepare_cached(&pick_sql()).await.map_err(fail)?;
+        // Candidates, locked; rows another claimer holds are skipped, and
+        // tasks already at their cap are left out.
+        let pick = tx
+            .prepare_cached(&format!(
+                "SELECT r.id, r.task, t.concurrency FROM {SCHEMA}.runs r \
+                 LEFT JOIN {SCHEMA}.tasks t ON t.name = r.task \
+                 WHERE r.state = 'queued' AND r.available_at <= task_executor.now_ms() \
+                   AND NOT (r.task = ANY($2)) AND r.task <> ALL($4) \
+                   AND (t.tags IS NULL OR t.tags::jsonb <@ to_jsonb($3::text[])) \
+                   AND (t.concurrency IS NULL OR t.concurrency > \
+                        (SELECT count(*) FROM {SCHEMA}.runs x \
+                         WHERE x.task = r.task AND x.state = 'running')) \
+                 ORDER BY r.priority DESC, r.available_at, r.seq \
+                 LIMIT $1 FOR UPDATE OF r SKIP LOCKED"
+            ))
+            .await
+            .map_err(fail)?;
         let lock_tasks = tx
             .prepare_cached(&format!(
                 "SELECT name FROM {SCHEMA}.tasks WHERE name = ANY($1) ORDER BY name FOR UPDATE"
