@@ -47,6 +47,8 @@ pub enum Command {
     Execute(ExecuteArgs),
     /// Serve every registered task as a tool to MCP clients (stdio, or streamable HTTP with --http).
     Mcp(McpArgs),
+    /// Serve the HTTP API (REST + SSE under /api/v1, OpenAPI, /metrics) and run workers in-process.
+    Serve(ServeArgs),
     /// Queue a run for the workers and print its id (SQLite or PostgreSQL store).
     Submit(SubmitArgs),
     /// Claim queued runs and execute them until stopped (SIGTERM drains gracefully).
@@ -460,6 +462,59 @@ pub struct CopyArgs {
     /// Print `{"tasks","schedules","runs","history"}` on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on; port 0 picks a free port. Without API tokens, a
+    /// non-loopback address is refused (exit code 5) unless --insecure-no-auth.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Worker slots run in this process (default: the number of CPUs); 0
+    /// serves the API only, leaving runs to `manage_tasks worker` processes.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<u16>,
+    /// The largest request body accepted (`16MiB`, `512KiB`, or bytes).
+    #[arg(long, default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_body: usize,
+    /// Serve on a non-loopback address without authentication: anyone who
+    /// can reach it can register and run tasks.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// On SIGTERM/Ctrl-C: how long running tasks and requests in flight may
+    /// still take (runs still going then are stopped and queued again).
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub drain: Duration,
+    /// Time between SIGTERM and SIGKILL when stopping a task.
+    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    pub grace: Duration,
+    /// The caller recorded on runs submitted through the API.
+    #[arg(long, default_value = "http")]
+    pub caller: String,
+}
+
+/// Parses a size: bytes, or a number with `KiB`, `MiB` or `GiB` (or `K`, `M`, `G`).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 16MiB, 512KiB, 1048576)"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` (use KiB, MiB or GiB)")),
+    };
+    let size = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if size == 0 {
+        return Err("must be at least 1 byte".into());
+    }
+    Ok(size)
 }
 
 #[derive(Debug, Args)]

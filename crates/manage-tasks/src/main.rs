@@ -34,7 +34,10 @@ fn main() -> ExitCode {
     let json = commands::wants_json(&cli.command);
     // Servers and workers serve many requests and runs at once: the
     // multi-thread runtime. A one-shot command needs one thread.
-    let mut builder = if matches!(cli.command, cli::Command::Worker(_) | cli::Command::Mcp(_)) {
+    let mut builder = if matches!(
+        cli.command,
+        cli::Command::Worker(_) | cli::Command::Mcp(_) | cli::Command::Serve(_)
+    ) {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()

@@ -52,6 +52,7 @@ pub fn from_ms(ms: i64) -> SystemTime {
 }
 
 /// Where a run is in its life.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {

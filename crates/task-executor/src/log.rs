@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::task::TaskName;
 
 /// Which output stream a log line came from.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {

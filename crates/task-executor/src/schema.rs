@@ -43,6 +43,7 @@ use serde_json::Value;
 use crate::secrets::{Found, MASK, hide_secrets};
 
 /// How a schema's `format` keyword is treated; see the [module docs](self#format).
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Formats {
@@ -100,6 +101,7 @@ impl fmt::Display for Draft {
 }
 
 /// One way a value breaks a schema.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {
     /// JSON pointer to the offending part of the value (`""` is the whole value).

@@ -18,6 +18,7 @@ use crate::schema::{SchemaError, Validator, Violation};
 pub const MAX_NAME_LEN: usize = 128;
 
 /// A task name: 1–128 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct TaskName(String);

@@ -28,6 +28,7 @@ pub fn time_text(ms: i64) -> String {
 
 /// A page of a list: `{"items": [...], "next": cursor|null}`; `next` is
 /// where the following page starts (`--after`), `null` on the last page.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct ListView<T> {
     /// This page's items.
@@ -44,6 +45,7 @@ impl<T> ListView<T> {
 }
 
 /// Why something could not be done, or why a run failed.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ErrorView {
     /// A short, stable name for scripts (`invalid_args`, `timed_out`, …).
@@ -82,6 +84,7 @@ impl ErrorView {
 }
 
 /// `{"error": {...}}`: what `--json` prints when nothing could run.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorDoc {
     /// The error.
@@ -89,6 +92,7 @@ pub struct ErrorDoc {
 }
 
 /// A task's queue policy, as shown.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyView {
     /// Retries of a failed run.
@@ -108,6 +112,7 @@ pub struct PolicyView {
 }
 
 /// A registered task.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskView<'a> {
     /// Its name.
@@ -200,6 +205,7 @@ impl<'a> From<&'a Listed> for EntryView<'a> {
 
 /// One run: its state, its result or failure, its arguments (masked) and
 /// its timeline.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct RunView<'a> {
     /// The run id.
@@ -329,6 +335,7 @@ pub struct RejectedLineView {
 }
 
 /// A cron schedule.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct ScheduleView<'a> {
     /// Its id.
@@ -362,6 +369,7 @@ impl<'a> From<&'a Schedule> for ScheduleView<'a> {
 }
 
 /// Whether a registered worker is live.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerState {
@@ -373,6 +381,7 @@ pub enum WorkerState {
 }
 
 /// A registered worker (`workers list --json`).
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerView<'a> {
     /// Its id (the `worker` of the runs it claims).
@@ -449,6 +458,7 @@ pub struct CopyCountsView {
 }
 
 /// What `runs cancel` did: `cancelled`, `requested`, or `{"already_over": state}`.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct CancelView<'a> {
     /// The run.
@@ -458,6 +468,7 @@ pub struct CancelView<'a> {
 }
 
 /// One stored log line of a run's attempt.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLineView<'a> {
     /// The attempt it belongs to.
@@ -486,6 +497,7 @@ impl<'a> LogLineView<'a> {
 }
 
 /// Where lines were cut from the middle of a log: `{"cut": {"lines", "bytes"}}`.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct LogCutView {
     /// What was cut.
@@ -493,6 +505,7 @@ pub struct LogCutView {
 }
 
 /// Lines and bytes cut from a log.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct CutCounts {
     /// Lines cut.

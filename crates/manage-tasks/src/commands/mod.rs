@@ -11,6 +11,7 @@ mod mcp;
 mod queue;
 mod register;
 mod runs;
+mod serve;
 mod store;
 mod tasks;
 mod workers;
@@ -45,6 +46,7 @@ pub fn wants_json(command: &Command) -> bool {
         Command::Store(StoreCommand::Copy(a)) => a.json,
         Command::Unregister(_)
         | Command::Mcp(_)
+        | Command::Serve(_)
         | Command::Completions { .. }
         | Command::Worker(_)
         | Command::Schedule(ScheduleCommand::Remove(_)) => false,
@@ -64,6 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Show(args) => tasks::show(&ctx, args).await,
         Command::Execute(args) => execute::run(&ctx, args).await,
         Command::Mcp(args) => mcp::run(&ctx, args).await,
+        Command::Serve(args) => serve::run(&ctx, args).await,
         Command::Submit(args) => queue::submit(&ctx, args).await,
         Command::Worker(args) => queue::worker(&ctx, args).await,
         Command::Workers(cmd) => workers::run(&ctx, cmd).await,

@@ -215,35 +215,7 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
         if quiet {
             return;
         }
-        let line = match e {
-            WorkerEvent::Started { run, task, attempt } => {
-                format!("run {run} ({task}) attempt {attempt} started")
-            }
-            WorkerEvent::Finished { run, task, state } => format!("run {run} ({task}) {state}"),
-            WorkerEvent::LeaseLost { run, message } => {
-                format!("run {run}: {message}; this attempt's result was not recorded")
-            }
-            WorkerEvent::Released { run } => {
-                format!("run {run}: stopped at shutdown and queued again")
-            }
-            WorkerEvent::Expired { count } => {
-                format!("{count} runs with lapsed leases settled (requeued, failed or cancelled)")
-            }
-            WorkerEvent::Fired { run, task } => format!("schedule queued run {run} ({task})"),
-            WorkerEvent::Unrunnable { run, message } => format!("run {run} failed: {message}"),
-            WorkerEvent::StoreUnavailable { error, retry_in } => format!(
-                "store unavailable: {error}; running tasks go on, no new runs are claimed, \
-                 trying again in {} (backing off to every {})",
-                whole_ms(retry_in),
-                whole_ms(MAX_RETRY)
-            ),
-            WorkerEvent::StoreBack { after } => {
-                format!("store back after {}; claiming runs again", whole_ms(after))
-            }
-            WorkerEvent::Unrecorded { run, message } => format!("run {run}: {message}"),
-            WorkerEvent::LeftForOthers { run, message, .. } => format!("run {run}: {message}"),
-        };
-        let _ = writeln!(std::io::stderr(), "{}", clean(&line));
+        let _ = writeln!(std::io::stderr(), "{}", clean(&describe(e)));
     };
     let stats = service
         .work(&config, &shutdown, &mut events)
@@ -270,6 +242,38 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(exit::SUCCESS)
+}
+
+/// A line about what a worker did, for stderr.
+pub fn describe(e: WorkerEvent) -> String {
+    match e {
+        WorkerEvent::Started { run, task, attempt } => {
+            format!("run {run} ({task}) attempt {attempt} started")
+        }
+        WorkerEvent::Finished { run, task, state } => format!("run {run} ({task}) {state}"),
+        WorkerEvent::LeaseLost { run, message } => {
+            format!("run {run}: {message}; this attempt's result was not recorded")
+        }
+        WorkerEvent::Released { run } => {
+            format!("run {run}: stopped at shutdown and queued again")
+        }
+        WorkerEvent::Expired { count } => {
+            format!("{count} runs with lapsed leases settled (requeued, failed or cancelled)")
+        }
+        WorkerEvent::Fired { run, task } => format!("schedule queued run {run} ({task})"),
+        WorkerEvent::Unrunnable { run, message } => format!("run {run} failed: {message}"),
+        WorkerEvent::StoreUnavailable { error, retry_in } => format!(
+            "store unavailable: {error}; running tasks go on, no new runs are claimed, \
+             trying again in {} (backing off to every {})",
+            whole_ms(retry_in),
+            whole_ms(MAX_RETRY)
+        ),
+        WorkerEvent::StoreBack { after } => {
+            format!("store back after {}; claiming runs again", whole_ms(after))
+        }
+        WorkerEvent::Unrecorded { run, message } => format!("run {run}: {message}"),
+        WorkerEvent::LeftForOthers { run, message, .. } => format!("run {run}: {message}"),
+    }
 }
 
 pub async fn schedule(ctx: &Context, cmd: ScheduleCommand) -> anyhow::Result<u8> {

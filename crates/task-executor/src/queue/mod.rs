@@ -178,6 +178,7 @@ pub async fn fire_schedules(store: &Store) -> Result<Vec<NewRun>, StoreError> {
 }
 
 /// What `runs cancel` did.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelResult {

@@ -17,13 +17,17 @@
 //!   [`Service::cancel`], [`Service::work`] (a worker), [`Service::workers`]
 //!   (the worker registry), [`Service::waiting`] (why a queued run waits);
 //! - history: [`Service::run`], [`Service::runs`], [`Service::logs`]
-//!   (optionally following), [`Service::prune`];
+//!   (optionally following, or from a position: [`Service::logs_from`]),
+//!   [`Service::retry`] (a new run with the same arguments),
+//!   [`Service::changes`] (every run's state changes, read from the store),
+//!   [`Service::active`], [`Service::prune`];
 //! - schedules: [`Service::add_schedule`], [`Service::schedules`],
 //!   [`Service::remove_schedule`];
 //! - stores: [`copy_store`] copies one store into another (a function, not
 //!   a method: it works on two stores).
 
 mod copy;
+mod events;
 mod execute;
 mod runs;
 mod workers;
@@ -34,8 +38,9 @@ use std::time::Duration;
 pub use copy::{
     Copied, CopyConfig, CopyCounts, CopyError, CopyProgress, CopyStage, HistoryCopy, copy_store,
 };
+pub use events::{CHANGES_LOOKBACK, RunChanges};
 pub use execute::{Batch, Call, Executed, Prepared};
-pub use runs::{Cancelled, LogEvent, LogStream, SubmitOptions};
+pub use runs::{Cancelled, LogEvent, LogPosition, LogStream, RetryError, SubmitOptions};
 pub use workers::Workers;
 
 use crate::history::DEFAULT_LOG_LIMIT;

@@ -13,13 +13,14 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::execute::Prepared;
-use super::{LookupError, ScheduleError, Service, SubmitError};
+use super::{LookupError, PrepareError, ScheduleError, Service, SubmitError};
 use crate::history::{LogEntry, RunFilter, RunPage, RunRecord, RunState};
 use crate::queue::CancelResult;
 use crate::store::{
-    Availability, MIN_PREFIX, NewRun, Prune, Reachability, RunLookup, Schedule, StoreError,
+    Active, Availability, MIN_PREFIX, NewRun, Prune, Reachability, RunLookup, Schedule, StoreError,
     StoreNotice,
 };
+use crate::task::TaskName;
 
 /// How a submitted run is queued.
 #[derive(Debug, Clone)]
@@ -52,6 +53,73 @@ pub struct Cancelled {
     pub run_id: String,
     /// What happened.
     pub result: CancelResult,
+}
+
+/// Where a log is read from: `attempt`'s line `next_seq` onwards (a reader
+/// that saw line `seq` resumes at `seq + 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// The first line to read.
+    pub next_seq: u64,
+}
+
+/// Why a run could not be retried. Nothing was queued.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    /// The run could not be found.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// The run has not ended: it is queued or running.
+    #[error(
+        "run `{id}` is still {state}: only an ended run can be retried; cancel it first, or wait for it"
+    )]
+    NotEnded {
+        /// The run.
+        id: String,
+        /// Its state.
+        state: RunState,
+    },
+    /// The run's arguments held secrets, which history does not keep once a run ends.
+    #[error(
+        "run `{id}` cannot be retried: its arguments held secret fields of task `{task}`, \
+         and a run's secrets are dropped when it ends; submit a new run with the arguments"
+    )]
+    ArgsUnavailable {
+        /// The run.
+        id: String,
+        /// Its task.
+        task: TaskName,
+    },
+    /// The task is gone, or the arguments no longer fit its schema.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    /// The new run could not be queued.
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+}
+
+impl RetryError {
+    /// The stable kind front ends show.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RetryError::Lookup(e) => e.kind(),
+            RetryError::NotEnded { .. } => "run_active",
+            RetryError::ArgsUnavailable { .. } => "args_unavailable",
+            RetryError::Prepare(e) => e.kind(),
+            RetryError::Submit(e) => e.kind(),
+        }
+    }
+
+    /// The schema violations, if that is what is wrong.
+    pub fn violations(&self) -> &[crate::schema::Violation] {
+        match self {
+            RetryError::Prepare(e) => e.violations(),
+            RetryError::Submit(SubmitError::InvalidArgs { source, .. }) => source.violations(),
+            _ => &[],
+        }
+    }
 }
 
 /// One thing [`LogStream::next`] yields.
@@ -136,7 +204,7 @@ impl Service {
         &self,
         id: &str,
         timeout: Option<Duration>,
-        notices: &mut dyn FnMut(StoreNotice),
+        notices: &mut (dyn FnMut(StoreNotice) + Send),
     ) -> Result<RunRecord, LookupError> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut pause = Duration::from_millis(20);
@@ -180,6 +248,43 @@ impl Service {
         })
     }
 
+    /// Queues a new run of the ended run `id`'s task with the same
+    /// arguments, checked against the task as it is now. History keeps a
+    /// run's arguments masked and drops the secret ones when it ends, so a
+    /// run whose arguments held secret fields cannot be retried
+    /// ([`RetryError::ArgsUnavailable`]): masked values are never sent to a
+    /// task as if they were the real ones.
+    pub async fn retry(&self, id: &str, caller: &str) -> Result<RunRecord, RetryError> {
+        let run = self.run(id).await?;
+        if !run.state.is_terminal() {
+            return Err(RetryError::NotEnded {
+                id: run.id,
+                state: run.state,
+            });
+        }
+        let task = self.prepare_to_queue(&run.task).await?;
+        if !crate::secrets::secrets(&task.task().inputs, &run.args).is_empty() {
+            return Err(RetryError::ArgsUnavailable {
+                id: run.id,
+                task: run.task,
+            });
+        }
+        task.check(&run.args)?;
+        let options = SubmitOptions {
+            caller: caller.to_owned(),
+            ..SubmitOptions::default()
+        };
+        let mut queued = self
+            .submit(&task, std::slice::from_ref(&run.args), &options)
+            .await?;
+        Ok(queued.remove(0))
+    }
+
+    /// How many runs wait and run, store-wide.
+    pub async fn active(&self) -> Result<Active, StoreError> {
+        self.queue_store("the run queue")?.active().await
+    }
+
     /// A page of runs, newest first.
     pub async fn runs(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
         self.queue_store("run history")?.list_runs(filter).await
@@ -206,6 +311,21 @@ impl Service {
             done: false,
             reach: Reachability::default(),
         })
+    }
+
+    /// The log of run `id` from `from` on (a reader resuming where it
+    /// stopped), and with `follow`, what it prints next, until it ends;
+    /// later attempts follow as with [`Service::logs`].
+    pub async fn logs_from(
+        &self,
+        id: &str,
+        from: LogPosition,
+        follow: bool,
+    ) -> Result<LogStream<'_>, LookupError> {
+        let mut stream = self.logs(id, Some(from.attempt.max(1)), follow).await?;
+        stream.fixed = false;
+        stream.next_seq = from.next_seq;
+        Ok(stream)
     }
 
     /// Deletes finished runs (and their logs) as `prune` says; returns how many.
