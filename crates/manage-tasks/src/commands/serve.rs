@@ -158,17 +158,15 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<u8> {
     signals.abort();
     served?;
     match worked {
-        Some(Ok(stats)) => {
-            if !quiet {
-                let _ = writeln!(
-                    err,
-                    "worker stopped: {} completed, {} failed, {} requeued at shutdown",
-                    stats.completed, stats.failed, stats.released
-                );
-            }
+        Some(Ok(stats)) if !quiet => {
+            let _ = writeln!(
+                err,
+                "worker stopped: {} completed, {} failed, {} requeued at shutdown",
+                stats.completed, stats.failed, stats.released
+            );
         }
         Some(Err(e)) => return Err(Failure::from(e).into()),
-        None => {}
+        _ => {}
     }
     if !quiet {
         let _ = writeln!(err, "stopped");
