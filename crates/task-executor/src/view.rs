@@ -1,7 +1,7 @@
 //! The JSON views: one serde type per concept, the same from every front end.
 //!
 //! A run is a [`RunView`] whether it comes from `execute --json`, a line of
-//! `execute --batch --json`, `submit --json`, `runs show --json` or (later)
+//! `execute --batch --json`, `submit --json`, `runs show --json` or
 //! the HTTP API; a task is a [`TaskView`] (in `list`, an entry the store
 //! cannot use is an [`UnusableView`]); every list is a [`ListView`]
 //! (`{"items": [...], "next": cursor|null}`); every error is an

@@ -1,6 +1,6 @@
 //! The service layer: every operation a front end offers, written once.
 //!
-//! The CLI, the MCP server and (next) the HTTP server parse their input,
+//! The CLI, the MCP server and the HTTP API parse their input,
 //! call a [`Service`] method and render what it returns; none of them
 //! orchestrates a run, touches the runner or the store's backends itself.
 //! Each operation returns a typed result and a typed error whose
