@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use task_executor::history::{Cursor, RunFilter, RunRecord, RunState, now_ms, to_ms};
 use task_executor::schema::Violation;
 use task_executor::service::{LogEvent, LogPosition, Registration, Service, SubmitOptions};
@@ -308,19 +308,24 @@ async fn get_task(State(s): State<AppState>, Path(p): Path<NamePath>) -> ApiResu
 #[serde(deny_unknown_fields)]
 pub(crate) struct RegisterBody {
     /// The task's name: 1–128 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"))]
     name: String,
     /// The executable's absolute path on the server's machine.
+    #[schemars(regex(pattern = r"^/"))]
     location: String,
     /// Replace a task already registered under the name (`--force`).
     #[serde(default)]
     replace: bool,
     /// The task's default run timeout (`30s`).
+    #[schemars(length(min = 1))]
     timeout: Option<String>,
     /// How long `<location> schema` may take (default 10s).
+    #[schemars(length(min = 1))]
     schema_timeout: Option<String>,
     /// Retries of a failed run.
     retries: Option<u32>,
     /// The first retry's delay (`1s`), doubled for each further attempt.
+    #[schemars(length(min = 1))]
     backoff: Option<String>,
     /// Also retry runs that complete with a status other than 1.
     retry_on_status: Option<bool>,
@@ -416,6 +421,7 @@ async fn unregister(State(s): State<AppState>, Path(p): Path<NamePath>) -> ApiRe
 pub(crate) struct SubmitQuery {
     /// Wait up to this long (`30s`, at most 60s) for the run to end: 200 with
     /// the ended run, or 202 if it is still queued or running.
+    #[schemars(length(min = 1))]
     wait: Option<String>,
 }
 
@@ -439,8 +445,9 @@ async fn submit(
     Path(p): Path<NamePath>,
     Extension(principal): Extension<Principal>,
     QueryParams(q): QueryParams<SubmitQuery>,
-    JsonBody(args): JsonBody<Value>,
+    JsonBody(args): JsonBody<Map<String, Value>>,
 ) -> ApiResult {
+    let args = Value::Object(args);
     let name = task_name(&p.name)?;
     let wait = q
         .wait
@@ -491,10 +498,13 @@ pub(crate) struct RunsQuery {
     /// Only runs in this state.
     state: Option<RunState>,
     /// Only runs queued since then: a duration ago (`1h`) or an RFC 3339 time.
+    #[schemars(length(min = 1))]
     since: Option<String>,
     /// At most this many (default 50, at most 1000).
+    #[schemars(range(min = 1, max = 1000))]
     limit: Option<usize>,
     /// The `next` cursor of the previous page.
+    #[schemars(length(min = 1))]
     after: Option<String>,
 }
 
@@ -588,8 +598,10 @@ pub(crate) struct LogsQuery {
     /// The attempt whose log to read (default: the latest).
     attempt: Option<u32>,
     /// Start after this line: a page's `next`, or a line event's id (`<attempt>.<seq>`).
+    #[schemars(regex(pattern = r"^[0-9]+\.[0-9]+$"))]
     after: Option<String>,
     /// At most this many lines (default 1000, at most 10000).
+    #[schemars(range(min = 1, max = 10000))]
     limit: Option<usize>,
 }
 
@@ -664,7 +676,12 @@ async fn logs(
 
 async fn events(State(s): State<AppState>) -> ApiResult {
     // Refused on a store without history, as every history route is.
-    s.service.changes().await?;
+    if !s.service.has_history() {
+        return Err(ApiError::new(
+            "unsupported",
+            "run changes need a store that keeps run history (SQLite or PostgreSQL)",
+        ));
+    }
     Ok(Reply(
         crate::sse::events_stream(s.changes.subscribe(), s.shutdown.clone()).into_response(),
     ))
@@ -687,14 +704,10 @@ pub(crate) struct ScheduleBody {
     /// A cron expression, in UTC (`*/5 * * * *`).
     cron: String,
     /// The arguments of each run (default `{}`), checked against the task's input schema.
-    #[serde(default = "empty_object")]
-    args: Value,
+    #[serde(default)]
+    args: Map<String, Value>,
     /// The caller recorded on each run (default: the server's).
     caller: Option<String>,
-}
-
-fn empty_object() -> Value {
-    Value::Object(Default::default())
 }
 
 async fn add_schedule(
@@ -706,7 +719,7 @@ async fn add_schedule(
     let caller = b.caller.unwrap_or_else(|| s.caller_for(&principal));
     let schedule = s
         .service
-        .add_schedule(&task, &b.cron, &b.args, &caller)
+        .add_schedule(&task, &b.cron, &Value::Object(b.args), &caller)
         .await?;
     Ok(reply(StatusCode::CREATED, &ScheduleView::from(&schedule)))
 }

@@ -53,7 +53,8 @@ pub struct ErrorView {
     /// What happened and how to fix it, for people.
     pub message: String,
     /// Each schema violation, with its JSON pointer, when there are any.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    // `default`: absent when empty, so not required in the JSON Schema.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub violations: Vec<Violation>,
 }
 
@@ -265,7 +266,7 @@ pub struct RunView<'a> {
     pub line: Option<u64>,
     /// History writes that failed after the task had started (`execute`
     /// only): the run's outcome stands, history may not show all of it.
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
     pub warnings: &'a [String],
     /// Why a queued run waits when no live worker can take it (`runs show`
     /// only, see [`crate::service::Service::waiting`]).
