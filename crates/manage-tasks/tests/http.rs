@@ -261,7 +261,9 @@ fn routes_and_errors(env: Env) {
         r#"echo '{"status":1,"reason":"ok","payload":null}'"#,
     );
     let s = Server::start(&env, &["--workers", "2"]);
-    assert!(s.stderr().contains("loopback only") || s.stderr().starts_with("serving"));
+    wait_until(5.0, "the loopback notice", || {
+        s.stderr().contains("answering on loopback only")
+    });
 
     // Tasks.
     let (st, list) = s.get("/api/v1/tasks");

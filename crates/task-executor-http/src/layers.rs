@@ -44,6 +44,8 @@ pub fn wrap(router: Router<AppState>, state: AppState, limits: &Limits) -> Route
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
+        // Inside the header layers, so a 500 from a panic carries them too.
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn(uniform_errors))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -61,7 +63,6 @@ pub fn wrap(router: Router<AppState>, state: AppState, limits: &Limits) -> Route
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ))
-        .layer(CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
 }
@@ -152,4 +153,64 @@ async fn count(State(state): State<AppState>, req: Request<Body>, next: Next) ->
 /// A duration as `30s`, for messages.
 pub fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use task_executor::service::Service;
+    use task_executor::{Runner, StoreSpec};
+    use tokio_util::sync::CancellationToken;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::access::Access;
+    use crate::metrics::Metrics;
+    use crate::routes::Shared;
+
+    /// A handler that panics still answers: 500 in the API's shape, with the
+    /// headers every response carries.
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service::open(
+            &StoreSpec::Sqlite(dir.path().join("t.db")),
+            Runner::default(),
+        );
+        let (changes, _) = tokio::sync::broadcast::channel(4);
+        let state = AppState::from(Shared {
+            service,
+            caller: "test".into(),
+            access: Access::Open,
+            limits: Limits::default(),
+            metrics: Arc::new(Metrics::new()),
+            changes,
+            shutdown: CancellationToken::new(),
+        });
+        let router: Router<AppState> = Router::new().route(
+            "/boom",
+            axum::routing::get(|| async {
+                let nothing: Option<String> = None;
+                nothing.expect("a bug in a handler")
+            }),
+        );
+        let app = wrap(router, state, &Limits::default());
+        let response = app
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["error"]["kind"], "internal");
+    }
 }

@@ -51,6 +51,12 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
 }
 
+impl From<Shared> for AppState {
+    fn from(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
 impl Deref for AppState {
     type Target = Shared;
     fn deref(&self) -> &Shared {
