@@ -547,20 +547,29 @@ fn routes_and_errors(env: Env) {
     wait_until(20.0, "the retried run to end", || {
         s.get(&format!("/api/v1/runs/{}", run_id(&again))).1["state"] == "completed"
     });
-    wait_until(10.0, "/metrics to count the echo runs", || {
-        let text = s
-            .agent
-            .get(&s.url("/metrics"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        text.lines().any(|l| {
-            l.starts_with(r#"task_executor_runs_ended_total{task="echo",outcome="completed"}"#)
-                && l.rsplit(' ').next().unwrap().parse::<u64>().unwrap() >= 2
-        })
-    });
+    wait_until(
+        20.0,
+        "/metrics to count the echo runs and the cancelled one",
+        || {
+            let text = s
+                .agent
+                .get(&s.url("/metrics"))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap();
+            let count = |prefix: &str| {
+                text.lines()
+                    .find(|l| l.starts_with(prefix))
+                    .map_or(0, |l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            };
+            // done, queued, and the retried one.
+            count(r#"task_executor_runs_ended_total{task="echo",outcome="completed"}"#) == 3
+                && count(r#"task_executor_runs_ended_total{task="slow",outcome="cancelled"}"#) == 1
+                && count(r#"task_executor_runs_ended_total{task="login",outcome="completed"}"#) == 1
+        },
+    );
     let mut r = s.agent.get(&s.url("/metrics")).call().unwrap();
     let text = r.body_mut().read_to_string().unwrap();
     for metric in [

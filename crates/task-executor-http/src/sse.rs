@@ -210,23 +210,24 @@ pub async fn watch(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let mut feed = loop {
-        match service.changes().await {
-            Ok(feed) => break feed,
-            Err(e) => {
-                tracing::warn!("cannot read run changes yet: {e}; trying again");
-                tokio::select! {
-                    _ = tokio::time::sleep(WATCH_EVERY) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
+    // What ends while the watcher gets ready counts too.
+    let started = task_executor::history::now_ms();
+    let mut feed = match service.changes_from(Some(started)) {
+        Ok(feed) => feed,
+        Err(e) => {
+            tracing::warn!("cannot read run changes: {e}");
+            return;
         }
     };
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(WATCH_EVERY) => {}
-            _ = shutdown.cancelled() => return,
+        if !first {
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+                _ = shutdown.cancelled() => return,
+            }
         }
+        first = false;
         match feed.poll().await {
             Ok(changed) => {
                 for run in changed {

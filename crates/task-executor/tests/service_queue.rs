@@ -182,3 +182,28 @@ async fn the_change_feed_sees_what_happens_in_the_store() {
         (quick.as_str(), RunState::Completed)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feed_from_a_time_tells_what_ended_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = service(dir.path());
+    task(&s, dir.path(), "quick", json!({"type": "object"}), 1).await;
+    let old = submit(&s, "quick", json!({})).await;
+    drain(&s).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let from = task_executor::history::now_ms();
+    let new = submit(&s, "quick", json!({})).await;
+    drain(&s).await;
+    // Made after both ended: the one queued since `from` is news, the other not.
+    let mut feed = s.changes_from(Some(from)).unwrap();
+    let told: Vec<String> = feed
+        .poll()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(told, [new.clone()]);
+    assert_ne!(old, new);
+    assert!(feed.poll().await.unwrap().is_empty());
+}

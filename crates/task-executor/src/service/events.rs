@@ -59,20 +59,30 @@ pub struct RunChanges<'s> {
     seen: HashMap<String, Seen>,
     /// The store's time at the last look.
     last: i64,
+    /// At the first look, runs queued, started or ended since then are news.
+    from: Option<i64>,
 }
 
 impl Service {
     /// A feed of run state changes from now on: the runs as they are now
     /// are its starting point, not changes.
     pub async fn changes(&self) -> Result<RunChanges<'_>, StoreError> {
+        let mut feed = self.changes_from(None)?;
+        feed.poll().await?;
+        Ok(feed)
+    }
+
+    /// A feed whose first [`RunChanges::poll`] also tells the runs queued,
+    /// started or ended since `from` (epoch ms; none when `None`): a caller
+    /// that must not miss what happened while it was getting ready.
+    pub fn changes_from(&self, from: Option<i64>) -> Result<RunChanges<'_>, StoreError> {
         self.queue_store("run history")?;
-        let mut feed = RunChanges {
+        Ok(RunChanges {
             service: self,
             seen: HashMap::new(),
             last: 0,
-        };
-        feed.poll().await?;
-        Ok(feed)
+            from,
+        })
     }
 }
 
@@ -85,10 +95,10 @@ impl RunChanges<'_> {
         let now = store.now().await?;
         let first = self.last == 0;
         let lookback = CHANGES_LOOKBACK.as_millis() as i64;
-        let since = if first {
-            now - lookback
-        } else {
-            self.last - lookback
+        let since = match (first, self.from) {
+            (true, Some(from)) => from.min(now) - lookback,
+            (true, None) => now - lookback,
+            (false, _) => self.last - lookback,
         };
         let mut looked: Vec<RunRecord> = Vec::new();
         let mut ids: HashSet<String> = HashSet::new();
@@ -128,7 +138,15 @@ impl RunChanges<'_> {
         }
         for r in looked {
             let now_seen = Seen::of(&r);
-            if seen.insert(r.id.clone(), now_seen) != Some(now_seen) && !first {
+            let news = match (first, self.from) {
+                (false, _) => true,
+                (true, None) => false,
+                (true, Some(from)) => [Some(r.queued_at), r.started_at, r.finished_at]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t >= from),
+            };
+            if seen.insert(r.id.clone(), now_seen) != Some(now_seen) && news {
                 changed.push(r);
             }
         }
