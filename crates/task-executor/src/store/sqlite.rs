@@ -33,6 +33,7 @@ use rusqlite::{
 };
 use serde_json::Value;
 
+mod auth;
 mod copy;
 mod runs;
 mod workers;
@@ -163,6 +164,32 @@ const MIGRATIONS: &[&str] = &[
         started_at  INTEGER NOT NULL,  -- epoch ms, store clock
         last_seen   INTEGER NOT NULL   -- epoch ms, store clock
     ) STRICT;",
+    // 6: API tokens and the audit log (see `auth.rs`). A token keeps the
+    // keyed hash of its secret, never the secret; the key is the store's
+    // own (one row), so every process sharing the store verifies the same
+    // tokens. Tokens are revoked, never deleted: a name is never reused.
+    "CREATE TABLE auth_key (
+        id  INTEGER PRIMARY KEY CHECK (id = 1),
+        key TEXT NOT NULL               -- hex, 256 bits
+    ) STRICT;
+    CREATE TABLE tokens (
+        name         TEXT PRIMARY KEY NOT NULL,
+        scope        TEXT NOT NULL,     -- read, run, admin
+        hash         TEXT NOT NULL UNIQUE,  -- HMAC-SHA256 of the secret, hex
+        created_at   INTEGER NOT NULL,  -- epoch ms, store clock
+        expires_at   INTEGER,
+        revoked_at   INTEGER,
+        last_used_at INTEGER
+    ) STRICT;
+    CREATE TABLE audit (
+        seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+        at     INTEGER NOT NULL,        -- epoch ms, store clock
+        actor  TEXT NOT NULL,           -- a token's name, or cli:<user>
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL            -- JSON, never a secret
+    ) STRICT;
+    CREATE INDEX audit_order ON audit (at, seq);",
 ];
 
 /// The schema version this build writes and understands.

@@ -26,6 +26,7 @@
 //! back to its timeout (polling) when it hears nothing. Run history and the
 //! queue are in `runs.rs`.
 
+mod auth;
 mod config;
 mod copy;
 mod runs;
@@ -159,6 +160,29 @@ const MIGRATIONS: &[&str] = &[
         started_at  BIGINT NOT NULL,
         last_seen   BIGINT NOT NULL
     );",
+    // 2: API tokens and the audit log, as SQLite's version 6.
+    "CREATE TABLE task_executor.auth_key (
+        id  INTEGER PRIMARY KEY CHECK (id = 1),
+        key TEXT NOT NULL
+    );
+    CREATE TABLE task_executor.tokens (
+        name         TEXT PRIMARY KEY,
+        scope        TEXT NOT NULL,
+        hash         TEXT NOT NULL UNIQUE,
+        created_at   BIGINT NOT NULL,
+        expires_at   BIGINT,
+        revoked_at   BIGINT,
+        last_used_at BIGINT
+    );
+    CREATE TABLE task_executor.audit (
+        seq    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at     BIGINT NOT NULL,
+        actor  TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_order ON task_executor.audit (at, seq);",
 ];
 
 /// The schema version this build writes and understands.
