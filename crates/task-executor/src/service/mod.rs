@@ -20,9 +20,15 @@
 //!   (optionally following), [`Service::prune`];
 //! - schedules: [`Service::add_schedule`], [`Service::schedules`],
 //!   [`Service::remove_schedule`];
+//! - tokens and audit ([`auth`]'s docs): [`Service::create_token`],
+//!   [`Service::tokens`], [`Service::revoke_token`],
+//!   [`Service::tokens_configured`], [`Service::authenticate`],
+//!   [`Service::authorize`] (the check a server makes per request),
+//!   [`Service::audit`], [`Service::audit_log`];
 //! - stores: [`copy_store`] copies one store into another (a function, not
 //!   a method: it works on two stores).
 
+pub mod auth;
 mod copy;
 mod execute;
 mod runs;
@@ -31,6 +37,9 @@ mod workers;
 use std::path::Path;
 use std::time::Duration;
 
+pub use auth::{
+    AuthError, Created, Denial, Principal, Revoked, Secret, TOKEN_PREFIX, TokenError, Tokens,
+};
 pub use copy::{
     Copied, CopyConfig, CopyCounts, CopyError, CopyProgress, CopyStage, HistoryCopy, copy_store,
 };
@@ -74,6 +83,7 @@ pub struct Service {
     store: Store,
     runner: Runner,
     config: ServiceConfig,
+    auth: std::sync::Arc<auth::AuthState>,
 }
 
 impl Service {
@@ -83,6 +93,7 @@ impl Service {
             store,
             runner,
             config,
+            auth: Default::default(),
         }
     }
 

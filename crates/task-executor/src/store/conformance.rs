@@ -1916,11 +1916,11 @@ pub(super) async fn tokens_are_created_found_by_hash_touched_and_revoked(h: &dyn
 
     // Revoking keeps the row (and the first revocation's time).
     h.advance(Duration::from_secs(1));
-    let revoked = store.revoke_token("ci").await.unwrap().unwrap();
-    assert_eq!(revoked.revoked_at, Some(t0 + 66_000));
+    let (revoked, now) = store.revoke_token("ci").await.unwrap().unwrap();
+    assert_eq!((revoked.revoked_at, now), (Some(t0 + 66_000), true));
     h.advance(Duration::from_secs(1));
-    let again = other.revoke_token("ci").await.unwrap().unwrap();
-    assert_eq!(again.revoked_at, Some(t0 + 66_000));
+    let (again, now) = other.revoke_token("ci").await.unwrap().unwrap();
+    assert_eq!((again.revoked_at, now), (Some(t0 + 66_000), false));
     assert_eq!(
         store
             .find_token("aa11")

@@ -980,6 +980,31 @@ pub struct TokenRecord {
     pub last_used_at: Option<i64>,
 }
 
+/// Where a token is in its life, at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    /// It authenticates.
+    Active,
+    /// Its expiry has passed.
+    Expired,
+    /// It was revoked.
+    Revoked,
+}
+
+impl TokenRecord {
+    /// Its state at `now` (store clock): revoked wins over expired.
+    pub fn state(&self, now: i64) -> TokenState {
+        if self.revoked_at.is_some() {
+            TokenState::Revoked
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            TokenState::Expired
+        } else {
+            TokenState::Active
+        }
+    }
+}
+
 /// A token found by its hash, with the store's time it was looked up at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundToken {
@@ -1123,12 +1148,13 @@ pub trait AuthStore: Send + Sync {
         hash: &str,
     ) -> impl Future<Output = Result<Option<FoundToken>, StoreError>> + Send;
 
-    /// Revokes token `name` now (one already revoked keeps its time); the
-    /// token as it is then, `None` when there is none of that name.
+    /// Revokes token `name` now (one already revoked keeps its time): the
+    /// token as it is then and whether this call revoked it; `None` when
+    /// there is none of that name.
     fn revoke_token(
         &self,
         name: &str,
-    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<(TokenRecord, bool)>, StoreError>> + Send;
 
     /// Sets `last_used_at` of token `name` to now unless it was set within
     /// [`TOUCH_EVERY`]; whether it wrote.

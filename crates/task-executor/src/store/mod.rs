@@ -39,7 +39,7 @@ pub use contract::{
 };
 pub use contract::{
     AuditCursor, AuditEntry, AuditFilter, AuditPage, AuthStore, FoundToken, NewAudit, NewToken,
-    Scope, TOUCH_EVERY, TokenRecord,
+    Scope, TOUCH_EVERY, TokenRecord, TokenState,
 };
 pub use postgres::PgStore;
 pub use retry::{Backoff, FIRST_RETRY, MAX_RETRY, Reachability, StoreNotice};
@@ -682,7 +682,10 @@ impl Store {
         auth_op!(self, s => s.find_token(hash))
     }
 
-    pub async fn revoke_token(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+    pub async fn revoke_token(
+        &self,
+        name: &str,
+    ) -> Result<Option<(TokenRecord, bool)>, StoreError> {
         auth_op!(self, s => s.revoke_token(name))
     }
 

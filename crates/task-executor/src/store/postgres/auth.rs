@@ -156,7 +156,7 @@ impl AuthStore for PgStore {
         .transpose()
     }
 
-    async fn revoke_token(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+    async fn revoke_token(&self, name: &str) -> Result<Option<(TokenRecord, bool)>, StoreError> {
         let Some(client) = self.conn(false).await? else {
             return Ok(None);
         };
@@ -166,15 +166,15 @@ impl AuthStore for PgStore {
                 &format!(
                     "WITH revoked AS (UPDATE {SCHEMA}.tokens SET revoked_at = task_executor.now_ms() \
                         WHERE name = $1 AND revoked_at IS NULL RETURNING {TOKEN_COLUMNS}) \
-                     SELECT {TOKEN_COLUMNS} FROM revoked \
-                     UNION ALL SELECT {TOKEN_COLUMNS} FROM {SCHEMA}.tokens \
+                     SELECT {TOKEN_COLUMNS}, true FROM revoked \
+                     UNION ALL SELECT {TOKEN_COLUMNS}, false FROM {SCHEMA}.tokens \
                         WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM revoked)"
                 ),
                 &[&no_nul(name).as_ref()],
             )
             .await
             .map_err(|e| self.fail(e))?;
-        row.map(|r| self.token_of(&r)).transpose()
+        row.map(|r| Ok((self.token_of(&r)?, r.get(6)))).transpose()
     }
 
     async fn touch_token(&self, name: &str) -> Result<bool, StoreError> {

@@ -93,7 +93,7 @@ impl AuthStore for SqliteStore {
                     now,
                     expires
                 ])?;
-            Ok((inserted == 1).then(|| TokenRecord {
+            Ok((inserted == 1).then_some(TokenRecord {
                 name: token.name,
                 scope: token.scope,
                 created_at: now,
@@ -153,20 +153,22 @@ impl AuthStore for SqliteStore {
         Ok(found.flatten())
     }
 
-    async fn revoke_token(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+    async fn revoke_token(&self, name: &str) -> Result<Option<(TokenRecord, bool)>, StoreError> {
         let name = name.to_owned();
         let revoked = self
             .write_existing(move |tx, ctx| {
-                tx.prepare_cached(
-                    "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-                )?
-                .execute(params![name, ctx.now()])?;
+                let now = tx
+                    .prepare_cached(
+                        "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                    )?
+                    .execute(params![name, ctx.now()])?
+                    == 1;
                 let mut stmt = tx.prepare_cached(&format!(
                     "SELECT {TOKEN_COLUMNS} FROM tokens WHERE name = ?1"
                 ))?;
                 let mut rows = stmt.query([&name])?;
                 match rows.next()? {
-                    Some(row) => Ok(Some(read_token(row, ctx)?)),
+                    Some(row) => Ok(Some((read_token(row, ctx)?, now))),
                     None => Ok(None),
                 }
             })
