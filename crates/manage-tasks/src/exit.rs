@@ -5,7 +5,7 @@ use task_executor::history::{RunRecord, RunState};
 use task_executor::schema::Violation;
 use task_executor::service::{
     CopyError, ExecuteError, LookupError, PrepareError, ScheduleError, SubmitError, TaskError,
-    register_kind, store_kind,
+    TokenError, register_kind, store_kind,
 };
 use task_executor::view::ErrorView;
 use task_executor::{Outcome, RegisterError, StoreError};
@@ -121,7 +121,8 @@ by_ref!(
     ScheduleError,
     TaskError,
     RegisterError,
-    CopyError
+    CopyError,
+    TokenError
 );
 
 impl Failure {
@@ -152,6 +153,7 @@ impl Failure {
             TaskError,
             RegisterError,
             CopyError,
+            TokenError,
             StoreError
         );
         None
@@ -212,6 +214,12 @@ impl From<&CopyError> for Failure {
             code,
             ..Failure::nothing_ran(e.kind(), e.to_string())
         }
+    }
+}
+
+impl From<&TokenError> for Failure {
+    fn from(e: &TokenError) -> Self {
+        Failure::nothing_ran(e.kind(), e.to_string())
     }
 }
 

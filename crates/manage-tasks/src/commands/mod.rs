@@ -13,6 +13,7 @@ mod register;
 mod runs;
 mod store;
 mod tasks;
+mod tokens;
 mod workers;
 
 use std::io::{Read, Write};
@@ -23,7 +24,8 @@ use task_executor::store::ENV_TASK_STORE;
 use task_executor::{Runner, Store, StoreSpec, TaskName};
 
 use crate::cli::{
-    ArgsSource, Cli, Command, RunsCommand, ScheduleCommand, StoreCommand, WorkersCommand,
+    ArgsSource, AuditCommand, Cli, Command, RunsCommand, ScheduleCommand, StoreCommand,
+    TokensCommand, WorkersCommand,
 };
 use crate::exit::Failure;
 
@@ -43,6 +45,10 @@ pub fn wants_json(command: &Command) -> bool {
         Command::Schedule(ScheduleCommand::List(a)) => a.json,
         Command::Workers(WorkersCommand::List(a)) => a.json,
         Command::Store(StoreCommand::Copy(a)) => a.json,
+        Command::Tokens(TokensCommand::Create(a)) => a.json,
+        Command::Tokens(TokensCommand::List(a)) => a.json,
+        Command::Tokens(TokensCommand::Revoke(a)) => a.json,
+        Command::Audit(AuditCommand::List(a)) => a.json,
         Command::Unregister(_)
         | Command::Mcp(_)
         | Command::Completions { .. }
@@ -70,6 +76,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Runs(cmd) => runs::run(&ctx, cmd).await,
         Command::Schedule(cmd) => queue::schedule(&ctx, cmd).await,
         Command::Store(cmd) => store::run(&ctx, cmd).await,
+        Command::Tokens(cmd) => tokens::tokens(&ctx, cmd).await,
+        Command::Audit(cmd) => tokens::audit(&ctx, cmd).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer first: clap_complete panics on a write error
