@@ -550,6 +550,26 @@ pub struct McpArgs {
     /// Caller recorded in the envelope's meta.
     #[arg(long, default_value = "mcp")]
     pub caller: String,
+    /// Tool calls running at once (default: the CPUs); further calls wait
+    /// up to 60 s for a slot, then are refused.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_runs: Option<u32>,
+    /// With --http: sessions open at once; a further `initialize` gets HTTP 503.
+    #[arg(long, value_name = "N", default_value_t = task_executor_mcp::DEFAULT_MAX_SESSIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..), requires = "http")]
+    pub max_sessions: u32,
+    /// With --http: a session without requests for this long is closed.
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION",
+          requires = "http")]
+    pub session_idle: Duration,
+    /// With --http: another Host name (HOST or HOST:PORT) clients may use
+    /// to reach this server, besides localhost and the bound address. Repeatable.
+    #[arg(long, value_name = "HOST", requires = "http")]
+    pub allowed_host: Vec<String>,
+    /// With --http: serve a non-loopback address even though no API token
+    /// exists, to anyone who can reach it. Unsafe: any client can run tasks.
+    #[arg(long, requires = "http")]
+    pub insecure_no_auth: bool,
 }
 
 /// Parses a duration flag. Durations are stored and compared in whole
