@@ -2,8 +2,8 @@
 //! its backends.
 //!
 //! - [`contract`]: the traits a backend implements ([`Registry`],
-//!   [`RunStore`], [`Clock`]) and the types they trade; the rules every
-//!   backend keeps are in its docs;
+//!   [`RunStore`], [`AuthStore`], [`Clock`]) and the types they trade; the
+//!   rules every backend keeps are in its docs;
 //! - [`StoreSpec`] turns `TASK_STORE`/`--store` into a backend choice;
 //! - [`StoreError::is_transient`] decides which failures may pass, and
 //!   [`Reachability`] + [`Backoff`] ride them out;
