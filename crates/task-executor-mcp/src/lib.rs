@@ -92,8 +92,8 @@ pub enum ServeError {
     #[error(
         "refusing to serve MCP on `{addr}` without authentication: no API token exists in the \
          store and the address is not loopback; create one (`manage_tasks tokens create --name \
-         NAME --scope run`), bind 127.0.0.1, or pass --insecure-no-auth to serve anyone who \
-         can reach it"
+         NAME --scope run`; tokens need an SQLite or PostgreSQL store), bind 127.0.0.1, or \
+         pass --insecure-no-auth to serve anyone who can reach it"
     )]
     NoAuth {
         /// The address asked for.
