@@ -710,11 +710,20 @@ fn connect(path: &Path, create: bool) -> Result<Connection, StoreError> {
     let mut conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
     // The first read of the header: a file that is not a database fails here,
-    // before anything could write to it.
-    let version = user_version(&conn).map_err(sqlite)?;
-    // Before anything below could write to it (WAL mode is a property of
-    // the file): another program's database is refused untouched.
-    recognise(&conn, path, version)?;
+    // before anything could write to it. Before anything below could write
+    // to it (WAL mode is a property of the file), another program's
+    // database is refused untouched. Both reads see one snapshot: another
+    // process may commit the migrations in between, and a version from
+    // before them with the tables from after would look like another
+    // program's database (seen with 30 concurrent `register`s on a new file).
+    let version = {
+        conn.execute_batch("BEGIN DEFERRED").map_err(sqlite)?;
+        let checked = user_version(&conn)
+            .map_err(sqlite)
+            .and_then(|v| recognise(&conn, path, v).map(|()| v));
+        let _ = conn.execute_batch("COMMIT");
+        checked?
+    };
     check_version(path, version)?;
     // `secure_delete` zeroes what a write removes (a queued run's secret
     // arguments, cleared when it ends) instead of leaving it in free space.
