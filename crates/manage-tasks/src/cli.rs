@@ -65,6 +65,12 @@ pub enum Command {
     /// Whole stores: copy one into another.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// API tokens for the MCP HTTP transport and the HTTP API: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// The audit log: who created tokens, called tools, … and when.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to generate completions for.
@@ -464,6 +470,77 @@ pub struct CopyArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+#[command(defer = true)]
+pub enum TokensCommand {
+    /// Create a token and print its secret, once (it is stored hashed).
+    Create(TokenCreateArgs),
+    /// List tokens: name, scope, state (active, expired, revoked), dates; never secrets.
+    List(ListArgs),
+    /// Revoke a token: it stops authenticating at once and stays listed.
+    Revoke(TokenRevokeArgs),
+}
+
+/// A token's scope on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ScopeArg {
+    /// Read: list tasks, runs, logs, tools.
+    Read,
+    /// Run: read, and run (submit, cancel, call tools).
+    Run,
+    /// Admin: everything, including tasks, schedules and tokens.
+    Admin,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The token's unique name (letters, digits, `.`, `_`, `-`); audit entries show it.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// What it may do.
+    #[arg(long, value_enum)]
+    pub scope: ScopeArg,
+    /// Expire after this long (e.g. `30d`, `12h`); default: never.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub expires: Option<Duration>,
+    /// Print `{"token":{…},"secret":"te_…"}` on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Print the revoked token as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(defer = true)]
+pub enum AuditCommand {
+    /// List audit entries, newest first.
+    List(AuditListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditListArgs {
+    /// At most N entries.
+    #[arg(long, default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
+    /// Only entries since then: a duration ago (`1h`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Continue after this cursor (printed with the previous page).
+    #[arg(long, value_name = "CURSOR")]
+    pub after: Option<String>,
+    /// Print `{"items":[…],"next":CURSOR|null}` on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The address to listen on; port 0 picks a free port. Without API tokens, a
@@ -528,6 +605,26 @@ pub struct McpArgs {
     /// Caller recorded in the envelope's meta.
     #[arg(long, default_value = "mcp")]
     pub caller: String,
+    /// Tool calls running at once (default: the CPUs); further calls wait
+    /// up to 60 s for a slot, then are refused.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_runs: Option<u32>,
+    /// With --http: sessions open at once; a further `initialize` gets HTTP 503.
+    #[arg(long, value_name = "N", default_value_t = task_executor_mcp::DEFAULT_MAX_SESSIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..), requires = "http")]
+    pub max_sessions: u32,
+    /// With --http: a session without requests for this long is closed.
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION",
+          requires = "http")]
+    pub session_idle: Duration,
+    /// With --http: another Host name (HOST or HOST:PORT) clients may use
+    /// to reach this server, besides localhost and the bound address. Repeatable.
+    #[arg(long, value_name = "HOST", requires = "http")]
+    pub allowed_host: Vec<String>,
+    /// With --http: serve a non-loopback address even though no API token
+    /// exists, to anyone who can reach it. Unsafe: any client can run tasks.
+    #[arg(long, requires = "http")]
+    pub insecure_no_auth: bool,
 }
 
 /// Parses a duration flag. Durations are stored and compared in whole

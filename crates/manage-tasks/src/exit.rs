@@ -5,7 +5,7 @@ use task_executor::history::{RunRecord, RunState};
 use task_executor::schema::Violation;
 use task_executor::service::{
     CopyError, ExecuteError, LookupError, PrepareError, ScheduleError, SubmitError, TaskError,
-    register_kind, store_kind,
+    TokenError, register_kind, store_kind,
 };
 use task_executor::view::ErrorView;
 use task_executor::{Outcome, RegisterError, StoreError};
@@ -124,7 +124,8 @@ by_ref!(
     ScheduleError,
     TaskError,
     RegisterError,
-    CopyError
+    CopyError,
+    TokenError
 );
 
 impl Failure {
@@ -155,6 +156,7 @@ impl Failure {
             TaskError,
             RegisterError,
             CopyError,
+            TokenError,
             StoreError
         );
         None
@@ -215,6 +217,12 @@ impl From<&CopyError> for Failure {
             code,
             ..Failure::nothing_ran(e.kind(), e.to_string())
         }
+    }
+}
+
+impl From<&TokenError> for Failure {
+    fn from(e: &TokenError) -> Self {
+        Failure::nothing_ran(e.kind(), e.to_string())
     }
 }
 

@@ -747,12 +747,152 @@ fn sigterm_drains(env: Env) {
     assert!(stderr.lock().unwrap().contains("stopped"));
 }
 
+/// Once a token exists: 401 without one (or with a bad one), 403 for a
+/// scope too small, and every write in the audit log under the token's name.
+fn tokens_and_audit(env: Env) {
+    echo_task(&env);
+    let token = |name: &str, scope: &str| {
+        let created = env.json(&[
+            "tokens", "create", "--name", name, "--scope", scope, "--json",
+        ]);
+        created["secret"].as_str().unwrap().to_owned()
+    };
+    let reader = token("dash", "read");
+    let runner = token("ci", "run");
+    let admin = token("ops", "admin");
+    let s = Server::start(&env, &["--workers", "1"]);
+    wait_until(5.0, "the tokens notice", || {
+        s.stderr()
+            .contains("every request needs `Authorization: Bearer <token>`")
+    });
+    let call = |method: &str, path: &str, token: Option<&str>, body: &str| {
+        let url = s.url(path);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let r = match method {
+            "GET" => {
+                let mut r = s.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            "DELETE" => {
+                let mut r = s.agent.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            _ => {
+                let mut r = s
+                    .agent
+                    .post(&url)
+                    .header("Content-Type", "application/json");
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send(body)
+            }
+        };
+        answer(r.unwrap())
+    };
+    // No token, a bad one: 401.
+    let (st, e) = call("GET", "/api/v1/tasks", None, "");
+    assert_eq!(
+        (st, e["error"]["kind"].as_str()),
+        (401, Some("missing_token"))
+    );
+    let (st, e) = call("GET", "/api/v1/tasks", Some("te_nonsense"), "");
+    assert_eq!(
+        (st, e["error"]["kind"].as_str()),
+        (401, Some("malformed_token"))
+    );
+    // Read may look, not run; run may run, not schedule.
+    assert_eq!(call("GET", "/api/v1/tasks", Some(&reader), "").0, 200);
+    let (st, e) = call(
+        "POST",
+        "/api/v1/tasks/echo/runs",
+        Some(&reader),
+        r#"{"n": 1}"#,
+    );
+    assert_eq!(
+        (st, e["error"]["kind"].as_str()),
+        (403, Some("forbidden")),
+        "{e}"
+    );
+    let (st, run) = call(
+        "POST",
+        "/api/v1/tasks/echo/runs?wait=30s",
+        Some(&runner),
+        r#"{"n": 1}"#,
+    );
+    assert_eq!(st, 200, "{run}");
+    assert_eq!(run["caller"], "http:ci");
+    let id = run_id(&run);
+    assert_eq!(
+        call(
+            "POST",
+            &format!("/api/v1/runs/{id}/retry"),
+            Some(&runner),
+            ""
+        )
+        .0,
+        202
+    );
+    let sched = json!({"task": "echo", "cron": "0 3 * * *", "args": {"n": 1}}).to_string();
+    let (st, e) = call("POST", "/api/v1/schedules", Some(&runner), &sched);
+    assert_eq!((st, e["error"]["kind"].as_str()), (403, Some("forbidden")));
+    let (st, added) = call("POST", "/api/v1/schedules", Some(&admin), &sched);
+    assert_eq!(st, 201, "{added}");
+    let sid = added["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(
+            "DELETE",
+            &format!("/api/v1/schedules/{sid}"),
+            Some(&admin),
+            ""
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        call("DELETE", "/api/v1/tasks/echo", Some(&admin), "").0,
+        204
+    );
+
+    let audit = env.json(&["audit", "list", "--json", "--limit", "20"]);
+    let http: Vec<(String, String)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["detail"]["transport"] == "http")
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("ops", "task.unregister"),
+        ("ops", "schedule.remove"),
+        ("ops", "schedule.add"),
+        ("ci", "run.retry"),
+        ("ci", "run.submit"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(http, want, "{audit}");
+}
+
 on_sql_backends!(
     routes_and_errors,
     openapi_and_docs,
     sse_logs_resume,
     events_feed,
-    sigterm_drains
+    sigterm_drains,
+    tokens_and_audit
 );
 
 #[test]

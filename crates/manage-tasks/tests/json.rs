@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{Env, json_stdout, on_sql_backends, stderr, stdout, wait_until};
 use serde_json::{Value, json};
 
-on_sql_backends!(tasks, runs, queue_and_schedules, workers);
+on_sql_backends!(tasks, runs, queue_and_schedules, workers, tokens_and_audit);
 
 /// Fields whose values differ between runs, by key.
 const VOLATILE: &[&str] = &[
@@ -34,6 +34,11 @@ const VOLATILE: &[&str] = &[
     "pid",
     "last_seen",
     "last_seen_ago_ms",
+    "secret",
+    "expires_at",
+    "revoked_at",
+    "last_used_at",
+    "at",
 ];
 
 /// `v` with every volatile value that is set replaced by `"[key]"`.
@@ -300,6 +305,41 @@ fn workers(env: Env) {
     insta::assert_json_snapshot!("workers_list", stable(listed()));
     common::signal(worker.id(), "-TERM");
     assert!(worker.wait().unwrap().success());
+}
+
+fn tokens_and_audit(env: Env) {
+    // As user `ada`: the audit log's actor is `cli:ada`.
+    let json = |args: &[&str]| {
+        let out = env.cmd().env("USER", "ada").args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        json_stdout(&out)
+    };
+    let created = json(&[
+        "-q",
+        "tokens",
+        "create",
+        "--name",
+        "ci",
+        "--scope",
+        "run",
+        "--expires",
+        "30d",
+        "--json",
+    ]);
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("te_") && secret.len() == 67, "{secret}");
+    insta::assert_json_snapshot!("tokens_create", stable(created));
+    json(&[
+        "-q", "tokens", "create", "--name", "ops", "--scope", "admin", "--json",
+    ]);
+    let revoked = json(&["-q", "tokens", "revoke", "ops", "--json"]);
+    insta::assert_json_snapshot!("tokens_revoke", stable(revoked));
+    let listed = json(&["-q", "tokens", "list", "--json"]);
+    assert!(!listed.to_string().contains(&secret[3..]), "{listed}");
+    insta::assert_json_snapshot!("tokens_list", stable(listed));
+    let audit = json(&["-q", "audit", "list", "--json"]);
+    assert!(!audit.to_string().contains(&secret[3..]), "{audit}");
+    insta::assert_json_snapshot!("audit_list", stable(audit));
 }
 
 #[test]

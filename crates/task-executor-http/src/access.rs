@@ -1,74 +1,33 @@
 //! Who may do what: the one place a request is let through or refused.
 //!
 //! Each route needs a [`Scope`] ([`required_scope`]: `read` for GET, `run`
-//! to submit, cancel or retry, `admin` for tasks and schedules). The
-//! [`Access`] policy turns a request into a [`Principal`] or a refusal.
-//! Until tokens exist there is one policy, [`Access::Open`]: every request
-//! is the local administrator, which is why [`check_bind`] lets the server
-//! answer on loopback only (or anywhere with `--insecure-no-auth`). A token
-//! policy (`Authorization: Bearer …` → principal, 401 without, 403 for a
-//! scope too small) is a new variant here and nothing elsewhere.
+//! to submit, cancel or retry, `admin` for tasks and schedules). Once a
+//! token exists in the store, every request needs `Authorization: Bearer
+//! <token>` of at least that scope (401 without or with a bad one, 403 for a
+//! scope too small), checked by the service ([`Service::authorize`]). Until
+//! then every request acts as the local administrator ([`local`]), which is
+//! why [`check_bind`] lets the server answer on loopback only (or anywhere
+//! with `--insecure-no-auth`). The principal goes on to the route, which
+//! records each write in the audit log under its name.
+//!
+//! [`Service::authorize`]: task_executor::service::Service::authorize
 
 use std::net::SocketAddr;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+pub use task_executor::service::Principal;
+pub use task_executor::store::Scope;
 
 use crate::routes::AppState;
 
-/// What a principal may do; each includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Scope {
-    /// Read anything (GET).
-    Read,
-    /// Also submit, cancel and retry runs.
-    Run,
-    /// Also register and unregister tasks, add and remove schedules.
-    Admin,
-}
-
-impl Scope {
-    /// Its name: `read`, `run` or `admin`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Run => "run",
-            Scope::Admin => "admin",
-        }
-    }
-}
-
-/// Who a request acts as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The name recorded for its writes.
-    pub name: String,
-    /// What it may do.
-    pub scope: Scope,
-}
-
-/// How requests are authenticated.
-#[derive(Debug, Clone)]
-pub enum Access {
-    /// No tokens are configured: every request acts as the local
-    /// administrator. Safe only where only this machine can connect.
-    Open,
-}
-
-impl Access {
-    /// The principal of a request with these headers, or why it is refused.
-    fn principal(
-        &self,
-        _headers: &axum::http::HeaderMap,
-    ) -> Result<Principal, crate::error::ApiError> {
-        match self {
-            Access::Open => Ok(Principal {
-                name: "local".to_owned(),
-                scope: Scope::Admin,
-            }),
-        }
+/// The principal of every request while no token exists.
+pub fn local() -> Principal {
+    Principal {
+        name: "http:local".to_owned(),
+        scope: Scope::Admin,
     }
 }
 
@@ -86,7 +45,7 @@ pub fn required_scope(method: &Method, route: &str) -> Scope {
     }
 }
 
-/// The middleware: refuses what the principal may not do, else passes the
+/// The middleware: refuses what the request may not do, else passes its
 /// principal on to the route (as a request extension).
 pub(crate) async fn authorize(
     State(state): State<AppState>,
@@ -99,13 +58,15 @@ pub(crate) async fn authorize(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
     let needed = required_scope(req.method(), &route);
-    let principal = match state.access.principal(req.headers()) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match state.service.authorize(authorization, needed).await {
+        Ok(Some(p)) => p,
+        Ok(None) => local(),
+        Err(e) => return crate::error::ApiError::from(e).into_response(),
     };
-    if principal.scope < needed {
-        return crate::error::ApiError::forbidden(&principal, needed).into_response();
-    }
     req.extensions_mut().insert(principal);
     next.run(req).await
 }
@@ -115,6 +76,8 @@ pub(crate) async fn authorize(
 pub enum Exposure {
     /// Only this machine (a loopback address).
     Loopback,
+    /// Tokens exist: anyone who can reach the address, with one.
+    Tokens,
     /// Anyone who can reach the address, without authentication (`--insecure-no-auth`).
     OpenToNetwork,
 }
@@ -122,7 +85,7 @@ pub enum Exposure {
 /// Why the server refuses to start on an address.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    /// A non-loopback address while no tokens are configured.
+    /// A non-loopback address while no token exists.
     #[error(
         "refusing to serve on `{addr}`: no API tokens are configured, so anyone who can reach \
          it could register and run tasks; listen on a loopback address (127.0.0.1:PORT, \
@@ -141,10 +104,16 @@ impl BindError {
     }
 }
 
-/// Whether the API may listen on `addr`: without tokens, on loopback only,
-/// unless `insecure_no_auth`.
-pub fn check_bind(addr: SocketAddr, insecure_no_auth: bool) -> Result<Exposure, BindError> {
-    if addr.ip().is_loopback() {
+/// Whether the API may listen on `addr`: anywhere once tokens exist
+/// (`tokens`), else on loopback only, unless `insecure_no_auth`.
+pub fn check_bind(
+    addr: SocketAddr,
+    tokens: bool,
+    insecure_no_auth: bool,
+) -> Result<Exposure, BindError> {
+    if tokens {
+        Ok(Exposure::Tokens)
+    } else if addr.ip().is_loopback() {
         Ok(Exposure::Loopback)
     } else if insecure_no_auth {
         Ok(Exposure::OpenToNetwork)

@@ -10,19 +10,19 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use task_executor::schema::Violation;
 use task_executor::service::{
-    LookupError, PrepareError, RetryError, ScheduleError, SubmitError, TaskError, register_kind,
-    store_kind,
+    AuthError, Denial, LookupError, PrepareError, RetryError, ScheduleError, SubmitError,
+    TaskError, register_kind, store_kind,
 };
 use task_executor::view::{ErrorDoc, ErrorView};
 use task_executor::{RegisterError, StoreError};
-
-use crate::access::{Principal, Scope};
 
 /// An error answer: a status and the error view.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     view: ErrorView,
+    /// A 401: answer with `WWW-Authenticate: Bearer`.
+    bearer: bool,
 }
 
 /// The status of an error of `kind`; `transient` for store errors that may pass.
@@ -75,6 +75,7 @@ impl ApiError {
 
     fn with(kind: &str, message: String, violations: &[Violation], transient: bool) -> Self {
         Self {
+            bearer: false,
             status: status_of(kind, transient),
             view: ErrorView {
                 kind: kind.to_owned(),
@@ -89,20 +90,8 @@ impl ApiError {
         Self {
             status,
             view: ErrorView::new(kind, message),
+            bearer: false,
         }
-    }
-
-    /// A 403: `principal` lacks `needed`.
-    pub fn forbidden(principal: &Principal, needed: Scope) -> Self {
-        Self::new(
-            "forbidden",
-            format!(
-                "`{}` has scope `{}`, and this needs `{}`; use a token with that scope",
-                principal.name,
-                principal.scope.as_str(),
-                needed.as_str()
-            ),
-        )
     }
 
     /// A 400 for a bad query parameter or path segment.
@@ -114,11 +103,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let bearer = self.bearer;
         let mut response = (self.status, Json(ErrorDoc { error: self.view })).into_response();
         if retry {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if bearer {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -215,6 +210,21 @@ impl From<RetryError> for ApiError {
             RetryError::Submit(s) => s.into(),
             other => Self::with(other.kind(), other.to_string(), other.violations(), false),
         }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let status = match (&e, e.denial()) {
+            (AuthError::Store(s), _) if s.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            (AuthError::Store(_), _) => StatusCode::INTERNAL_SERVER_ERROR,
+            (_, Denial::Unauthenticated) => StatusCode::UNAUTHORIZED,
+            (_, Denial::Forbidden) => StatusCode::FORBIDDEN,
+            (_, Denial::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let mut response = Self::status(status, e.kind(), e.to_string());
+        response.bearer = status == StatusCode::UNAUTHORIZED;
+        response
     }
 }
 

@@ -167,7 +167,6 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::access::Access;
     use crate::metrics::Metrics;
     use crate::routes::Shared;
 
@@ -184,7 +183,6 @@ mod tests {
         let state = AppState::from(Shared {
             service,
             caller: "test".into(),
-            access: Access::Open,
             limits: Limits::default(),
             metrics: Arc::new(Metrics::new()),
             changes,

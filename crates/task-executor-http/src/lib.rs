@@ -14,8 +14,8 @@
 //!   body and query extractors and their rejections; `error`: the one error
 //!   shape and its HTTP statuses; `layers`: limits, timeouts, security
 //!   headers, catch-panic, uniform errors, request metrics;
-//! - `access`: the one place where a request is allowed or refused (today:
-//!   open on loopback; tokens slot in there);
+//! - `access`: the one place where a request is allowed or refused (tokens
+//!   once any exists, else loopback only); writes are audited by the routes;
 //! - `sse`: log and event streams; `metrics`: `/metrics`; `docs`:
 //!   `/api/v1/openapi.json` and `/api/v1/docs`.
 //!
@@ -33,7 +33,7 @@ mod routes;
 mod server;
 mod sse;
 
-pub use access::{Access, BindError, Exposure, Principal, Scope, check_bind};
+pub use access::{BindError, Exposure, Principal, Scope, check_bind};
 pub use server::{HttpConfig, Limits, ServeError, serve};
 
 /// Where the API lives.

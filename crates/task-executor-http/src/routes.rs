@@ -19,18 +19,19 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use task_executor::history::{Cursor, RunFilter, RunRecord, RunState, now_ms, to_ms};
 use task_executor::schema::Violation;
 use task_executor::service::{LogEvent, LogPosition, Registration, Service, SubmitOptions};
+use task_executor::store::NewAudit;
 use task_executor::view::{
     CancelView, ListView, LogLineView, RunView, ScheduleView, TaskView, WorkerView,
 };
-use task_executor::{Formats, TaskName};
+use task_executor::{Formats, StoreError, TaskName};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{Access, Principal};
+use crate::access::Principal;
 use crate::body::{JsonBody, QueryParams, StreamHeaders};
 use crate::error::ApiError;
 use crate::layers::human;
@@ -44,7 +45,6 @@ pub(crate) struct AppState(Arc<Shared>);
 pub(crate) struct Shared {
     pub service: Service,
     pub caller: String,
-    pub access: Access,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub changes: broadcast::Sender<Arc<RunRecord>>,
@@ -65,14 +65,34 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// The caller recorded on a run `principal` queues.
+    /// The caller recorded on a run `principal` queues: the server's
+    /// (`--caller`) while no token exists, else `<caller>:<token name>`.
     fn caller_for(&self, principal: &Principal) -> String {
-        match self.access {
-            // No tokens: every request is the same local user.
-            Access::Open => {
-                let _ = principal;
-                self.caller.clone()
-            }
+        if *principal == crate::access::local() {
+            self.caller.clone()
+        } else {
+            format!("{}:{}", self.caller, principal.name)
+        }
+    }
+
+    /// Records a write in the audit log before it is made: a write the log
+    /// cannot record is not made (a YAML store keeps no log).
+    async fn audit(
+        &self,
+        principal: &Principal,
+        action: &str,
+        target: &str,
+        detail: Value,
+    ) -> Result<(), ApiError> {
+        let entry = NewAudit {
+            actor: principal.name.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail,
+        };
+        match self.service.audit(&entry).await {
+            Ok(_) | Err(StoreError::Unsupported { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -107,7 +127,6 @@ pub(crate) fn router(
     let state = AppState(Arc::new(Shared {
         service: config.service,
         caller: config.caller,
-        access: config.access,
         limits: config.limits,
         metrics,
         changes,
@@ -376,7 +395,11 @@ impl Violations {
     }
 }
 
-async fn register(State(s): State<AppState>, JsonBody(b): JsonBody<RegisterBody>) -> ApiResult {
+async fn register(
+    State(s): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(b): JsonBody<RegisterBody>,
+) -> ApiResult {
     let mut v = Violations::default();
     let name = match TaskName::new(b.name.as_str()) {
         Ok(n) => Some(n),
@@ -413,12 +436,31 @@ async fn register(State(s): State<AppState>, JsonBody(b): JsonBody<RegisterBody>
     v.check("task to register")?;
     // A name that did not parse left a violation, so `check` answered already.
     let name = name.ok_or_else(|| ApiError::new("invalid_body", "the task's name is not valid"))?;
+    s.audit(
+        &principal,
+        "task.register",
+        name.as_str(),
+        json!({"location": b.location, "replace": b.replace, "transport": "http"}),
+    )
+    .await?;
     let task = s.service.register(name, &location, &registration).await?;
     Ok(reply(StatusCode::CREATED, &TaskView::from(&task)))
 }
 
-async fn unregister(State(s): State<AppState>, Path(p): Path<NamePath>) -> ApiResult {
-    s.service.unregister(&task_name(&p.name)?).await?;
+async fn unregister(
+    State(s): State<AppState>,
+    Path(p): Path<NamePath>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult {
+    let name = task_name(&p.name)?;
+    s.audit(
+        &principal,
+        "task.unregister",
+        name.as_str(),
+        json!({"transport": "http"}),
+    )
+    .await?;
+    s.service.unregister(&name).await?;
     Ok(Reply(StatusCode::NO_CONTENT.into_response()))
 }
 
@@ -470,6 +512,14 @@ async fn submit(
         })
         .transpose()?;
     let task = s.service.prepare_to_queue(&name).await?;
+    task.check(&args)?;
+    s.audit(
+        &principal,
+        "run.submit",
+        name.as_str(),
+        json!({"transport": "http"}),
+    )
+    .await?;
     let options = SubmitOptions {
         caller: s.caller_for(&principal),
         ..SubmitOptions::default()
@@ -578,8 +628,20 @@ async fn get_run(State(s): State<AppState>, Path(p): Path<IdPath>) -> ApiResult 
     Ok(reply(StatusCode::OK, &view))
 }
 
-async fn cancel(State(s): State<AppState>, Path(p): Path<IdPath>) -> ApiResult {
-    let c = s.service.cancel(&p.id).await?;
+async fn cancel(
+    State(s): State<AppState>,
+    Path(p): Path<IdPath>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult {
+    let run = s.service.run(&p.id).await?;
+    s.audit(
+        &principal,
+        "run.cancel",
+        &run.id,
+        json!({"task": run.task, "transport": "http"}),
+    )
+    .await?;
+    let c = s.service.cancel(&run.id).await?;
     Ok(reply(
         StatusCode::OK,
         &CancelView {
@@ -594,7 +656,15 @@ async fn retry(
     Path(p): Path<IdPath>,
     Extension(principal): Extension<Principal>,
 ) -> ApiResult {
-    let run = s.service.retry(&p.id, &s.caller_for(&principal)).await?;
+    let old = s.service.run(&p.id).await?;
+    s.audit(
+        &principal,
+        "run.retry",
+        &old.id,
+        json!({"task": old.task, "transport": "http"}),
+    )
+    .await?;
+    let run = s.service.retry(&old.id, &s.caller_for(&principal)).await?;
     Ok(reply(StatusCode::ACCEPTED, &RunView::from(&run)))
 }
 
@@ -723,6 +793,13 @@ async fn add_schedule(
 ) -> ApiResult {
     let task = s.service.prepare_to_queue(&task_name(&b.task)?).await?;
     let caller = b.caller.unwrap_or_else(|| s.caller_for(&principal));
+    s.audit(
+        &principal,
+        "schedule.add",
+        task.task().name.as_str(),
+        json!({"cron": b.cron, "transport": "http"}),
+    )
+    .await?;
     let schedule = s
         .service
         .add_schedule(&task, &b.cron, &Value::Object(b.args), &caller)
@@ -730,7 +807,18 @@ async fn add_schedule(
     Ok(reply(StatusCode::CREATED, &ScheduleView::from(&schedule)))
 }
 
-async fn remove_schedule(State(s): State<AppState>, Path(p): Path<IdPath>) -> ApiResult {
+async fn remove_schedule(
+    State(s): State<AppState>,
+    Path(p): Path<IdPath>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult {
+    s.audit(
+        &principal,
+        "schedule.remove",
+        &p.id,
+        json!({"transport": "http"}),
+    )
+    .await?;
     s.service.remove_schedule(&p.id).await?;
     Ok(Reply(StatusCode::NO_CONTENT.into_response()))
 }

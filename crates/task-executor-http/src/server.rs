@@ -13,7 +13,6 @@ use task_executor::service::Service;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::Access;
 use crate::metrics::Metrics;
 
 /// Limits on what one client may make the server do.
@@ -53,8 +52,6 @@ pub struct HttpConfig {
     pub service: Service,
     /// The caller recorded on runs submitted through the API.
     pub caller: String,
-    /// Who may do what.
-    pub access: Access,
     /// Limits.
     pub limits: Limits,
 }

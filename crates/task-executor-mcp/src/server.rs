@@ -25,7 +25,8 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler};
 use serde_json::json;
-use task_executor::service::{Call, ExecuteError, PrepareError, Service};
+use task_executor::service::{Call, ExecuteError, PrepareError, Principal, Service};
+use task_executor::store::NewAudit;
 use task_executor::{LogLine, LogSink, Stream, Task, TaskName};
 use tokio::sync::mpsc;
 
@@ -47,6 +48,44 @@ pub struct McpConfig {
     pub caller: String,
     /// How often the store is checked for changes while a client is connected.
     pub poll_interval: Duration,
+    /// The cap on tool calls running at once, across every session.
+    pub runs: RunLimit,
+}
+
+/// A cap on tool calls running at once, shared by every session: a call
+/// beyond it waits for a slot (first come, first served) up to
+/// [`RunLimit::wait`], then is refused with JSON-RPC error
+/// [`BUSY`](crate::guard::codes::BUSY); a call cancelled meanwhile stops waiting.
+#[derive(Debug, Clone)]
+pub struct RunLimit {
+    slots: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    wait: Duration,
+}
+
+impl RunLimit {
+    /// How long a call waits for a slot by default.
+    pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+
+    /// At most `max` (at least 1) calls at once; others wait up to `wait`.
+    pub fn new(max: usize, wait: Duration) -> Self {
+        let max = max.max(1);
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            wait,
+        }
+    }
+
+    /// How many calls may run at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// How long a call waits for a slot.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
 }
 
 /// One MCP session's handler. Cheap to clone; the HTTP transport makes one per session.
@@ -116,6 +155,30 @@ impl TaskServer {
             return Err(mapping::invalid_arguments(&name, &violations));
         }
 
+        let limit = &self.config.runs;
+        let _slot = tokio::select! {
+            slot = tokio::time::timeout(limit.wait, limit.slots.clone().acquire_owned()) => {
+                match slot {
+                    Ok(Ok(slot)) => slot,
+                    _ => return Err(ErrorData::new(
+                        rmcp::model::ErrorCode(crate::guard::codes::BUSY),
+                        format!(
+                            "the server is busy: {} tool calls are running (its \
+                             --max-concurrent-runs) and this one waited {}s for a slot; \
+                             try again later",
+                            limit.max,
+                            limit.wait.as_secs()
+                        ),
+                        None,
+                    )),
+                }
+            }
+            () = ctx.ct.cancelled() => {
+                return Err(ErrorData::internal_error("cancelled while waiting for a run slot", None));
+            }
+        };
+        self.audit_call(&name, &ctx).await?;
+
         let threshold = self.log_threshold(&ctx);
         let (tx, rx) = mpsc::channel(LOG_BACKLOG);
         let sink = ChannelLogs {
@@ -149,6 +212,39 @@ impl TaskServer {
             Ok(run) => Ok(mapping::call_result(&run.report)),
             Err(ExecuteError::Prepare(e)) => Err(internal(e)),
             Err(ExecuteError::Store(e)) => Err(internal(e)),
+        }
+    }
+}
+
+impl TaskServer {
+    /// Records a `tools/call` over HTTP in the audit log, under the
+    /// token's name (`anonymous` while the store has no token). Calls over
+    /// stdio come from whoever started the server, like `execute`, and are
+    /// not audited. A store without an audit log (YAML) records nothing.
+    async fn audit_call(
+        &self,
+        name: &TaskName,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let Some(parts) = ctx.extensions.get::<axum::http::request::Parts>() else {
+            return Ok(());
+        };
+        let actor = parts
+            .extensions
+            .get::<Principal>()
+            .map_or_else(|| "anonymous".to_owned(), |p| p.name.clone());
+        let entry = NewAudit {
+            actor,
+            action: "tools.call".into(),
+            target: name.to_string(),
+            detail: json!({"transport": "http", "caller": self.config.caller}),
+        };
+        match self.config.service.audit(&entry).await {
+            Ok(_) | Err(task_executor::StoreError::Unsupported { .. }) => Ok(()),
+            Err(e) => Err(ErrorData::internal_error(
+                format!("the call was not run: the audit log could not record it: {e}"),
+                None,
+            )),
         }
     }
 }

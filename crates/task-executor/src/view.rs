@@ -18,7 +18,9 @@ use crate::history::{LogEntry, RunRecord, RunState, from_ms};
 use crate::outcome::{ExitInfo, Outcome};
 use crate::queue::CancelResult;
 use crate::schema::Violation;
-use crate::store::{Listed, Schedule, Unusable, WorkerRecord};
+use crate::store::{
+    AuditEntry, Listed, Schedule, Scope, TokenRecord, TokenState, Unusable, WorkerRecord,
+};
 use crate::task::{Formats, Task, TaskName};
 
 /// An epoch-milliseconds time as RFC 3339 UTC with milliseconds.
@@ -513,4 +515,74 @@ pub struct CutCounts {
     pub lines: u64,
     /// Bytes cut.
     pub bytes: u64,
+}
+
+/// An API token as `tokens list --json` shows it: never its secret or hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenView<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// `read`, `run` or `admin`.
+    pub scope: Scope,
+    /// `active`, `expired` or `revoked`, at the store's time of the listing.
+    pub state: TokenState,
+    /// When it was created.
+    pub created_at: String,
+    /// When it expires, `null` for never.
+    pub expires_at: Option<String>,
+    /// When it was revoked, `null` if it was not.
+    pub revoked_at: Option<String>,
+    /// When it was last used (to the minute), `null` if never.
+    pub last_used_at: Option<String>,
+}
+
+impl<'a> TokenView<'a> {
+    /// The view of `t` at `now` (the store's time).
+    pub fn new(t: &'a TokenRecord, now: i64) -> Self {
+        Self {
+            name: &t.name,
+            scope: t.scope,
+            state: t.state(now),
+            created_at: time_text(t.created_at),
+            expires_at: t.expires_at.map(time_text),
+            revoked_at: t.revoked_at.map(time_text),
+            last_used_at: t.last_used_at.map(time_text),
+        }
+    }
+}
+
+/// What `tokens create --json` prints: the token, and its secret (shown once).
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedTokenView<'a> {
+    /// The stored token.
+    pub token: TokenView<'a>,
+    /// The secret to send as `Authorization: Bearer <secret>`; stored nowhere.
+    pub secret: &'a str,
+}
+
+/// One audit log entry as `audit list --json` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditView<'a> {
+    /// When it was recorded (the store's clock).
+    pub at: String,
+    /// A token's name, or `cli:<user>`.
+    pub actor: &'a str,
+    /// What was done: `token.create`, `token.revoke`, `tools.call`, …
+    pub action: &'a str,
+    /// What it was done to.
+    pub target: &'a str,
+    /// More about it; never a secret.
+    pub detail: &'a Value,
+}
+
+impl<'a> From<&'a AuditEntry> for AuditView<'a> {
+    fn from(e: &'a AuditEntry) -> Self {
+        Self {
+            at: time_text(e.at),
+            actor: &e.actor,
+            action: &e.action,
+            target: &e.target,
+            detail: &e.detail,
+        }
+    }
 }

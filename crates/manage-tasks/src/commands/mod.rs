@@ -14,6 +14,7 @@ mod runs;
 mod serve;
 mod store;
 mod tasks;
+mod tokens;
 mod workers;
 
 use std::io::{Read, Write};
@@ -24,7 +25,8 @@ use task_executor::store::ENV_TASK_STORE;
 use task_executor::{Runner, Store, StoreSpec, TaskName};
 
 use crate::cli::{
-    ArgsSource, Cli, Command, RunsCommand, ScheduleCommand, StoreCommand, WorkersCommand,
+    ArgsSource, AuditCommand, Cli, Command, RunsCommand, ScheduleCommand, StoreCommand,
+    TokensCommand, WorkersCommand,
 };
 use crate::exit::Failure;
 
@@ -44,6 +46,10 @@ pub fn wants_json(command: &Command) -> bool {
         Command::Schedule(ScheduleCommand::List(a)) => a.json,
         Command::Workers(WorkersCommand::List(a)) => a.json,
         Command::Store(StoreCommand::Copy(a)) => a.json,
+        Command::Tokens(TokensCommand::Create(a)) => a.json,
+        Command::Tokens(TokensCommand::List(a)) => a.json,
+        Command::Tokens(TokensCommand::Revoke(a)) => a.json,
+        Command::Audit(AuditCommand::List(a)) => a.json,
         Command::Unregister(_)
         | Command::Mcp(_)
         | Command::Serve(_)
@@ -73,6 +79,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Runs(cmd) => runs::run(&ctx, cmd).await,
         Command::Schedule(cmd) => queue::schedule(&ctx, cmd).await,
         Command::Store(cmd) => store::run(&ctx, cmd).await,
+        Command::Tokens(cmd) => tokens::tokens(&ctx, cmd).await,
+        Command::Audit(cmd) => tokens::audit(&ctx, cmd).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into a buffer first: clap_complete panics on a write error

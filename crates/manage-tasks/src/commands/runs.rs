@@ -28,7 +28,7 @@ pub async fn run(ctx: &Context, cmd: RunsCommand) -> anyhow::Result<u8> {
     }
 }
 
-fn parse_since(s: &str) -> Result<i64, Failure> {
+pub(super) fn parse_since(s: &str) -> Result<i64, Failure> {
     if let Ok(d) = humantime::parse_duration(s.trim()) {
         return Ok(now_ms() - d.as_millis() as i64);
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use task_executor::queue::{WorkerConfig, WorkerEvent};
 use task_executor::service::ServiceConfig;
 use task_executor::{Runner, RunnerConfig};
-use task_executor_http::{Access, Exposure, HttpConfig, Limits};
+use task_executor_http::{Exposure, HttpConfig, Limits};
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, cancel_on_signal};
@@ -21,16 +21,6 @@ use crate::output::clean;
 const API_CONNECTIONS: usize = 16;
 
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<u8> {
-    let exposure = match task_executor_http::check_bind(args.listen, args.insecure_no_auth) {
-        Ok(e) => e,
-        Err(e) => {
-            return Err(Failure {
-                code: exit::NOT_LOOPBACK,
-                ..Failure::nothing_ran(e.kind(), e.to_string())
-            }
-            .into());
-        }
-    };
     let workers = match args.workers {
         Some(n) => usize::from(n),
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -47,6 +37,18 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<u8> {
         },
         workers + 2 + API_CONNECTIONS,
     )?;
+    let tokens = service.tokens_configured().await.map_err(Failure::from)?;
+    let exposure = match task_executor_http::check_bind(args.listen, tokens, args.insecure_no_auth)
+    {
+        Ok(e) => e,
+        Err(e) => {
+            return Err(Failure {
+                code: exit::NOT_LOOPBACK,
+                ..Failure::nothing_ran(e.kind(), e.to_string())
+            }
+            .into());
+        }
+    };
     if !service.has_history() {
         return Err(Failure::nothing_ran(
             "unsupported",
@@ -86,6 +88,14 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<u8> {
                     err,
                     "no API tokens are configured: answering on loopback only, every request \
                      acting as the local administrator"
+                );
+            }
+        }
+        Exposure::Tokens => {
+            if !quiet {
+                let _ = writeln!(
+                    err,
+                    "API tokens are configured: every request needs `Authorization: Bearer <token>`"
                 );
             }
         }
@@ -140,7 +150,6 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<u8> {
     let config = HttpConfig {
         service,
         caller: args.caller,
-        access: Access::Open,
         limits: Limits {
             max_body: args.max_body,
             shutdown_grace: args.drain,

@@ -23,9 +23,15 @@
 //!   [`Service::active`], [`Service::prune`];
 //! - schedules: [`Service::add_schedule`], [`Service::schedules`],
 //!   [`Service::remove_schedule`];
+//! - tokens and audit ([`auth`]'s docs): [`Service::create_token`],
+//!   [`Service::tokens`], [`Service::revoke_token`],
+//!   [`Service::tokens_configured`], [`Service::authenticate`],
+//!   [`Service::authorize`] (the check a server makes per request),
+//!   [`Service::audit`], [`Service::audit_log`];
 //! - stores: [`copy_store`] copies one store into another (a function, not
 //!   a method: it works on two stores).
 
+pub mod auth;
 mod copy;
 mod events;
 mod execute;
@@ -35,6 +41,9 @@ mod workers;
 use std::path::Path;
 use std::time::Duration;
 
+pub use auth::{
+    AuthError, Created, Denial, Principal, Revoked, Secret, TOKEN_PREFIX, TokenError, Tokens,
+};
 pub use copy::{
     Copied, CopyConfig, CopyCounts, CopyError, CopyProgress, CopyStage, HistoryCopy, copy_store,
 };
@@ -79,6 +88,7 @@ pub struct Service {
     store: Store,
     runner: Runner,
     config: ServiceConfig,
+    auth: std::sync::Arc<auth::AuthState>,
 }
 
 impl Service {
@@ -88,6 +98,7 @@ impl Service {
             store,
             runner,
             config,
+            auth: Default::default(),
         }
     }
 

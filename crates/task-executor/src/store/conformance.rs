@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::{AuditCursor, AuditFilter, NewAudit, NewToken, Scope};
 use super::{
     Availability, ClaimFilter, ExportCursor, ExportLimits, ExportedRun, ExportedSchedule, Finish,
     ImportReport, InsertMode, LeaseStatus, ManualClock, NewRun, Prune, RunLookup, Store,
@@ -1830,6 +1831,192 @@ pub(super) async fn a_yaml_like_registry_refuses_history(h: &dyn Harness) {
     assert_eq!(store.remove_schedules_of(&name("t")).await.unwrap(), 0);
 }
 
+fn new_token(name: &str, scope: Scope, hash: &str, expires_in: Option<Duration>) -> NewToken {
+    NewToken {
+        name: name.to_owned(),
+        scope,
+        hash: hash.to_owned(),
+        expires_in,
+    }
+}
+
+pub(super) async fn tokens_are_created_found_by_hash_touched_and_revoked(h: &dyn Harness) {
+    let (store, other) = (h.handle(), h.handle());
+    // Reads of a store without tokens create nothing and find nothing.
+    assert!(!store.any_token().await.unwrap());
+    assert_eq!(store.token_key(None).await.unwrap(), None);
+    assert!(store.find_token("00").await.unwrap().is_none());
+    assert!(store.revoke_token("ci").await.unwrap().is_none());
+    assert!(store.tokens().await.unwrap().is_empty());
+
+    // The first key stored wins; later candidates get it back.
+    let key = store.token_key(Some("k1")).await.unwrap();
+    assert_eq!(key.as_deref(), Some("k1"));
+    assert_eq!(
+        other.token_key(Some("k2")).await.unwrap().as_deref(),
+        Some("k1")
+    );
+    assert_eq!(other.token_key(None).await.unwrap().as_deref(), Some("k1"));
+
+    let t0 = store.now().await.unwrap();
+    let ci = store
+        .create_token(&new_token(
+            "ci",
+            Scope::Run,
+            "aa11",
+            Some(Duration::from_secs(60)),
+        ))
+        .await
+        .unwrap()
+        .expect("a new name is stored");
+    assert_eq!((ci.created_at, ci.expires_at), (t0, Some(t0 + 60_000)));
+    assert_eq!((ci.revoked_at, ci.last_used_at), (None, None));
+    // A taken name is refused whatever else differs, and nothing is written.
+    assert!(
+        other
+            .create_token(&new_token("ci", Scope::Admin, "bb22", None))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(other.find_token("bb22").await.unwrap().is_none());
+    store
+        .create_token(&new_token("admin", Scope::Admin, "cc33", None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(other.any_token().await.unwrap());
+    let names: Vec<String> = other
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["admin", "ci"], "by name");
+
+    h.advance(Duration::from_secs(5));
+    let found = other
+        .find_token("aa11")
+        .await
+        .unwrap()
+        .expect("found by its hash");
+    assert_eq!(found.record, ci);
+    assert_eq!((found.hash.as_str(), found.now), ("aa11", t0 + 5000));
+
+    // `last_used_at` is written at most once a minute.
+    assert!(store.touch_token("ci").await.unwrap());
+    h.advance(Duration::from_secs(59));
+    assert!(!other.touch_token("ci").await.unwrap(), "touched 59 s ago");
+    h.advance(Duration::from_secs(1));
+    assert!(other.touch_token("ci").await.unwrap(), "touched 60 s ago");
+    assert!(!store.touch_token("nobody").await.unwrap());
+    let ci = store.find_token("aa11").await.unwrap().unwrap().record;
+    assert_eq!(ci.last_used_at, Some(t0 + 65_000));
+
+    // Revoking keeps the row (and the first revocation's time).
+    h.advance(Duration::from_secs(1));
+    let (revoked, now) = store.revoke_token("ci").await.unwrap().unwrap();
+    assert_eq!((revoked.revoked_at, now), (Some(t0 + 66_000), true));
+    h.advance(Duration::from_secs(1));
+    let (again, now) = other.revoke_token("ci").await.unwrap().unwrap();
+    assert_eq!((again.revoked_at, now), (Some(t0 + 66_000), false));
+    assert_eq!(
+        store
+            .find_token("aa11")
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .revoked_at,
+        Some(t0 + 66_000)
+    );
+    assert!(
+        store.any_token().await.unwrap(),
+        "revoked tokens still count"
+    );
+}
+
+pub(super) async fn the_audit_log_pages_newest_first_without_gaps_or_repeats(h: &dyn Harness) {
+    let (store, other) = (h.handle(), h.handle());
+    let empty = store
+        .audit_log(&AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(empty.entries.is_empty() && empty.next.is_none());
+    let t0 = store.now().await.unwrap();
+    for i in 0..7 {
+        // Two entries share each millisecond: the order still holds.
+        if i % 2 == 0 {
+            h.advance(Duration::from_millis(1));
+        }
+        let entry = NewAudit {
+            actor: if i % 2 == 0 { "cli:ada" } else { "ci" }.into(),
+            action: "token.create".into(),
+            target: format!("t{i}"),
+            detail: json!({"i": i, "scope": "read"}),
+        };
+        let stored = other.audit(&entry).await.unwrap();
+        assert_eq!(
+            (
+                stored.actor.as_str(),
+                stored.target.as_str(),
+                &stored.detail
+            ),
+            (entry.actor.as_str(), entry.target.as_str(), &entry.detail)
+        );
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .audit_log(&AuditFilter {
+                limit: 3,
+                after,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.entries.len() <= 3);
+        seen.extend(page.entries.iter().map(|e| e.target.clone()));
+        match page.next {
+            // The cursor survives its text form.
+            Some(c) => after = Some(AuditCursor::decode(&c.encode()).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["t6", "t5", "t4", "t3", "t2", "t1", "t0"]);
+    let since = store
+        .audit_log(&AuditFilter {
+            since: Some(t0 + 3),
+            limit: 10,
+            after: None,
+        })
+        .await
+        .unwrap();
+    let targets: Vec<&str> = since.entries.iter().map(|e| e.target.as_str()).collect();
+    assert_eq!(targets, ["t6", "t5", "t4"]);
+    assert!(since.entries.iter().all(|e| e.at >= t0 + 3));
+    assert_eq!(since.entries[0].detail, json!({"i": 6, "scope": "read"}));
+}
+
+/// The YAML store has no tokens: none exist, and creating one is refused.
+pub(super) async fn a_yaml_store_refuses_tokens(h: &dyn Harness) {
+    let store = h.handle();
+    assert!(!store.any_token().await.unwrap());
+    let err = store
+        .create_token(&new_token("ci", Scope::Read, "aa", None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("SQLite or PostgreSQL"), "{err}");
+    let err = store.audit_log(&AuditFilter::default()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unsupported { .. }), "{err}");
+}
+
 /// The registry tests, for `$harness` (an expression building a [`Harness`]).
 macro_rules! registry_suite {
     ($backend:ident, $harness:expr) => {
@@ -1886,6 +2073,8 @@ macro_rules! run_store_suite {
                 importing_twice_changes_nothing,
                 imported_runs_follow_the_targets_own_in_the_sources_order,
                 a_differing_row_refuses_the_whole_batch,
+                tokens_are_created_found_by_hash_touched_and_revoked,
+                the_audit_log_pages_newest_first_without_gaps_or_repeats,
             );
         }
     };
@@ -1901,4 +2090,9 @@ run_store_suite!(postgres_runs, PgHarness::new());
 #[tokio::test]
 async fn yaml_has_no_history() {
     a_yaml_like_registry_refuses_history(&YamlHarness::new()).await;
+}
+
+#[tokio::test]
+async fn yaml_has_no_tokens() {
+    a_yaml_store_refuses_tokens(&YamlHarness::new()).await;
 }

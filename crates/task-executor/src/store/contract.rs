@@ -909,6 +909,270 @@ impl fmt::Debug for ExportedSchedule {
     }
 }
 
+/// What a token may do; each scope includes those below it
+/// (`read < run < admin`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Look: list tasks, runs, logs.
+    Read,
+    /// Also run: submit, cancel, retry, call tools.
+    Run,
+    /// Also administer: register tasks, schedules, tokens.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, smallest first.
+    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Run, Scope::Admin];
+
+    /// The stored (and shown) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Run => "run",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// The scope called `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A token to store: its name, scope and the keyed hash of its secret —
+/// never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// Its unique name (the actor audit entries show).
+    pub name: String,
+    /// What it may do.
+    pub scope: Scope,
+    /// The keyed hash of its secret, lowercase hex.
+    pub hash: String,
+    /// How long after its creation (store clock) it expires; `None`: never.
+    pub expires_in: Option<Duration>,
+}
+
+/// A stored token, as listings show it (its hash is not part of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Its name.
+    pub name: String,
+    /// What it may do.
+    pub scope: Scope,
+    /// When it was created (epoch ms, store clock).
+    pub created_at: i64,
+    /// When it expires, if it does.
+    pub expires_at: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+    /// When it was last used (updated at most every [`TOUCH_EVERY`]).
+    pub last_used_at: Option<i64>,
+}
+
+/// Where a token is in its life, at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    /// It authenticates.
+    Active,
+    /// Its expiry has passed.
+    Expired,
+    /// It was revoked.
+    Revoked,
+}
+
+impl TokenRecord {
+    /// Its state at `now` (store clock): revoked wins over expired.
+    pub fn state(&self, now: i64) -> TokenState {
+        if self.revoked_at.is_some() {
+            TokenState::Revoked
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            TokenState::Expired
+        } else {
+            TokenState::Active
+        }
+    }
+}
+
+/// A token found by its hash, with the store's time it was looked up at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundToken {
+    /// The token.
+    pub record: TokenRecord,
+    /// Its stored hash (lowercase hex), for the caller's constant-time comparison.
+    pub hash: String,
+    /// The store's now: what expiry is judged at.
+    pub now: i64,
+}
+
+/// How often at most a token's `last_used_at` is written.
+pub const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// An audit entry to record: who did what to what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAudit {
+    /// A token's name, or `cli:<user>` for the command line.
+    pub actor: String,
+    /// What was done (`token.create`, `tools.call`, …).
+    pub action: String,
+    /// What it was done to (a token's or a task's name).
+    pub target: String,
+    /// More about it, as JSON; never a secret.
+    pub detail: Value,
+}
+
+/// A recorded audit entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    /// Its place in insertion order.
+    pub seq: i64,
+    /// When it was recorded (epoch ms, store clock).
+    pub at: i64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// To what.
+    pub target: String,
+    /// More, as JSON.
+    pub detail: Value,
+}
+
+/// Which audit entries to list: newest first, keyset-paginated.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only entries recorded at or after this time (epoch ms).
+    pub since: Option<i64>,
+    /// At most this many.
+    pub limit: usize,
+    /// Continue after this cursor (from [`AuditPage::next`]).
+    pub after: Option<AuditCursor>,
+}
+
+/// A keyset position in the newest-first order of the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCursor {
+    /// The last entry's `at`.
+    pub at: i64,
+    /// The last entry's `seq`.
+    pub seq: i64,
+}
+
+impl AuditCursor {
+    /// The opaque text form, `<at>.<seq>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.at, self.seq)
+    }
+
+    /// Parses [`AuditCursor::encode`]'s form.
+    pub fn decode(s: &str) -> Option<Self> {
+        let (at, seq) = s.trim().split_once('.')?;
+        Some(Self {
+            at: at.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+/// One page of the audit log.
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    /// The entries, newest first.
+    pub entries: Vec<AuditEntry>,
+    /// Where the next page starts, when there may be one.
+    pub next: Option<AuditCursor>,
+}
+
+impl AuditPage {
+    /// The page of `entries`, read newest first up to `limit + 1`: an
+    /// entry beyond `limit` says there is a next page.
+    pub fn of_overfetch(mut entries: Vec<AuditEntry>, limit: usize) -> Self {
+        let next = (entries.len() > limit).then(|| {
+            entries.truncate(limit);
+            entries.last().map_or(
+                AuditCursor {
+                    at: i64::MIN,
+                    seq: i64::MIN,
+                },
+                |last| AuditCursor {
+                    at: last.at,
+                    seq: last.seq,
+                },
+            )
+        });
+        Self { entries, next }
+    }
+}
+
+/// API tokens and the audit log: what a backend with history provides.
+///
+/// Tokens are never deleted (a revoked token keeps its name and row), so
+/// [`AuthStore::any_token`] once true stays true. Every time is the
+/// store's clock.
+pub trait AuthStore: Send + Sync {
+    /// The store's key for hashing token secrets (lowercase hex). With
+    /// `create`, a store without one keeps `create` as its key (the first
+    /// writer's wins); without, `None` when there is none.
+    fn token_key(
+        &self,
+        create: Option<&str>,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Stores `token`, created now; `None` (nothing written) when a token
+    /// of that name exists, revoked or not.
+    fn create_token(
+        &self,
+        token: &NewToken,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// Every token, by name.
+    fn tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
+
+    /// Whether any token was ever created (one indexed read).
+    fn any_token(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The token whose hash is `hash` (one indexed read).
+    fn find_token(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = Result<Option<FoundToken>, StoreError>> + Send;
+
+    /// Revokes token `name` now (one already revoked keeps its time): the
+    /// token as it is then and whether this call revoked it; `None` when
+    /// there is none of that name.
+    fn revoke_token(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<(TokenRecord, bool)>, StoreError>> + Send;
+
+    /// Sets `last_used_at` of token `name` to now unless it was set within
+    /// [`TOUCH_EVERY`]; whether it wrote.
+    fn touch_token(&self, name: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Appends `entry` to the audit log, at the store's now.
+    fn audit(
+        &self,
+        entry: &NewAudit,
+    ) -> impl Future<Output = Result<AuditEntry, StoreError>> + Send;
+
+    /// A page of the audit log, newest first.
+    fn audit_log(
+        &self,
+        filter: &AuditFilter,
+    ) -> impl Future<Output = Result<AuditPage, StoreError>> + Send;
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

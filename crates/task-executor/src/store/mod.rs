@@ -2,8 +2,8 @@
 //! its backends.
 //!
 //! - [`contract`]: the traits a backend implements ([`Registry`],
-//!   [`RunStore`], [`Clock`]) and the types they trade; the rules every
-//!   backend keeps are in its docs;
+//!   [`RunStore`], [`AuthStore`], [`Clock`]) and the types they trade; the
+//!   rules every backend keeps are in its docs;
 //! - [`StoreSpec`] turns `TASK_STORE`/`--store` into a backend choice;
 //! - [`StoreError::is_transient`] decides which failures may pass, and
 //!   [`Reachability`] + [`Backoff`] ride them out;
@@ -36,6 +36,10 @@ pub use contract::{
     Finish, ImportReport, Lease, LeaseStatus, MIN_PREFIX, ManualClock, NewRun, NewSchedule, Prune,
     Registry, RunLookup, RunStore, Schedule, Started, SystemClock, Verdict, WorkerBeat,
     WorkerRecord, task_difference,
+};
+pub use contract::{
+    AuditCursor, AuditEntry, AuditFilter, AuditPage, AuthStore, FoundToken, NewAudit, NewToken,
+    Scope, TOUCH_EVERY, TokenRecord, TokenState,
 };
 pub use postgres::PgStore;
 pub use retry::{Backoff, FIRST_RETRY, MAX_RETRY, Reachability, StoreNotice};
@@ -631,5 +635,69 @@ impl Store {
         schedules: &[ExportedSchedule],
     ) -> Result<ImportReport, StoreError> {
         runs_op!(self, s => s.import_schedules(schedules))
+    }
+}
+
+/// Dispatches a token or audit operation; the YAML store has neither.
+macro_rules! auth_op {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Yaml(_) => Err(StoreError::Unsupported {
+                what: "authentication (API tokens and the audit log)",
+                backend: "yaml",
+            }),
+            Store::Sqlite($s) => $call.await,
+            Store::Postgres($s) => $s.bounded($call).await,
+        }
+    };
+}
+
+/// API tokens and the audit log ([`AuthStore`]); the YAML store answers
+/// [`StoreError::Unsupported`].
+#[allow(missing_docs)] // each is documented on `AuthStore`
+impl Store {
+    pub async fn token_key(&self, create: Option<&str>) -> Result<Option<String>, StoreError> {
+        auth_op!(self, s => s.token_key(create))
+    }
+
+    pub async fn create_token(&self, token: &NewToken) -> Result<Option<TokenRecord>, StoreError> {
+        auth_op!(self, s => s.create_token(token))
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        auth_op!(self, s => s.tokens())
+    }
+
+    /// A YAML store has no tokens: `false`, so that its servers stay
+    /// loopback-only rather than failing every request.
+    pub async fn any_token(&self) -> Result<bool, StoreError> {
+        match self {
+            Store::Yaml(_) => Ok(false),
+            Store::Sqlite(s) => s.any_token().await,
+            Store::Postgres(s) => s.bounded(s.any_token()).await,
+        }
+    }
+
+    pub async fn find_token(&self, hash: &str) -> Result<Option<FoundToken>, StoreError> {
+        auth_op!(self, s => s.find_token(hash))
+    }
+
+    pub async fn revoke_token(
+        &self,
+        name: &str,
+    ) -> Result<Option<(TokenRecord, bool)>, StoreError> {
+        auth_op!(self, s => s.revoke_token(name))
+    }
+
+    pub async fn touch_token(&self, name: &str) -> Result<bool, StoreError> {
+        auth_op!(self, s => s.touch_token(name))
+    }
+
+    pub async fn audit(&self, entry: &NewAudit) -> Result<AuditEntry, StoreError> {
+        auth_op!(self, s => s.audit(entry))
+    }
+
+    pub async fn audit_log(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError> {
+        auth_op!(self, s => s.audit_log(filter))
     }
 }

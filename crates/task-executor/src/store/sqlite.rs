@@ -33,6 +33,7 @@ use rusqlite::{
 };
 use serde_json::Value;
 
+mod auth;
 mod copy;
 mod runs;
 mod workers;
@@ -163,6 +164,32 @@ const MIGRATIONS: &[&str] = &[
         started_at  INTEGER NOT NULL,  -- epoch ms, store clock
         last_seen   INTEGER NOT NULL   -- epoch ms, store clock
     ) STRICT;",
+    // 6: API tokens and the audit log (see `auth.rs`). A token keeps the
+    // keyed hash of its secret, never the secret; the key is the store's
+    // own (one row), so every process sharing the store verifies the same
+    // tokens. Tokens are revoked, never deleted: a name is never reused.
+    "CREATE TABLE auth_key (
+        id  INTEGER PRIMARY KEY CHECK (id = 1),
+        key TEXT NOT NULL               -- hex, 256 bits
+    ) STRICT;
+    CREATE TABLE tokens (
+        name         TEXT PRIMARY KEY NOT NULL,
+        scope        TEXT NOT NULL,     -- read, run, admin
+        hash         TEXT NOT NULL UNIQUE,  -- HMAC-SHA256 of the secret, hex
+        created_at   INTEGER NOT NULL,  -- epoch ms, store clock
+        expires_at   INTEGER,
+        revoked_at   INTEGER,
+        last_used_at INTEGER
+    ) STRICT;
+    CREATE TABLE audit (
+        seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+        at     INTEGER NOT NULL,        -- epoch ms, store clock
+        actor  TEXT NOT NULL,           -- a token's name, or cli:<user>
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL            -- JSON, never a secret
+    ) STRICT;
+    CREATE INDEX audit_order ON audit (at, seq);",
 ];
 
 /// The schema version this build writes and understands.
@@ -683,11 +710,20 @@ fn connect(path: &Path, create: bool) -> Result<Connection, StoreError> {
     let mut conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
     // The first read of the header: a file that is not a database fails here,
-    // before anything could write to it.
-    let version = user_version(&conn).map_err(sqlite)?;
-    // Before anything below could write to it (WAL mode is a property of
-    // the file): another program's database is refused untouched.
-    recognise(&conn, path, version)?;
+    // before anything could write to it. Before anything below could write
+    // to it (WAL mode is a property of the file), another program's
+    // database is refused untouched. Both reads see one snapshot: another
+    // process may commit the migrations in between, and a version from
+    // before them with the tables from after would look like another
+    // program's database (seen with 30 concurrent `register`s on a new file).
+    let version = {
+        conn.execute_batch("BEGIN DEFERRED").map_err(sqlite)?;
+        let checked = user_version(&conn)
+            .map_err(sqlite)
+            .and_then(|v| recognise(&conn, path, v).map(|()| v));
+        let _ = conn.execute_batch("COMMIT");
+        checked?
+    };
     check_version(path, version)?;
     // `secure_delete` zeroes what a write removes (a queued run's secret
     // arguments, cleared when it ends) instead of leaving it in free space.

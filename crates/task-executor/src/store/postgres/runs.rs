@@ -292,7 +292,7 @@ impl RunStore for PgStore {
 
     async fn enqueue(&self, runs: &[NewRun]) -> Result<i64, StoreError> {
         let mut client = self.write_conn().await?;
-        let tx = client.transaction().await.map_err(|e| self.fail(e))?;
+        let tx = self.begin(&mut client).await?;
         let now = insert_runs(self, &tx, runs, None).await?;
         tx.commit().await.map_err(|e| self.fail(e))?;
         if !runs.is_empty() {
@@ -336,19 +336,25 @@ impl RunStore for PgStore {
         }
         let fail = |e| self.fail(e);
         let mut client = self.write_conn().await?;
-        let tx = client.transaction().await.map_err(fail)?;
+        let tx = self.begin(&mut client).await?;
         // Candidates, locked; rows another claimer holds are skipped, and
         // tasks already at their cap are left out.
         let pick = tx
             .prepare_cached(&format!(
-                "SELECT r.id, r.task, t.concurrency FROM {SCHEMA}.runs r \
-                 LEFT JOIN {SCHEMA}.tasks t ON t.name = r.task \
+                // The task's tags and cap are checked in scalar subqueries,
+                // not a join: the planner then walks `runs_claim` in order
+                // and stops at the limit, where a join made it read and sort
+                // every queued run (300 ms a claim with 100 000 queued).
+                "SELECT r.id, r.task, \
+                    (SELECT t.concurrency FROM {SCHEMA}.tasks t WHERE t.name = r.task) \
+                 FROM {SCHEMA}.runs r \
                  WHERE r.state = 'queued' AND r.available_at <= task_executor.now_ms() \
                    AND NOT (r.task = ANY($2)) AND r.task <> ALL($4) \
-                   AND (t.tags IS NULL OR t.tags::jsonb <@ to_jsonb($3::text[])) \
-                   AND (t.concurrency IS NULL OR t.concurrency > \
-                        (SELECT count(*) FROM {SCHEMA}.runs x \
-                         WHERE x.task = r.task AND x.state = 'running')) \
+                   AND (SELECT (t.tags IS NULL OR t.tags::jsonb <@ to_jsonb($3::text[])) \
+                          AND (t.concurrency IS NULL OR t.concurrency > \
+                               (SELECT count(*) FROM {SCHEMA}.runs x \
+                                WHERE x.task = r.task AND x.state = 'running')) \
+                        FROM {SCHEMA}.tasks t WHERE t.name = r.task) IS NOT FALSE \
                  ORDER BY r.priority DESC, r.available_at, r.seq \
                  LIMIT $1 FOR UPDATE OF r SKIP LOCKED"
             ))
@@ -519,7 +525,7 @@ impl RunStore for PgStore {
         let fail = |e| self.fail(e);
         let (outcome, exit) = end_json(finish);
         let mut client = self.write_conn().await?;
-        let tx = client.transaction().await.map_err(fail)?;
+        let tx = self.begin(&mut client).await?;
         if !guard_logs(self, &tx, lease, &finish.logs).await? {
             return Ok(false);
         }
@@ -559,7 +565,7 @@ impl RunStore for PgStore {
         let fail = |e| self.fail(e);
         let (outcome, exit) = end_json(finish);
         let mut client = self.write_conn().await?;
-        let tx = client.transaction().await.map_err(fail)?;
+        let tx = self.begin(&mut client).await?;
         if !guard_logs(self, &tx, lease, &finish.logs).await? {
             return Ok(false);
         }
@@ -690,7 +696,7 @@ impl RunStore for PgStore {
         }
         let fail = |e| self.fail(e);
         let mut client = self.write_conn().await?;
-        let tx = client.transaction().await.map_err(fail)?;
+        let tx = self.begin(&mut client).await?;
         if !guard_logs(self, &tx, lease, batch).await? {
             return Ok(false);
         }
@@ -1063,7 +1069,7 @@ impl RunStore for PgStore {
     ) -> Result<bool, StoreError> {
         let fail = |e| self.fail(e);
         let mut client = self.write_conn().await?;
-        let tx = client.transaction().await.map_err(fail)?;
+        let tx = self.begin(&mut client).await?;
         let advanced = tx
             .execute(
                 &format!(
@@ -1088,7 +1094,7 @@ impl RunStore for PgStore {
     async fn beat_worker(&self, beat: &WorkerBeat) -> Result<(), StoreError> {
         let fail = |e| self.fail(e);
         let mut client = self.write_conn().await?;
-        let tx = client.transaction().await.map_err(fail)?;
+        let tx = self.begin(&mut client).await?;
         tx.execute(
             &format!("DELETE FROM {SCHEMA}.workers WHERE last_seen < task_executor.now_ms() - $1"),
             &[&ms1(FORGET_WORKERS_AFTER)],
