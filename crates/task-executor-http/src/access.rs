@@ -161,12 +161,18 @@ mod tests {
         let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let lo6: SocketAddr = "[::1]:8080".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
-        assert_eq!(check_bind(lo, false).unwrap(), Exposure::Loopback);
-        assert_eq!(check_bind(lo6, false).unwrap(), Exposure::Loopback);
+        assert_eq!(check_bind(lo, false, false).unwrap(), Exposure::Loopback);
+        assert_eq!(check_bind(lo6, false, false).unwrap(), Exposure::Loopback);
         assert!(matches!(
-            check_bind(any, false),
+            check_bind(any, false, false),
             Err(BindError::NotLoopback { .. })
         ));
-        assert_eq!(check_bind(any, true).unwrap(), Exposure::OpenToNetwork);
+        assert_eq!(
+            check_bind(any, false, true).unwrap(),
+            Exposure::OpenToNetwork
+        );
+        // Once tokens exist, anywhere: every request needs one.
+        assert_eq!(check_bind(any, true, false).unwrap(), Exposure::Tokens);
+        assert_eq!(check_bind(lo, true, false).unwrap(), Exposure::Tokens);
     }
 }

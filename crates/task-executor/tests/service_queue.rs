@@ -203,7 +203,7 @@ async fn a_feed_from_a_time_tells_what_ended_since() {
         .into_iter()
         .map(|r| r.id)
         .collect();
-    assert_eq!(told, [new.clone()]);
+    assert_eq!(told, std::slice::from_ref(&new));
     assert_ne!(old, new);
     assert!(feed.poll().await.unwrap().is_empty());
 }
