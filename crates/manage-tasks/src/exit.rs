@@ -21,8 +21,8 @@ pub const RUN_FAILED: u8 = 3;
 /// `store copy`: a row of the source differs from the target's; its batch
 /// was not written.
 pub const CONFLICT: u8 = 4;
-/// `serve`: refused to listen on a non-loopback address while no API
-/// tokens are configured (`--insecure-no-auth` overrides).
+/// `serve` or `mcp --http`: refused to listen on a non-loopback address
+/// while no API tokens are configured (`--insecure-no-auth` overrides).
 pub const NOT_LOOPBACK: u8 = 5;
 
 /// The exit code for a run's outcome.

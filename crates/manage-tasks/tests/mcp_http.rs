@@ -355,7 +355,7 @@ fn a_public_address_without_tokens_refuses_to_start_unless_insecure() {
         .args(["mcp", "--http", "0.0.0.0:0"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
+    assert_eq!(out.status.code(), Some(5), "{}", common::stderr(&out));
     let err = common::stderr(&out);
     assert!(
         err.contains("refusing to serve MCP on `0.0.0.0:0` without authentication"),

@@ -82,9 +82,12 @@ pub async fn run(ctx: &Context, args: McpArgs) -> anyhow::Result<u8> {
     };
     signals.abort();
     match served {
-        Err(e @ ServeError::NoAuth { .. }) => {
-            Err(Failure::nothing_ran("no_auth", e.to_string()).into())
+        // The same refusal, code and kind as `serve`'s.
+        Err(e @ ServeError::NoAuth { .. }) => Err(Failure {
+            code: exit::NOT_LOOPBACK,
+            ..Failure::nothing_ran("not_loopback", e.to_string())
         }
+        .into()),
         Err(e) => Err(e.into()),
         Ok(()) => Ok(exit::SUCCESS),
     }
