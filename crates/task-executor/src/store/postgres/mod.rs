@@ -30,6 +30,7 @@ mod auth;
 mod config;
 mod copy;
 mod runs;
+mod sql;
 mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Row};
 
 pub(crate) use config::check_url;
+use sql::{Sql, p};
 
 use super::contract::{Clock, ImportReport, Registry};
 use super::rows::{RawRow, tags_json};
@@ -339,9 +341,9 @@ impl PgStore {
         }
         if let Some(clock) = &self.inner.clock {
             client
-                .execute(
+                .exec(
                     "SELECT set_config('task_executor.clock_ms', $1, false)",
-                    &[&clock.now_ms().to_string()],
+                    &[p(&clock.now_ms().to_string())],
                 )
                 .await
                 .map_err(|e| self.fail(e))?;
@@ -419,7 +421,7 @@ impl PgStore {
         }
         let mut client = self.checkout().await?;
         let tx = client.transaction().await.map_err(|e| self.fail(e))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        tx.exec("SELECT pg_advisory_xact_lock($1)", &[p(&MIGRATION_LOCK)])
             .await
             .map_err(|e| self.fail(e))?;
         // Re-read under the lock: another process may have migrated first.
@@ -441,9 +443,9 @@ impl PgStore {
         for sql in MIGRATIONS.iter().skip(done.max(0) as usize) {
             tx.batch_execute(sql).await.map_err(|e| self.fail(e))?;
         }
-        tx.execute(
+        tx.exec(
             &format!("UPDATE {SCHEMA}.schema_version SET version = $1"),
-            &[&SCHEMA_VERSION],
+            &[p(&SCHEMA_VERSION)],
         )
         .await
         .map_err(|e| self.fail(e))?;
@@ -454,12 +456,9 @@ impl PgStore {
     /// The schema version, `None` when there is no schema of ours yet;
     /// [`StoreError::Foreign`] when a `task_executor` schema holds something
     /// else.
-    async fn version(
-        &self,
-        client: &impl deadpool_postgres::GenericClient,
-    ) -> Result<Option<i64>, StoreError> {
+    async fn version(&self, client: &impl Sql) -> Result<Option<i64>, StoreError> {
         let row = client
-            .query_one(
+            .one(
                 "SELECT to_regclass('task_executor.schema_version') IS NOT NULL, \
                         (SELECT count(*) FROM pg_class c JOIN pg_namespace n \
                            ON n.oid = c.relnamespace WHERE n.nspname = 'task_executor'), \
@@ -483,7 +482,7 @@ impl PgStore {
             return Ok(None);
         }
         let v = client
-            .query_opt(&format!("SELECT version FROM {SCHEMA}.schema_version"), &[])
+            .opt(&format!("SELECT version FROM {SCHEMA}.schema_version"), &[])
             .await
             .map_err(|e| self.fail(e))?;
         Ok(Some(v.map_or(0, |r| r.get(0))))
@@ -509,7 +508,7 @@ impl PgStore {
         loop {
             n.dirty.store(false, Ordering::SeqCst);
             let _ = client
-                .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+                .exec("SELECT pg_notify($1, '')", &[p(&CHANNEL)])
                 .await;
             n.sending.store(false, Ordering::SeqCst);
             // Someone queued while we sent, and nobody took over: send again.
@@ -709,7 +708,7 @@ impl PgStore {
     /// which keeps its `created_at`); how many rows were written.
     async fn insert_task(
         &self,
-        client: &impl deadpool_postgres::GenericClient,
+        client: &impl Sql,
         task: &Task,
         mode: InsertMode,
     ) -> Result<u64, StoreError> {
@@ -725,10 +724,10 @@ impl PgStore {
         let timeout_ms = task
             .timeout
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let p = &task.policy;
-        let retries = p.retries.map(i64::from);
-        let backoff = p.backoff.map(|d| d.as_millis() as i64);
-        let concurrency = p.concurrency.map(i64::from);
+        let policy = &task.policy;
+        let retries = policy.retries.map(i64::from);
+        let backoff = policy.backoff.map(|d| d.as_millis() as i64);
+        let concurrency = policy.concurrency.map(i64::from);
         let formats = match task.formats {
             Formats::Assert => None,
             Formats::Annotate => Some("annotate"),
@@ -751,22 +750,22 @@ impl PgStore {
              ON CONFLICT (name) {conflict}"
         );
         client
-            .execute(
+            .exec(
                 &sql,
                 &[
-                    &task.name.as_str(),
-                    &no_nul(location).as_ref(),
-                    &task.description.as_deref().map(no_nul).as_deref(),
-                    &to_json(&task.inputs),
-                    &task.outputs.as_ref().map(to_json),
-                    &timeout_ms,
-                    &retries,
-                    &backoff,
-                    &p.retry_on_status,
-                    &concurrency,
-                    &p.priority,
-                    &formats,
-                    &tags_json(&p.tags),
+                    p(&task.name.as_str()),
+                    p(&no_nul(location)),
+                    p(&task.description.as_deref().map(no_nul).as_deref()),
+                    p(&to_json(&task.inputs)),
+                    p(&task.outputs.as_ref().map(to_json)),
+                    p(&timeout_ms),
+                    p(&retries),
+                    p(&backoff),
+                    p(&policy.retry_on_status),
+                    p(&concurrency),
+                    p(&policy.priority),
+                    p(&formats),
+                    p(&tags_json(&policy.tags)),
                 ],
             )
             .await
@@ -780,7 +779,7 @@ impl Registry for PgStore {
             return Ok(Vec::new());
         };
         let rows = client
-            .query(
+            .rows(
                 &format!("SELECT {COLUMNS} FROM {SCHEMA}.tasks ORDER BY name"),
                 &[],
             )
@@ -794,9 +793,9 @@ impl Registry for PgStore {
             return Ok(None);
         };
         let row = client
-            .query_opt(
+            .opt(
                 &format!("SELECT {COLUMNS} FROM {SCHEMA}.tasks WHERE name = $1"),
-                &[&name.as_str()],
+                &[p(&name.as_str())],
             )
             .await
             .map_err(|e| self.fail(e))?;
@@ -826,9 +825,9 @@ impl Registry for PgStore {
         // A row we cannot read back is reported, not silently deleted.
         let tx = self.begin(&mut client).await?;
         let row = tx
-            .query_opt(
+            .opt(
                 &format!("DELETE FROM {SCHEMA}.tasks WHERE name = $1 RETURNING {COLUMNS}"),
-                &[&name.as_str()],
+                &[p(&name.as_str())],
             )
             .await
             .map_err(|e| self.fail(e))?;
@@ -846,7 +845,7 @@ pub(crate) mod testdb;
 
 #[cfg(test)]
 mod tests {
-    use super::{PgStore, foreign_reason};
+    use super::{PgStore, Sql, foreign_reason};
 
     /// A transaction of ours left idle (its process stopped or cut off
     /// between two statements) is ended by the server, so its row locks
@@ -863,14 +862,14 @@ mod tests {
             .await
             .unwrap();
         let tx = store.begin(&mut holder).await.unwrap();
-        tx.execute("SELECT v FROM public.t WHERE id = 1 FOR UPDATE", &[])
+        tx.exec("SELECT v FROM public.t WHERE id = 1 FOR UPDATE", &[])
             .await
             .unwrap();
         // Another session's write to that row waits for the lock, and gets
         // it once the idle holder's session has been ended.
         let started = std::time::Instant::now();
         let o = store.begin(&mut other).await.unwrap();
-        o.execute("UPDATE public.t SET v = 1 WHERE id = 1", &[])
+        o.exec("UPDATE public.t SET v = 1 WHERE id = 1", &[])
             .await
             .unwrap();
         o.commit().await.unwrap();
@@ -879,7 +878,7 @@ mod tests {
             waited >= super::IDLE_IN_TRANSACTION / 2 && waited < super::IDLE_IN_TRANSACTION * 4,
             "the write waited {waited:?}"
         );
-        let err = tx.execute("SELECT 1", &[]).await.unwrap_err();
+        let err = tx.exec("SELECT 1", &[]).await.unwrap_err();
         let err = store.fail(err);
         assert!(err.is_transient(), "{err}");
     }
