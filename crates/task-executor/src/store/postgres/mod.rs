@@ -7,10 +7,11 @@
 //! other programs keeps its own `public` tables apart. The schema is
 //! versioned (`task_executor.schema_version`) and upgraded by the ordered,
 //! append-only `MIGRATIONS` list inside one transaction holding an advisory
-//! lock, so that ten processes starting at once migrate once; a database of
-//! a newer version is refused ([`StoreError::TooNew`]), and a
-//! `task_executor` schema that is not ours ([`StoreError::Foreign`]), both
-//! untouched. A read of a database without our schema answers "empty" and
+//! lock (`pg_advisory_xact_lock`: it ends with the transaction, as nothing
+//! of ours outlives one), so that ten processes starting at once migrate
+//! once; a database of a newer version is refused ([`StoreError::TooNew`]),
+//! and a `task_executor` schema that is not ours ([`StoreError::Foreign`]),
+//! both untouched. A read of a database without our schema answers "empty" and
 //! creates nothing.
 //!
 //! **Time is the database's.** Every lease, heartbeat, expiry, delay and
@@ -18,7 +19,13 @@
 //! `task_executor.now_ms()`), never from this machine's clock, so workers
 //! whose clocks disagree still agree on every lease. (Tests replace it
 //! with a manual [`Clock`] whose time each connection is given as the
-//! setting `task_executor.clock_ms`.)
+//! setting `task_executor.clock_ms`: session state, the one there is, which
+//! only tests on direct connections set.)
+//!
+//! **No session state**, so that PgBouncer's transaction mode works: every
+//! statement with parameters is the unnamed one (`sql.rs`), and there is no
+//! `SET`, temporary table or session lock. Only `LISTEN` needs a session,
+//! and workers behind such a pooler turn it off (`worker --poll`).
 //!
 //! Wake-up: [`PgStore::enqueue`](super::RunStore::enqueue) sends `NOTIFY`
 //! after its commit, coalesced per process; [`PgStore::wait_for_work`]
