@@ -1,16 +1,20 @@
 //! What sending each statement as the unnamed one (`query_typed`, as the
-//! PostgreSQL store does: `store/postgres/sql.rs`) costs against a named
-//! statement prepared once per connection and reused (`prepare_cached`,
-//! what the store did before), on the queue's hottest statements: the
-//! claim's candidate pick (a join and a subquery, planned each time when
-//! unnamed), a heartbeat (an `UPDATE … FROM unnest(…)`) and a task lookup
-//! by name and the `INSERT` of a queued run (one per run `submit` queues),
-//! on a schema the library created with `QUEUED` runs queued.
+//! PostgreSQL store does: `store/postgres/sql.rs`) costs against the two
+//! ways the store used before: a named statement prepared once per
+//! connection and reused (`prepare_cached`: the claim, heartbeats, inserts
+//! of runs and logs, finish), and one prepared for each call (`query(&str)`
+//! with parameters: prepare, run, close; every other call). On the queue's
+//! hottest statements: the claim's candidate pick (a join and a subquery,
+//! planned at each call when unnamed), a heartbeat (an `UPDATE … FROM
+//! unnest(…)`), a task lookup by name and the `INSERT` of a queued run (one
+//! per run `submit` queues), on a schema the library created with `QUEUED`
+//! runs queued.
 //!
-//! The two ways alternate call by call on one connection each, so that
-//! whatever else the machine does falls on both alike; prints, per
-//! statement, the median time of a call each way (µs) and their ratio
-//! (cached / unnamed: below 1 means unnamed is slower).
+//! The three ways alternate call by call (each call in a transaction of
+//! its own, rolled back), so that whatever else the machine does falls on
+//! all alike. Prints, per statement, the median µs of a call
+//! each way and the ratios cached / unnamed and prepared / unnamed (below
+//! 1: unnamed is slower).
 //!
 //! `STATEMENTS_PG_URL=postgres://postgres@127.0.0.1/DB cargo bench -p
 //! task-executor --bench statements_pg -- --bench [CALLS]` (default 2000
@@ -55,6 +59,11 @@ const INSERT: &str = "INSERT INTO task_executor.runs (id, task, args, secret_arg
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
     $19, $20, $21)";
 
+/// The values of `params`, as `query` takes them.
+fn values(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|(v, _)| &**v as _).collect()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -64,7 +73,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 type Params = Vec<(Box<dyn ToSql + Sync + Send>, Type)>;
 
 /// `calls` calls of `sql` each way, alternating, with the parameters
-/// `params(i)` makes for call `i`; the median µs of a call, cached then
+/// `params(i)` makes for call `i`; the median µs of a call: cached, prepared
+/// for the call (`query(&str)`: a named statement, prepared, run, closed),
 /// unnamed.
 // The named, cached statement is the baseline measured here.
 #[allow(clippy::disallowed_methods)]
@@ -73,29 +83,41 @@ async fn compare(
     sql: &str,
     params: &dyn Fn(usize) -> Params,
     calls: usize,
-) -> (f64, f64) {
+) -> (f64, f64, f64) {
     let cached = pool.get().await.expect("a connection");
     let unnamed = pool.get().await.expect("a connection");
-    let (mut a, mut b) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..calls + 20 {
-        let (first, second) = (params(2 * i), params(2 * i + 1));
-        let values: Vec<&(dyn ToSql + Sync)> = first.iter().map(|(v, _)| &**v as _).collect();
-        let t = Instant::now();
-        let stmt = cached.prepare_cached(sql).await.expect("prepare");
-        cached.query(&stmt, &values).await.expect("cached");
-        let cached_us = t.elapsed().as_secs_f64() * 1e6;
+        let (first, second, third) = (params(3 * i), params(3 * i + 1), params(3 * i + 2));
         let typed: Vec<(&(dyn ToSql + Sync), Type)> =
             second.iter().map(|(v, t)| (&**v as _, t.clone())).collect();
+        // Each call in a transaction of its own, rolled back (untimed), as
+        // the claim and a batch's inserts run: no commit's flush in the
+        // figures, nothing kept, no row left locked for the next call.
+        cached.batch_execute("BEGIN").await.expect("begin");
+        let t = Instant::now();
+        let stmt = cached.prepare_cached(sql).await.expect("prepare");
+        cached.query(&stmt, &values(&first)).await.expect("cached");
+        let cached_us = t.elapsed().as_secs_f64() * 1e6;
+        cached.batch_execute("ROLLBACK").await.expect("rollback");
+        cached.batch_execute("BEGIN").await.expect("begin");
+        let t = Instant::now();
+        cached.query(sql, &values(&third)).await.expect("prepared");
+        let prepared_us = t.elapsed().as_secs_f64() * 1e6;
+        cached.batch_execute("ROLLBACK").await.expect("rollback");
+        unnamed.batch_execute("BEGIN").await.expect("begin");
         let t = Instant::now();
         unnamed.query_typed(sql, &typed).await.expect("unnamed");
         let unnamed_us = t.elapsed().as_secs_f64() * 1e6;
+        unnamed.batch_execute("ROLLBACK").await.expect("rollback");
         // The first calls warm both connections (and prepare the cached one).
         if i >= 20 {
             a.push(cached_us);
-            b.push(unnamed_us);
+            b.push(prepared_us);
+            c.push(unnamed_us);
         }
     }
-    (median(a), median(b))
+    (median(a), median(b), median(c))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -209,12 +231,13 @@ async fn main() {
         ("task-get", TASK, &get),
         ("insert-run", INSERT, &insert),
     ];
-    println!("statement\tcached_us\tunnamed_us\tcached/unnamed");
+    println!("statement\tcached_us\tprepared_us\tunnamed_us\tcached/unnamed\tprepared/unnamed");
     for (label, sql, params) in cases {
-        let (cached, unnamed) = compare(&pool, sql, params, calls).await;
+        let (cached, prepared, unnamed) = compare(&pool, sql, params, calls).await;
         println!(
-            "{label}\t{cached:.0}\t{unnamed:.0}\t{:.2}",
-            cached / unnamed
+            "{label}\t{cached:.0}\t{prepared:.0}\t{unnamed:.0}\t{:.2}\t{:.2}",
+            cached / unnamed,
+            prepared / unnamed
         );
     }
 }
