@@ -23,9 +23,10 @@
 //! only tests on direct connections set.)
 //!
 //! **No session state**, so that PgBouncer's transaction mode works: every
-//! statement with parameters is the unnamed one (`sql.rs`), and there is no
-//! `SET`, temporary table or session lock. Only `LISTEN` needs a session,
-//! and workers behind such a pooler turn it off (`worker --poll`).
+//! statement with parameters is the unnamed one (`sql.rs`), settings are
+//! `SET LOCAL` (see `PgStore::begin`), and there is no temporary table or
+//! session lock. Only `LISTEN` needs a session, and workers behind such a
+//! pooler turn it off (`worker --poll`).
 //!
 //! Wake-up: [`PgStore::enqueue`](super::RunStore::enqueue) sends `NOTIFY`
 //! after its commit, coalesced per process; [`PgStore::wait_for_work`]
