@@ -272,9 +272,8 @@ pub struct WorkerArgs {
     pub grace: Duration,
     /// How often to look for work when the queue is empty (default 100ms;
     /// on PostgreSQL 1s, idle workers being woken at once by LISTEN/NOTIFY).
-    /// Given on PostgreSQL, it turns LISTEN off: polling only, as behind
-    /// PgBouncer in transaction mode (1.21 or later, with
-    /// max_prepared_statements set).
+    /// Given on PostgreSQL, it turns LISTEN off: polling only, which
+    /// PgBouncer's transaction mode needs (LISTEN needs a session of its own).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub poll: Option<Duration>,
     /// Exit once no run is running anywhere and none is due now (runs

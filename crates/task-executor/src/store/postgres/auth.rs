@@ -5,6 +5,7 @@
 
 use tokio_postgres::Row;
 
+use super::sql::{Sql, p};
 use super::{PgStore, SCHEMA, no_nul, to_json};
 use crate::store::StoreError;
 use crate::store::contract::{
@@ -62,18 +63,18 @@ impl AuthStore for PgStore {
         };
         if let Some(key) = create {
             client
-                .execute(
+                .exec(
                     &format!(
                         "INSERT INTO {SCHEMA}.auth_key (id, key) VALUES (1, $1) \
                          ON CONFLICT (id) DO NOTHING"
                     ),
-                    &[&key],
+                    &[p(&key)],
                 )
                 .await
                 .map_err(fail)?;
         }
         let row = client
-            .query_opt(
+            .opt(
                 &format!("SELECT key FROM {SCHEMA}.auth_key WHERE id = 1"),
                 &[],
             )
@@ -85,7 +86,7 @@ impl AuthStore for PgStore {
     async fn create_token(&self, token: &NewToken) -> Result<Option<TokenRecord>, StoreError> {
         let client = self.write_conn().await?;
         let row = client
-            .query_opt(
+            .opt(
                 &format!(
                     "INSERT INTO {SCHEMA}.tokens (name, scope, hash, created_at, expires_at) \
                      VALUES ($1, $2, $3, task_executor.now_ms(), \
@@ -93,10 +94,10 @@ impl AuthStore for PgStore {
                      ON CONFLICT (name) DO NOTHING RETURNING {TOKEN_COLUMNS}"
                 ),
                 &[
-                    &no_nul(&token.name).as_ref(),
-                    &token.scope.as_str(),
-                    &token.hash,
-                    &token.expires_in.map(ms),
+                    p(&no_nul(&token.name)),
+                    p(&token.scope.as_str()),
+                    p(&token.hash),
+                    p(&token.expires_in.map(ms)),
                 ],
             )
             .await
@@ -109,7 +110,7 @@ impl AuthStore for PgStore {
             return Ok(Vec::new());
         };
         let rows = client
-            .query(
+            .rows(
                 &format!("SELECT {TOKEN_COLUMNS} FROM {SCHEMA}.tokens ORDER BY name"),
                 &[],
             )
@@ -123,7 +124,7 @@ impl AuthStore for PgStore {
             return Ok(false);
         };
         let row = client
-            .query_one(
+            .one(
                 &format!("SELECT EXISTS (SELECT 1 FROM {SCHEMA}.tokens)"),
                 &[],
             )
@@ -137,12 +138,12 @@ impl AuthStore for PgStore {
             return Ok(None);
         };
         let row = client
-            .query_opt(
+            .opt(
                 &format!(
                     "SELECT {TOKEN_COLUMNS}, hash, task_executor.now_ms() FROM {SCHEMA}.tokens \
                      WHERE hash = $1"
                 ),
-                &[&hash],
+                &[p(&hash)],
             )
             .await
             .map_err(|e| self.fail(e))?;
@@ -162,16 +163,14 @@ impl AuthStore for PgStore {
         };
         // One statement: the update (if not revoked yet) and the row as it is then.
         let row = client
-            .query_opt(
+            .opt(
                 &format!(
                     "WITH revoked AS (UPDATE {SCHEMA}.tokens SET revoked_at = task_executor.now_ms() \
                         WHERE name = $1 AND revoked_at IS NULL RETURNING {TOKEN_COLUMNS}) \
                      SELECT {TOKEN_COLUMNS}, true FROM revoked \
                      UNION ALL SELECT {TOKEN_COLUMNS}, false FROM {SCHEMA}.tokens \
                         WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM revoked)"
-                ),
-                &[&no_nul(name).as_ref()],
-            )
+                ), &[p(&no_nul(name))],)
             .await
             .map_err(|e| self.fail(e))?;
         row.map(|r| Ok((self.token_of(&r)?, r.get(6)))).transpose()
@@ -182,13 +181,13 @@ impl AuthStore for PgStore {
             return Ok(false);
         };
         let n = client
-            .execute(
+            .exec(
                 &format!(
                     "UPDATE {SCHEMA}.tokens SET last_used_at = task_executor.now_ms() \
                      WHERE name = $1 AND (last_used_at IS NULL \
                         OR last_used_at <= task_executor.now_ms() - $2::bigint)"
                 ),
-                &[&no_nul(name).as_ref(), &ms(TOUCH_EVERY)],
+                &[p(&no_nul(name)), p(&ms(TOUCH_EVERY))],
             )
             .await
             .map_err(|e| self.fail(e))?;
@@ -198,17 +197,17 @@ impl AuthStore for PgStore {
     async fn audit(&self, entry: &NewAudit) -> Result<AuditEntry, StoreError> {
         let client = self.write_conn().await?;
         let row = client
-            .query_one(
+            .one(
                 &format!(
                     "INSERT INTO {SCHEMA}.audit (at, actor, action, target, detail) \
                      VALUES (task_executor.now_ms(), $1, $2, $3, $4) \
                      RETURNING seq, at, actor, action, target, detail"
                 ),
                 &[
-                    &no_nul(&entry.actor).as_ref(),
-                    &no_nul(&entry.action).as_ref(),
-                    &no_nul(&entry.target).as_ref(),
-                    &no_nul(&to_json(&entry.detail)).as_ref(),
+                    p(&no_nul(&entry.actor)),
+                    p(&no_nul(&entry.action)),
+                    p(&no_nul(&entry.target)),
+                    p(&no_nul(&to_json(&entry.detail))),
                 ],
             )
             .await
@@ -226,17 +225,17 @@ impl AuthStore for PgStore {
             seq: i64::MAX,
         });
         let rows = client
-            .query(
+            .rows(
                 &format!(
                     "SELECT seq, at, actor, action, target, detail FROM {SCHEMA}.audit \
                      WHERE at >= $1 AND at <= $2 AND (at < $2 OR seq < $3) \
                      ORDER BY at DESC, seq DESC LIMIT $4"
                 ),
                 &[
-                    &filter.since.unwrap_or(i64::MIN),
-                    &after.at,
-                    &after.seq,
-                    &(limit as i64 + 1),
+                    p(&filter.since.unwrap_or(i64::MIN)),
+                    p(&after.at),
+                    p(&after.seq),
+                    p(&(limit as i64 + 1)),
                 ],
             )
             .await

@@ -6,11 +6,11 @@
 //! the identity as they are inserted, in the batch's order: after every run
 //! already there, in the source's order.
 
-use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use tokio_postgres::{IsolationLevel, Row};
 
 use super::runs::{RUN_COLUMNS, count, dur, ms, read_run};
+use super::sql::{Sql, p};
 use super::{COLUMNS, PgStore, SCHEMA, no_nul, to_json};
 use crate::history::LogEntry;
 use crate::log::Stream;
@@ -42,11 +42,7 @@ fn conflict(what: &'static str, key: &str, field: &'static str) -> StoreError {
 
 impl PgStore {
     /// The whole run of a row selected as `RUN_COLUMNS, EXTRA_COLUMNS`, with its log lines.
-    async fn exported(
-        &self,
-        client: &impl GenericClient,
-        r: &Row,
-    ) -> Result<ExportedRun, StoreError> {
+    async fn exported(&self, client: &impl Sql, r: &Row) -> Result<ExportedRun, StoreError> {
         let record = self.check(read_run(r))?;
         let at = EXTRA_AT;
         let secret: Option<String> = r.get(at + 7);
@@ -62,12 +58,12 @@ impl PgStore {
                 )
             })?;
         let logs = client
-            .query(
+            .rows(
                 &format!(
                     "SELECT attempt, seq, stream, line, truncated FROM {SCHEMA}.run_logs \
                      WHERE run_id = $1 ORDER BY attempt, seq"
                 ),
-                &[&record.id],
+                &[p(&record.id)],
             )
             .await
             .map_err(|e| self.fail(e))?
@@ -110,9 +106,9 @@ impl PgStore {
         let mut report = ImportReport::default();
         for task in tasks {
             let stored = tx
-                .query_opt(
+                .opt(
                     &format!("SELECT {COLUMNS} FROM {SCHEMA}.tasks WHERE name = $1 FOR UPDATE"),
-                    &[&task.name.as_str()],
+                    &[p(&task.name.as_str())],
                 )
                 .await
                 .map_err(fail)?;
@@ -154,12 +150,12 @@ impl PgStore {
             .await
             .map_err(fail)?;
         let rows = tx
-            .query(
+            .rows(
                 &format!(
                     "SELECT {RUN_COLUMNS}, {EXTRA_COLUMNS} FROM {SCHEMA}.runs \
                      WHERE seq > $1 ORDER BY seq LIMIT $2"
                 ),
-                &[&from, &(limit as i64)],
+                &[p(&from), p(&(limit as i64))],
             )
             .await
             .map_err(fail)?;
@@ -195,10 +191,7 @@ impl PgStore {
         );
         let mut report = ImportReport::default();
         for run in runs {
-            let stored = tx
-                .query_opt(&select, &[&run.record.id])
-                .await
-                .map_err(fail)?;
+            let stored = tx.opt(&select, &[p(&run.record.id)]).await.map_err(fail)?;
             match stored {
                 None => {
                     self.insert_exported(&tx, run).await?;
@@ -215,11 +208,7 @@ impl PgStore {
     }
 
     /// Inserts `run` and its log lines after every stored run.
-    async fn insert_exported(
-        &self,
-        tx: &impl GenericClient,
-        run: &ExportedRun,
-    ) -> Result<(), StoreError> {
+    async fn insert_exported(&self, tx: &impl Sql, run: &ExportedRun) -> Result<(), StoreError> {
         let fail = |e| self.fail(e);
         let r = &run.record;
         let outcome = r
@@ -233,7 +222,7 @@ impl PgStore {
         let error = r.error.as_ref().map(|e| no_nul(&e.message).into_owned());
         let kind = r.error.as_ref().map(|e| e.kind.as_str());
         let caller = no_nul(&r.caller).into_owned();
-        tx.execute(
+        tx.exec(
             &format!(
                 "INSERT INTO {SCHEMA}.runs (id, task, args, secret_args, caller, state, \
                     priority, attempt, max_attempts, fence, worker, lease_until, \
@@ -244,35 +233,35 @@ impl PgStore {
                     $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)"
             ),
             &[
-                &r.id,
-                &r.task.as_str(),
-                &to_json(&r.args),
-                &run.secret_args.as_ref().map(to_json),
-                &caller,
-                &r.state.as_str(),
-                &r.priority,
-                &i64::from(r.attempt),
-                &i64::from(r.max_attempts),
-                &run.fence,
-                &r.worker,
-                &run.lease_until,
-                &r.cancel_requested,
-                &ms(run.timeout),
-                &ms(run.backoff),
-                &run.retry_on_status,
-                &r.queued_at,
-                &r.available_at,
-                &r.started_at,
-                &r.finished_at,
-                &outcome,
-                &exit,
-                &error,
-                &kind,
-                &(r.log_cut_lines.min(i64::MAX as u64) as i64),
-                &(r.log_cut_bytes.min(i64::MAX as u64) as i64),
-                &r.schedule,
-                &run.inline,
-                &run.task_rev,
+                p(&r.id),
+                p(&r.task.as_str()),
+                p(&to_json(&r.args)),
+                p(&run.secret_args.as_ref().map(to_json)),
+                p(&caller),
+                p(&r.state.as_str()),
+                p(&r.priority),
+                p(&i64::from(r.attempt)),
+                p(&i64::from(r.max_attempts)),
+                p(&run.fence),
+                p(&r.worker),
+                p(&run.lease_until),
+                p(&r.cancel_requested),
+                p(&ms(run.timeout)),
+                p(&ms(run.backoff)),
+                p(&run.retry_on_status),
+                p(&r.queued_at),
+                p(&r.available_at),
+                p(&r.started_at),
+                p(&r.finished_at),
+                p(&outcome),
+                p(&exit),
+                p(&error),
+                p(&kind),
+                p(&(r.log_cut_lines.min(i64::MAX as u64) as i64)),
+                p(&(r.log_cut_bytes.min(i64::MAX as u64) as i64)),
+                p(&r.schedule),
+                p(&run.inline),
+                p(&run.task_rev),
             ],
         )
         .await
@@ -300,13 +289,20 @@ impl PgStore {
             .map(|l| no_nul(&l.entry.text).into_owned())
             .collect();
         let cut: Vec<bool> = run.logs.iter().map(|l| l.entry.truncated).collect();
-        tx.execute(
+        tx.exec(
             &format!(
                 "INSERT INTO {SCHEMA}.run_logs (run_id, attempt, seq, stream, line, truncated) \
                  SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], \
                     $6::bool[])"
             ),
-            &[&r.id, &attempts, &seqs, &streams, &lines, &cut],
+            &[
+                p(&r.id),
+                p(&attempts),
+                p(&seqs),
+                p(&streams),
+                p(&lines),
+                p(&cut),
+            ],
         )
         .await
         .map_err(fail)?;
@@ -343,7 +339,7 @@ impl PgStore {
             return Ok(Vec::new());
         };
         client
-            .query(
+            .rows(
                 &format!(
                     "SELECT {SCHEDULE_COLUMNS} FROM {SCHEMA}.schedules ORDER BY created_at, id"
                 ),
@@ -370,31 +366,31 @@ impl PgStore {
         for new in schedules {
             let s = &new.schedule;
             let stored = tx
-                .query_opt(
+                .opt(
                     &format!(
                         "SELECT {SCHEDULE_COLUMNS} FROM {SCHEMA}.schedules WHERE id = $1 FOR UPDATE"
                     ),
-                    &[&s.id],
+                    &[p(&s.id)],
                 )
                 .await
                 .map_err(fail)?;
             match stored {
                 None => {
-                    tx.execute(
+                    tx.exec(
                         &format!(
                             "INSERT INTO {SCHEMA}.schedules (id, task, cron, args, secret_args, \
                                 caller, next_fire_at, created_at) \
                              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                         ),
                         &[
-                            &s.id,
-                            &s.task.as_str(),
-                            &s.cron,
-                            &to_json(&s.args),
-                            &new.secret_args.as_ref().map(to_json),
-                            &no_nul(&s.caller).as_ref(),
-                            &s.next_fire_at,
-                            &s.created_at,
+                            p(&s.id),
+                            p(&s.task.as_str()),
+                            p(&s.cron),
+                            p(&to_json(&s.args)),
+                            p(&new.secret_args.as_ref().map(to_json)),
+                            p(&no_nul(&s.caller)),
+                            p(&s.next_fire_at),
+                            p(&s.created_at),
                         ],
                     )
                     .await

@@ -7,10 +7,11 @@
 //! other programs keeps its own `public` tables apart. The schema is
 //! versioned (`task_executor.schema_version`) and upgraded by the ordered,
 //! append-only `MIGRATIONS` list inside one transaction holding an advisory
-//! lock, so that ten processes starting at once migrate once; a database of
-//! a newer version is refused ([`StoreError::TooNew`]), and a
-//! `task_executor` schema that is not ours ([`StoreError::Foreign`]), both
-//! untouched. A read of a database without our schema answers "empty" and
+//! lock (`pg_advisory_xact_lock`: it ends with the transaction, as nothing
+//! of ours outlives one), so that ten processes starting at once migrate
+//! once; a database of a newer version is refused ([`StoreError::TooNew`]),
+//! and a `task_executor` schema that is not ours ([`StoreError::Foreign`]),
+//! both untouched. A read of a database without our schema answers "empty" and
 //! creates nothing.
 //!
 //! **Time is the database's.** Every lease, heartbeat, expiry, delay and
@@ -18,7 +19,14 @@
 //! `task_executor.now_ms()`), never from this machine's clock, so workers
 //! whose clocks disagree still agree on every lease. (Tests replace it
 //! with a manual [`Clock`] whose time each connection is given as the
-//! setting `task_executor.clock_ms`.)
+//! setting `task_executor.clock_ms`: session state, the one there is, which
+//! only tests on direct connections set.)
+//!
+//! **No session state**, so that PgBouncer's transaction mode works: every
+//! statement with parameters is the unnamed one (`sql.rs`), settings are
+//! `SET LOCAL` (see `PgStore::begin`), and there is no temporary table or
+//! session lock. Only `LISTEN` needs a session, and workers behind such a
+//! pooler turn it off (`worker --poll`).
 //!
 //! Wake-up: [`PgStore::enqueue`](super::RunStore::enqueue) sends `NOTIFY`
 //! after its commit, coalesced per process; [`PgStore::wait_for_work`]
@@ -30,6 +38,7 @@ mod auth;
 mod config;
 mod copy;
 mod runs;
+mod sql;
 mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +51,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Row};
 
 pub(crate) use config::check_url;
+use sql::{Sql, p};
 
 use super::contract::{Clock, ImportReport, Registry};
 use super::rows::{RawRow, tags_json};
@@ -339,9 +349,9 @@ impl PgStore {
         }
         if let Some(clock) = &self.inner.clock {
             client
-                .execute(
+                .exec(
                     "SELECT set_config('task_executor.clock_ms', $1, false)",
-                    &[&clock.now_ms().to_string()],
+                    &[p(&clock.now_ms().to_string())],
                 )
                 .await
                 .map_err(|e| self.fail(e))?;
@@ -419,7 +429,7 @@ impl PgStore {
         }
         let mut client = self.checkout().await?;
         let tx = client.transaction().await.map_err(|e| self.fail(e))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        tx.exec("SELECT pg_advisory_xact_lock($1)", &[p(&MIGRATION_LOCK)])
             .await
             .map_err(|e| self.fail(e))?;
         // Re-read under the lock: another process may have migrated first.
@@ -441,9 +451,9 @@ impl PgStore {
         for sql in MIGRATIONS.iter().skip(done.max(0) as usize) {
             tx.batch_execute(sql).await.map_err(|e| self.fail(e))?;
         }
-        tx.execute(
+        tx.exec(
             &format!("UPDATE {SCHEMA}.schema_version SET version = $1"),
-            &[&SCHEMA_VERSION],
+            &[p(&SCHEMA_VERSION)],
         )
         .await
         .map_err(|e| self.fail(e))?;
@@ -454,12 +464,9 @@ impl PgStore {
     /// The schema version, `None` when there is no schema of ours yet;
     /// [`StoreError::Foreign`] when a `task_executor` schema holds something
     /// else.
-    async fn version(
-        &self,
-        client: &impl deadpool_postgres::GenericClient,
-    ) -> Result<Option<i64>, StoreError> {
+    async fn version(&self, client: &impl Sql) -> Result<Option<i64>, StoreError> {
         let row = client
-            .query_one(
+            .one(
                 "SELECT to_regclass('task_executor.schema_version') IS NOT NULL, \
                         (SELECT count(*) FROM pg_class c JOIN pg_namespace n \
                            ON n.oid = c.relnamespace WHERE n.nspname = 'task_executor'), \
@@ -483,7 +490,7 @@ impl PgStore {
             return Ok(None);
         }
         let v = client
-            .query_opt(&format!("SELECT version FROM {SCHEMA}.schema_version"), &[])
+            .opt(&format!("SELECT version FROM {SCHEMA}.schema_version"), &[])
             .await
             .map_err(|e| self.fail(e))?;
         Ok(Some(v.map_or(0, |r| r.get(0))))
@@ -509,7 +516,7 @@ impl PgStore {
         loop {
             n.dirty.store(false, Ordering::SeqCst);
             let _ = client
-                .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+                .exec("SELECT pg_notify($1, '')", &[p(&CHANNEL)])
                 .await;
             n.sending.store(false, Ordering::SeqCst);
             // Someone queued while we sent, and nobody took over: send again.
@@ -709,7 +716,7 @@ impl PgStore {
     /// which keeps its `created_at`); how many rows were written.
     async fn insert_task(
         &self,
-        client: &impl deadpool_postgres::GenericClient,
+        client: &impl Sql,
         task: &Task,
         mode: InsertMode,
     ) -> Result<u64, StoreError> {
@@ -725,10 +732,10 @@ impl PgStore {
         let timeout_ms = task
             .timeout
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let p = &task.policy;
-        let retries = p.retries.map(i64::from);
-        let backoff = p.backoff.map(|d| d.as_millis() as i64);
-        let concurrency = p.concurrency.map(i64::from);
+        let policy = &task.policy;
+        let retries = policy.retries.map(i64::from);
+        let backoff = policy.backoff.map(|d| d.as_millis() as i64);
+        let concurrency = policy.concurrency.map(i64::from);
         let formats = match task.formats {
             Formats::Assert => None,
             Formats::Annotate => Some("annotate"),
@@ -751,22 +758,22 @@ impl PgStore {
              ON CONFLICT (name) {conflict}"
         );
         client
-            .execute(
+            .exec(
                 &sql,
                 &[
-                    &task.name.as_str(),
-                    &no_nul(location).as_ref(),
-                    &task.description.as_deref().map(no_nul).as_deref(),
-                    &to_json(&task.inputs),
-                    &task.outputs.as_ref().map(to_json),
-                    &timeout_ms,
-                    &retries,
-                    &backoff,
-                    &p.retry_on_status,
-                    &concurrency,
-                    &p.priority,
-                    &formats,
-                    &tags_json(&p.tags),
+                    p(&task.name.as_str()),
+                    p(&no_nul(location)),
+                    p(&task.description.as_deref().map(no_nul).as_deref()),
+                    p(&to_json(&task.inputs)),
+                    p(&task.outputs.as_ref().map(to_json)),
+                    p(&timeout_ms),
+                    p(&retries),
+                    p(&backoff),
+                    p(&policy.retry_on_status),
+                    p(&concurrency),
+                    p(&policy.priority),
+                    p(&formats),
+                    p(&tags_json(&policy.tags)),
                 ],
             )
             .await
@@ -780,7 +787,7 @@ impl Registry for PgStore {
             return Ok(Vec::new());
         };
         let rows = client
-            .query(
+            .rows(
                 &format!("SELECT {COLUMNS} FROM {SCHEMA}.tasks ORDER BY name"),
                 &[],
             )
@@ -794,9 +801,9 @@ impl Registry for PgStore {
             return Ok(None);
         };
         let row = client
-            .query_opt(
+            .opt(
                 &format!("SELECT {COLUMNS} FROM {SCHEMA}.tasks WHERE name = $1"),
-                &[&name.as_str()],
+                &[p(&name.as_str())],
             )
             .await
             .map_err(|e| self.fail(e))?;
@@ -826,9 +833,9 @@ impl Registry for PgStore {
         // A row we cannot read back is reported, not silently deleted.
         let tx = self.begin(&mut client).await?;
         let row = tx
-            .query_opt(
+            .opt(
                 &format!("DELETE FROM {SCHEMA}.tasks WHERE name = $1 RETURNING {COLUMNS}"),
-                &[&name.as_str()],
+                &[p(&name.as_str())],
             )
             .await
             .map_err(|e| self.fail(e))?;
@@ -846,7 +853,7 @@ pub(crate) mod testdb;
 
 #[cfg(test)]
 mod tests {
-    use super::{PgStore, foreign_reason};
+    use super::{PgStore, Sql, foreign_reason};
 
     /// A transaction of ours left idle (its process stopped or cut off
     /// between two statements) is ended by the server, so its row locks
@@ -863,14 +870,14 @@ mod tests {
             .await
             .unwrap();
         let tx = store.begin(&mut holder).await.unwrap();
-        tx.execute("SELECT v FROM public.t WHERE id = 1 FOR UPDATE", &[])
+        tx.exec("SELECT v FROM public.t WHERE id = 1 FOR UPDATE", &[])
             .await
             .unwrap();
         // Another session's write to that row waits for the lock, and gets
         // it once the idle holder's session has been ended.
         let started = std::time::Instant::now();
         let o = store.begin(&mut other).await.unwrap();
-        o.execute("UPDATE public.t SET v = 1 WHERE id = 1", &[])
+        o.exec("UPDATE public.t SET v = 1 WHERE id = 1", &[])
             .await
             .unwrap();
         o.commit().await.unwrap();
@@ -879,7 +886,7 @@ mod tests {
             waited >= super::IDLE_IN_TRANSACTION / 2 && waited < super::IDLE_IN_TRANSACTION * 4,
             "the write waited {waited:?}"
         );
-        let err = tx.execute("SELECT 1", &[]).await.unwrap_err();
+        let err = tx.exec("SELECT 1", &[]).await.unwrap_err();
         let err = store.fail(err);
         assert!(err.is_transient(), "{err}");
     }

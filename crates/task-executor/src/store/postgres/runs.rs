@@ -17,11 +17,10 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 
+use super::sql::{Param, Sql, p};
 use super::{PgStore, SCHEMA, no_nul, to_json};
 use crate::history::{Cursor, LogBatch, LogEntry, RunError, RunFilter, RunPage, RunRecord};
 use crate::log::Stream;
@@ -94,26 +93,23 @@ pub(super) fn read_run(r: &Row) -> RawRun {
 /// Returns the time they were queued at.
 async fn insert_runs(
     store: &PgStore,
-    client: &impl GenericClient,
+    client: &impl Sql,
     runs: &[NewRun],
     running: Option<(&str, Duration)>,
 ) -> Result<i64, StoreError> {
     let fail = |e| store.fail(e);
     let now: i64 = client
-        .query_one("SELECT task_executor.now_ms()", &[])
+        .one("SELECT task_executor.now_ms()", &[])
         .await
         .map_err(fail)?
         .get(0);
-    let stmt = client
-        .prepare_cached(&format!(
-            "INSERT INTO {SCHEMA}.runs (id, task, args, secret_args, caller, state, priority, \
+    let sql = format!(
+        "INSERT INTO {SCHEMA}.runs (id, task, args, secret_args, caller, state, priority, \
                 attempt, max_attempts, fence, worker, lease_until, timeout_ms, backoff_ms, \
                 retry_on_status, queued_at, available_at, started_at, schedule_id, inline, task_rev) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
                 $18, $19, $20, $21)"
-        ))
-        .await
-        .map_err(fail)?;
+    );
     for run in runs {
         let (state, attempt, fence, worker, lease, started) = match running {
             Some((worker, lease)) => (
@@ -128,30 +124,35 @@ async fn insert_runs(
         };
         let caller = no_nul(&run.caller);
         let caller: &str = &caller;
-        let params: [&(dyn ToSql + Sync); 21] = [
-            &run.id,
-            &run.task.as_str(),
-            &to_json(&run.args),
-            &run.secret_args.as_ref().map(to_json),
-            &caller,
-            &state,
-            &run.priority,
-            &attempt,
-            &i64::from(run.max_attempts),
-            &fence,
-            &worker,
-            &lease,
-            &ms(run.timeout),
-            &ms(run.backoff),
-            &run.retry_on_status,
-            &now,
-            &run.available.resolve(now),
-            &started,
-            &run.schedule,
-            &running.is_some(),
-            &run.task_rev,
-        ];
-        client.execute(&stmt, &params).await.map_err(fail)?;
+        client
+            .exec(
+                &sql,
+                &[
+                    p(&run.id),
+                    p(&run.task.as_str()),
+                    p(&to_json(&run.args)),
+                    p(&run.secret_args.as_ref().map(to_json)),
+                    p(&caller),
+                    p(&state),
+                    p(&run.priority),
+                    p(&attempt),
+                    p(&i64::from(run.max_attempts)),
+                    p(&fence),
+                    p(&worker),
+                    p(&lease),
+                    p(&ms(run.timeout)),
+                    p(&ms(run.backoff)),
+                    p(&run.retry_on_status),
+                    p(&now),
+                    p(&run.available.resolve(now)),
+                    p(&started),
+                    p(&run.schedule),
+                    p(&running.is_some()),
+                    p(&run.task_rev),
+                ],
+            )
+            .await
+            .map_err(fail)?;
     }
     Ok(now)
 }
@@ -160,25 +161,22 @@ async fn insert_runs(
 /// much of the log was cut): the run's row, locked, if `lease` still holds.
 async fn guard_logs(
     store: &PgStore,
-    client: &impl GenericClient,
+    client: &impl Sql,
     lease: &Lease,
     batch: &LogBatch,
 ) -> Result<bool, StoreError> {
-    let stmt = client
-        .prepare_cached(&format!(
-            "UPDATE {SCHEMA}.runs SET log_cut_lines = $3, log_cut_bytes = $4 \
+    let sql = format!(
+        "UPDATE {SCHEMA}.runs SET log_cut_lines = $3, log_cut_bytes = $4 \
              WHERE id = $1 AND fence = $2 AND state = 'running'"
-        ))
-        .await
-        .map_err(|e| store.fail(e))?;
+    );
     let n = client
-        .execute(
-            &stmt,
+        .exec(
+            &sql,
             &[
-                &lease.id,
-                &lease.fence,
-                &(batch.cut_lines as i64),
-                &(batch.cut_bytes as i64),
+                p(&lease.id),
+                p(&lease.fence),
+                p(&(batch.cut_lines as i64)),
+                p(&(batch.cut_bytes as i64)),
             ],
         )
         .await
@@ -189,7 +187,7 @@ async fn guard_logs(
 /// Stores `batch` for an attempt whose row the caller's guard has locked.
 async fn insert_logs(
     store: &PgStore,
-    client: &impl GenericClient,
+    client: &impl Sql,
     lease: &Lease,
     attempt: u32,
     batch: &LogBatch,
@@ -198,12 +196,17 @@ async fn insert_logs(
     let attempt = i64::from(attempt);
     if let Some((from, to)) = batch.delete {
         client
-            .execute(
+            .exec(
                 &format!(
                     "DELETE FROM {SCHEMA}.run_logs \
                      WHERE run_id = $1 AND attempt = $2 AND seq >= $3 AND seq < $4"
                 ),
-                &[&lease.id, &attempt, &(from as i64), &(to as i64)],
+                &[
+                    p(&lease.id),
+                    p(&attempt),
+                    p(&(from as i64)),
+                    p(&(to as i64)),
+                ],
             )
             .await
             .map_err(fail)?;
@@ -226,16 +229,23 @@ async fn insert_logs(
         lines.push(no_nul(&l.text).into_owned());
         cut.push(l.truncated);
     }
-    let stmt = client
-        .prepare_cached(&format!(
-            "INSERT INTO {SCHEMA}.run_logs (run_id, attempt, seq, stream, line, truncated) \
+    let sql = format!(
+        "INSERT INTO {SCHEMA}.run_logs (run_id, attempt, seq, stream, line, truncated) \
              SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bool[]) \
              ON CONFLICT (run_id, attempt, seq) DO NOTHING"
-        ))
-        .await
-        .map_err(fail)?;
+    );
     client
-        .execute(&stmt, &[&lease.id, &attempt, &seqs, &streams, &lines, &cut])
+        .exec(
+            &sql,
+            &[
+                p(&lease.id),
+                p(&attempt),
+                p(&seqs),
+                p(&streams),
+                p(&lines),
+                p(&cut),
+            ],
+        )
         .await
         .map_err(fail)?;
     Ok(())
@@ -284,7 +294,7 @@ impl RunStore for PgStore {
     async fn now(&self) -> Result<i64, StoreError> {
         let client = self.write_conn().await?;
         let row = client
-            .query_one("SELECT task_executor.now_ms()", &[])
+            .one("SELECT task_executor.now_ms()", &[])
             .await
             .map_err(|e| self.fail(e))?;
         Ok(row.get(0))
@@ -339,13 +349,12 @@ impl RunStore for PgStore {
         let tx = self.begin(&mut client).await?;
         // Candidates, locked; rows another claimer holds are skipped, and
         // tasks already at their cap are left out.
-        let pick = tx
-            .prepare_cached(&format!(
-                // The task's tags and cap are checked in scalar subqueries,
-                // not a join: the planner then walks `runs_claim` in order
-                // and stops at the limit, where a join made it read and sort
-                // every queued run (300 ms a claim with 100 000 queued).
-                "SELECT r.id, r.task, \
+        let pick = format!(
+            // The task's tags and cap are checked in scalar subqueries,
+            // not a join: the planner then walks `runs_claim` in order
+            // and stops at the limit, where a join made it read and sort
+            // every queued run (300 ms a claim with 100 000 queued).
+            "SELECT r.id, r.task, \
                     (SELECT t.concurrency FROM {SCHEMA}.tasks t WHERE t.name = r.task) \
                  FROM {SCHEMA}.runs r \
                  WHERE r.state = 'queued' AND r.available_at <= task_executor.now_ms() \
@@ -357,23 +366,15 @@ impl RunStore for PgStore {
                         FROM {SCHEMA}.tasks t WHERE t.name = r.task) IS NOT FALSE \
                  ORDER BY r.priority DESC, r.available_at, r.seq \
                  LIMIT $1 FOR UPDATE OF r SKIP LOCKED"
-            ))
-            .await
-            .map_err(fail)?;
-        let lock_tasks = tx
-            .prepare_cached(&format!(
-                "SELECT name FROM {SCHEMA}.tasks WHERE name = ANY($1) ORDER BY name FOR UPDATE"
-            ))
-            .await
-            .map_err(fail)?;
-        let count_running = tx
-            .prepare_cached(&format!(
-                "SELECT t.name, t.concurrency - (SELECT count(*) FROM {SCHEMA}.runs x \
+        );
+        let lock_tasks = format!(
+            "SELECT name FROM {SCHEMA}.tasks WHERE name = ANY($1) ORDER BY name FOR UPDATE"
+        );
+        let count_running = format!(
+            "SELECT t.name, t.concurrency - (SELECT count(*) FROM {SCHEMA}.runs x \
                     WHERE x.task = t.name AND x.state = 'running') \
                  FROM {SCHEMA}.tasks t WHERE t.name = ANY($1)"
-            ))
-            .await
-            .map_err(fail)?;
+        );
         let exclude: Vec<&str> = filter.exclude.iter().map(|t| t.as_str()).collect();
         let mut ids: Vec<String> = Vec::with_capacity(n);
         // Room left under each capped task's cap, once its row is locked.
@@ -388,9 +389,14 @@ impl RunStore for PgStore {
                 .collect();
             let want = n - ids.len();
             let candidates = tx
-                .query(
+                .rows(
                     &pick,
-                    &[&((want * 2 + 8) as i64), &full, &filter.tags, &exclude],
+                    &[
+                        p(&((want * 2 + 8) as i64)),
+                        p(&full),
+                        p(&filter.tags),
+                        p(&exclude),
+                    ],
                 )
                 .await
                 .map_err(fail)?;
@@ -405,8 +411,8 @@ impl RunStore for PgStore {
             if !capped.is_empty() {
                 // Lock first, count after, in a statement of its own: its
                 // snapshot then sees every claim committed before the lock.
-                tx.query(&lock_tasks, &[&capped]).await.map_err(fail)?;
-                for r in tx.query(&count_running, &[&capped]).await.map_err(fail)? {
+                tx.rows(&lock_tasks, &[p(&capped)]).await.map_err(fail)?;
+                for r in tx.rows(&count_running, &[p(&capped)]).await.map_err(fail)? {
                     room.insert(r.get(0), r.get(1));
                 }
             }
@@ -432,9 +438,8 @@ impl RunStore for PgStore {
         }
         let mut claimed = Vec::with_capacity(ids.len());
         if !ids.is_empty() {
-            let take = tx
-                .prepare_cached(&format!(
-                    "UPDATE {SCHEMA}.runs SET state = 'running', attempt = attempt + 1, \
+            let take = format!(
+                "UPDATE {SCHEMA}.runs SET state = 'running', attempt = attempt + 1, \
                         fence = fence + 1, worker = $2, \
                         lease_until = task_executor.now_ms() + $3, \
                         started_at = task_executor.now_ms(), finished_at = NULL, \
@@ -443,11 +448,9 @@ impl RunStore for PgStore {
                      RETURNING id, task, COALESCE(secret_args, args), caller, attempt, \
                         max_attempts, fence, timeout_ms, backoff_ms, retry_on_status, task_rev, \
                         priority, available_at, seq"
-                ))
-                .await
-                .map_err(fail)?;
+            );
             let mut rows = tx
-                .query(&take, &[&ids, &worker, &ms1(lease)])
+                .rows(&take, &[p(&ids), p(&worker), p(&ms1(lease))])
                 .await
                 .map_err(fail)?;
             // In claim order: priority, then age, then insertion.
@@ -494,17 +497,14 @@ impl RunStore for PgStore {
         let client = self.write_conn().await?;
         let ids: Vec<&str> = leases.iter().map(|l| l.id.as_str()).collect();
         let fences: Vec<i64> = leases.iter().map(|l| l.fence).collect();
-        let stmt = client
-            .prepare_cached(&format!(
-                "UPDATE {SCHEMA}.runs r SET lease_until = task_executor.now_ms() + $3 \
+        let sql = format!(
+            "UPDATE {SCHEMA}.runs r SET lease_until = task_executor.now_ms() + $3 \
                  FROM unnest($1::text[], $2::bigint[]) AS l(id, fence) \
                  WHERE r.id = l.id AND r.fence = l.fence AND r.state = 'running' \
                  RETURNING r.id, r.fence, r.cancel_requested"
-            ))
-            .await
-            .map_err(fail)?;
+        );
         let rows = client
-            .query(&stmt, &[&ids, &fences, &ms1(lease)])
+            .rows(&sql, &[p(&ids), p(&fences), p(&ms1(lease))])
             .await
             .map_err(fail)?;
         let held: std::collections::HashMap<(String, i64), bool> = rows
@@ -530,23 +530,20 @@ impl RunStore for PgStore {
             return Ok(false);
         }
         insert_logs(self, &tx, lease, finish.attempt, &finish.logs).await?;
-        let stmt = tx
-            .prepare_cached(&format!(
-                "UPDATE {SCHEMA}.runs SET state = $3, outcome = $4, exit = $5, \
+        let sql = format!(
+            "UPDATE {SCHEMA}.runs SET state = $3, outcome = $4, exit = $5, \
                     finished_at = task_executor.now_ms(), lease_until = NULL, secret_args = NULL, \
                     error = NULL, error_kind = NULL \
                  WHERE id = $1 AND fence = $2 AND state = 'running'"
-            ))
-            .await
-            .map_err(fail)?;
-        tx.execute(
-            &stmt,
+        );
+        tx.exec(
+            &sql,
             &[
-                &lease.id,
-                &lease.fence,
-                &finish.state.as_str(),
-                &no_nul(&outcome).as_ref(),
-                &exit,
+                p(&lease.id),
+                p(&lease.fence),
+                p(&finish.state.as_str()),
+                p(&no_nul(&outcome)),
+                p(&exit),
             ],
         )
         .await
@@ -570,7 +567,7 @@ impl RunStore for PgStore {
             return Ok(false);
         }
         insert_logs(self, &tx, lease, finish.attempt, &finish.logs).await?;
-        tx.execute(
+        tx.exec(
             &format!(
                 "UPDATE {SCHEMA}.runs SET state = 'queued', outcome = $3, exit = $4, \
                     available_at = task_executor.now_ms() + $5, lease_until = NULL, \
@@ -578,13 +575,13 @@ impl RunStore for PgStore {
                  WHERE id = $1 AND fence = $2 AND state = 'running'"
             ),
             &[
-                &lease.id,
-                &lease.fence,
-                &no_nul(&outcome).as_ref(),
-                &exit,
-                &ms1(delay),
-                &no_nul(&note.message).as_ref(),
-                &note.kind,
+                p(&lease.id),
+                p(&lease.fence),
+                p(&no_nul(&outcome)),
+                p(&exit),
+                p(&ms1(delay)),
+                p(&no_nul(&note.message)),
+                p(&note.kind),
             ],
         )
         .await
@@ -596,14 +593,14 @@ impl RunStore for PgStore {
     async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
         let client = self.write_conn().await?;
         let n = client
-            .execute(
+            .exec(
                 &format!(
                     "UPDATE {SCHEMA}.runs SET state = 'queued', attempt = attempt - 1, \
                         lease_until = NULL, available_at = task_executor.now_ms(), \
                         started_at = NULL \
                      WHERE id = $1 AND fence = $2 AND state = 'running'"
                 ),
-                &[&lease.id, &lease.fence],
+                &[p(&lease.id), p(&lease.fence)],
             )
             .await
             .map_err(|e| self.fail(e))?;
@@ -617,17 +614,14 @@ impl RunStore for PgStore {
         let Some(client) = self.existing().await? else {
             return Ok(Vec::new());
         };
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT id, fence, attempt, max_attempts, cancel_requested, inline \
+        let sql = format!(
+            "SELECT id, fence, attempt, max_attempts, cancel_requested, inline \
                  FROM {SCHEMA}.runs \
                  WHERE state = 'running' AND lease_until < task_executor.now_ms() \
                  ORDER BY lease_until LIMIT $1"
-            ))
-            .await
-            .map_err(|e| self.fail(e))?;
+        );
         let rows = client
-            .query(&stmt, &[&(limit as i64)])
+            .rows(&sql, &[p(&(limit as i64))])
             .await
             .map_err(|e| self.fail(e))?;
         Ok(rows
@@ -664,17 +658,17 @@ impl RunStore for PgStore {
         };
         let client = self.write_conn().await?;
         let n = client
-            .execute(
+            .exec(
                 &format!(
                     "UPDATE {SCHEMA}.runs SET {set}, error = $3, error_kind = $4 \
                      WHERE id = $1 AND fence = $2 AND state = 'running' \
                        AND lease_until < task_executor.now_ms()"
                 ),
                 &[
-                    &expired.lease.id,
-                    &expired.lease.fence,
-                    &no_nul(&note.message).as_ref(),
-                    &note.kind,
+                    p(&expired.lease.id),
+                    p(&expired.lease.fence),
+                    p(&no_nul(&note.message)),
+                    p(&note.kind),
                 ],
             )
             .await
@@ -712,9 +706,9 @@ impl RunStore for PgStore {
         };
         let fail = |e| self.fail(e);
         let exact = client
-            .query_opt(
+            .opt(
                 &format!("SELECT {RUN_COLUMNS} FROM {SCHEMA}.runs WHERE id = $1"),
-                &[&id],
+                &[p(&id)],
             )
             .await
             .map_err(fail)?;
@@ -726,12 +720,12 @@ impl RunStore for PgStore {
         }
         let hi = format!("{id}~");
         let mut found = client
-            .query(
+            .rows(
                 &format!(
                     "SELECT {RUN_COLUMNS} FROM {SCHEMA}.runs \
                      WHERE id >= $1 AND id < $2 COLLATE \"C\" LIMIT 2"
                 ),
-                &[&id, &hi],
+                &[p(&id), p(&hi)],
             )
             .await
             .map_err(fail)?;
@@ -742,12 +736,12 @@ impl RunStore for PgStore {
             ))),
             _ => {
                 let n: i64 = client
-                    .query_one(
+                    .one(
                         &format!(
                             "SELECT count(*) FROM (SELECT 1 FROM {SCHEMA}.runs \
                              WHERE id >= $1 AND id < $2 COLLATE \"C\" LIMIT $3) x"
                         ),
-                        &[&id, &hi, &AMBIGUITY_COUNT_LIMIT],
+                        &[p(&id), p(&hi), p(&AMBIGUITY_COUNT_LIMIT)],
                     )
                     .await
                     .map_err(fail)?
@@ -770,22 +764,22 @@ impl RunStore for PgStore {
         let mut sql = format!("SELECT {RUN_COLUMNS} FROM {SCHEMA}.runs WHERE true");
         let task = filter.task.as_ref().map(|t| t.as_str().to_owned());
         let state = filter.state.map(|s| s.as_str());
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        let mut params: Vec<Param> = Vec::new();
         if let Some(task) = &task {
-            params.push(task);
+            params.push(p(task));
             sql.push_str(&format!(" AND task = ${}", params.len()));
         }
         if let Some(state) = &state {
-            params.push(state);
+            params.push(p(state));
             sql.push_str(&format!(" AND state = ${}", params.len()));
         }
         if let Some(since) = &filter.since {
-            params.push(since);
+            params.push(p(since));
             sql.push_str(&format!(" AND queued_at >= ${}", params.len()));
         }
         if let Some(c) = &filter.after {
-            params.push(&c.queued_at);
-            params.push(&c.seq);
+            params.push(p(&c.queued_at));
+            params.push(p(&c.seq));
             let (at, seq) = (params.len() - 1, params.len());
             sql.push_str(&format!(" AND (queued_at, seq) < (${at}, ${seq})"));
         }
@@ -794,10 +788,7 @@ impl RunStore for PgStore {
             " ORDER BY queued_at DESC, seq DESC LIMIT {}",
             limit + 1
         ));
-        let rows = client
-            .query(&sql, &params)
-            .await
-            .map_err(|e| self.fail(e))?;
+        let rows = client.rows(&sql, &params).await.map_err(|e| self.fail(e))?;
         let mut raw: Vec<RawRun> = rows.iter().map(read_run).collect();
         let next = (raw.len() > limit).then(|| {
             raw.truncate(limit);
@@ -823,15 +814,15 @@ impl RunStore for PgStore {
         let Some(client) = self.existing().await? else {
             return Ok(Vec::new());
         };
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT seq, stream, line, truncated FROM {SCHEMA}.run_logs \
+        let sql = format!(
+            "SELECT seq, stream, line, truncated FROM {SCHEMA}.run_logs \
                  WHERE run_id = $1 AND attempt = $2 AND seq >= $3 ORDER BY seq"
-            ))
-            .await
-            .map_err(|e| self.fail(e))?;
+        );
         let rows = client
-            .query(&stmt, &[&id, &i64::from(attempt), &(from_seq as i64)])
+            .rows(
+                &sql,
+                &[p(&id), p(&i64::from(attempt)), p(&(from_seq as i64))],
+            )
             .await
             .map_err(|e| self.fail(e))?;
         Ok(rows
@@ -854,14 +845,14 @@ impl RunStore for PgStore {
             return Ok(false);
         };
         let n = client
-            .execute(
+            .exec(
                 &format!(
                     "UPDATE {SCHEMA}.runs SET state = 'cancelled', \
                         finished_at = task_executor.now_ms(), secret_args = NULL, \
                         error = $2, error_kind = $3 \
                      WHERE id = $1 AND state = 'queued'"
                 ),
-                &[&id, &no_nul(&note.message).as_ref(), &note.kind],
+                &[p(&id), p(&no_nul(&note.message)), p(&note.kind)],
             )
             .await
             .map_err(|e| self.fail(e))?;
@@ -873,12 +864,12 @@ impl RunStore for PgStore {
             return Ok(false);
         };
         let n = client
-            .execute(
+            .exec(
                 &format!(
                     "UPDATE {SCHEMA}.runs SET cancel_requested = true \
                      WHERE id = $1 AND state = 'running'"
                 ),
-                &[&id],
+                &[p(&id)],
             )
             .await
             .map_err(|e| self.fail(e))?;
@@ -908,7 +899,7 @@ impl RunStore for PgStore {
         let mut total = 0;
         loop {
             let n = client
-                .execute(&sql, &[&keep, &age, &PRUNE_BATCH])
+                .exec(&sql, &[p(&keep), p(&age), p(&PRUNE_BATCH)])
                 .await
                 .map_err(|e| self.fail(e))?;
             total += n;
@@ -923,7 +914,7 @@ impl RunStore for PgStore {
             return Ok(Active::default());
         };
         let row = client
-            .query_one(
+            .one(
                 &format!(
                     "SELECT \
                         count(*) FILTER (WHERE state = 'queued' AND available_at <= now_ms), \
@@ -946,7 +937,7 @@ impl RunStore for PgStore {
     async fn add_schedule(&self, s: &NewSchedule) -> Result<Schedule, StoreError> {
         let client = self.write_conn().await?;
         let row = client
-            .query_one(
+            .one(
                 &format!(
                     "INSERT INTO {SCHEMA}.schedules \
                         (id, task, cron, args, secret_args, caller, next_fire_at, created_at) \
@@ -954,13 +945,13 @@ impl RunStore for PgStore {
                      RETURNING created_at"
                 ),
                 &[
-                    &s.id,
-                    &s.task.as_str(),
-                    &s.cron,
-                    &to_json(&s.args),
-                    &s.secret_args.as_ref().map(to_json),
-                    &no_nul(&s.caller).as_ref(),
-                    &s.next_fire_at,
+                    p(&s.id),
+                    p(&s.task.as_str()),
+                    p(&s.cron),
+                    p(&to_json(&s.args)),
+                    p(&s.secret_args.as_ref().map(to_json)),
+                    p(&no_nul(&s.caller)),
+                    p(&s.next_fire_at),
                 ],
             )
             .await
@@ -981,7 +972,7 @@ impl RunStore for PgStore {
             return Ok(Vec::new());
         };
         let rows = client
-            .query(
+            .rows(
                 &format!(
                     "SELECT id, task, cron, args, caller, next_fire_at, created_at \
                      FROM {SCHEMA}.schedules ORDER BY created_at, id"
@@ -998,9 +989,9 @@ impl RunStore for PgStore {
             return Ok(false);
         };
         let n = client
-            .execute(
+            .exec(
                 &format!("DELETE FROM {SCHEMA}.schedules WHERE id = $1"),
-                &[&id],
+                &[p(&id)],
             )
             .await
             .map_err(|e| self.fail(e))?;
@@ -1012,9 +1003,9 @@ impl RunStore for PgStore {
             return Ok(0);
         };
         client
-            .execute(
+            .exec(
                 &format!("DELETE FROM {SCHEMA}.schedules WHERE task = $1"),
-                &[&task.as_str()],
+                &[p(&task.as_str())],
             )
             .await
             .map_err(|e| self.fail(e))
@@ -1029,19 +1020,19 @@ impl RunStore for PgStore {
         };
         let fail = |e| self.fail(e);
         let now: i64 = client
-            .query_one("SELECT task_executor.now_ms()", &[])
+            .one("SELECT task_executor.now_ms()", &[])
             .await
             .map_err(fail)?
             .get(0);
         // The unmasked arguments: the run a tick queues needs them.
         let rows = client
-            .query(
+            .rows(
                 &format!(
                     "SELECT id, task, cron, COALESCE(secret_args, args), caller, next_fire_at, \
                         created_at \
                      FROM {SCHEMA}.schedules WHERE next_fire_at <= $1 ORDER BY next_fire_at, id"
                 ),
-                &[&now],
+                &[p(&now)],
             )
             .await
             .map_err(fail)?;
@@ -1071,12 +1062,12 @@ impl RunStore for PgStore {
         let mut client = self.write_conn().await?;
         let tx = self.begin(&mut client).await?;
         let advanced = tx
-            .execute(
+            .exec(
                 &format!(
                     "UPDATE {SCHEMA}.schedules SET next_fire_at = $3 \
                      WHERE id = $1 AND next_fire_at = $2"
                 ),
-                &[&due.id, &due.next_fire_at, &next_fire_at],
+                &[p(&due.id), p(&due.next_fire_at), p(&next_fire_at)],
             )
             .await
             .map_err(fail)?
@@ -1095,17 +1086,16 @@ impl RunStore for PgStore {
         let fail = |e| self.fail(e);
         let mut client = self.write_conn().await?;
         let tx = self.begin(&mut client).await?;
-        tx.execute(
+        tx.exec(
             &format!("DELETE FROM {SCHEMA}.workers WHERE last_seen < task_executor.now_ms() - $1"),
-            &[&ms1(FORGET_WORKERS_AFTER)],
+            &[p(&ms1(FORGET_WORKERS_AFTER))],
         )
         .await
         .map_err(fail)?;
         // `started_at` stays that of the row's process; an id reused by
         // another process (a restart with the same `--id`) starts again.
-        let stmt = tx
-            .prepare_cached(&format!(
-                "INSERT INTO {SCHEMA}.workers AS w (id, host, pid, tags, concurrency, running, \
+        let sql = format!(
+            "INSERT INTO {SCHEMA}.workers AS w (id, host, pid, tags, concurrency, running, \
                     lease_ms, started_at, last_seen) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, task_executor.now_ms(), \
                     task_executor.now_ms()) \
@@ -1115,19 +1105,17 @@ impl RunStore for PgStore {
                     host = excluded.host, pid = excluded.pid, tags = excluded.tags, \
                     concurrency = excluded.concurrency, running = excluded.running, \
                     lease_ms = excluded.lease_ms, last_seen = excluded.last_seen"
-            ))
-            .await
-            .map_err(fail)?;
-        tx.execute(
-            &stmt,
+        );
+        tx.exec(
+            &sql,
             &[
-                &beat.id,
-                &no_nul(&beat.host).as_ref(),
-                &i64::from(beat.pid),
-                &tags_json(&beat.tags),
-                &i64::from(beat.concurrency),
-                &i64::from(beat.running),
-                &ms1(beat.lease),
+                p(&beat.id),
+                p(&no_nul(&beat.host)),
+                p(&i64::from(beat.pid)),
+                p(&tags_json(&beat.tags)),
+                p(&i64::from(beat.concurrency)),
+                p(&i64::from(beat.running)),
+                p(&ms1(beat.lease)),
             ],
         )
         .await
@@ -1141,7 +1129,7 @@ impl RunStore for PgStore {
             return Ok(Vec::new());
         };
         let rows = client
-            .query(
+            .rows(
                 &format!(
                     "SELECT id, host, pid, tags, concurrency, running, lease_ms, started_at, \
                         last_seen FROM {SCHEMA}.workers ORDER BY started_at, id"
@@ -1175,9 +1163,9 @@ impl RunStore for PgStore {
             return Ok(false);
         };
         let n = client
-            .execute(
+            .exec(
                 &format!("DELETE FROM {SCHEMA}.workers WHERE id = $1"),
-                &[&id],
+                &[p(&id)],
             )
             .await
             .map_err(|e| self.fail(e))?;
