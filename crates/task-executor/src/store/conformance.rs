@@ -380,6 +380,34 @@ pub(super) async fn queued_runs_keep_masked_args_and_are_found_by_prefix(h: &dyn
     );
 }
 
+/// A batch of more runs than one statement carries (PostgreSQL inserts
+/// 1000 to a statement) lands whole, each run with its own fields, and is
+/// claimed in the order it was queued.
+pub(super) async fn a_large_batch_lands_whole_and_in_order(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task("t", Policy::default());
+    registered(&store, &t).await;
+    let runs: Vec<_> = (0..2345)
+        .map(|i| {
+            let mut r = queue::new_run(&t, &json!({ "i": i }), &format!("caller-{i}"));
+            r.timeout = (i % 2 == 0).then(|| Duration::from_millis(1000 + i));
+            r
+        })
+        .collect();
+    store.enqueue(&runs).await.unwrap();
+    assert_eq!(store.active().await.unwrap().due, 2345);
+    for i in [0usize, 999, 1000, 1001, 2344] {
+        let got = run_of(&store, &runs[i].id).await;
+        assert_eq!(got.args, json!({ "i": i }), "run {i}");
+        assert_eq!(got.caller, format!("caller-{i}"), "run {i}");
+    }
+    let claimed = store.claim("w", 3, LEASE, &UNTAGGED).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [&runs[0].id, &runs[1].id, &runs[2].id]);
+    assert_eq!(claimed[0].timeout, Some(Duration::from_millis(1000)));
+    assert_eq!(claimed[1].timeout, None);
+}
+
 pub(super) async fn a_claim_bumps_the_fence_and_a_stale_attempt_cannot_write(h: &dyn Harness) {
     let (a, b) = (h.handle(), h.handle());
     let t = task(
@@ -2048,6 +2076,7 @@ macro_rules! run_store_suite {
             use super::*;
             registry_suite!(@tests $harness;
                 queued_runs_keep_masked_args_and_are_found_by_prefix,
+                a_large_batch_lands_whole_and_in_order,
                 a_claim_bumps_the_fence_and_a_stale_attempt_cannot_write,
                 lapsed_leases_requeue_until_attempts_are_used_up,
                 an_inline_run_whose_executor_died_fails_and_is_never_rerun,

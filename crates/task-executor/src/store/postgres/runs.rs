@@ -88,9 +88,13 @@ pub(super) fn read_run(r: &Row) -> RawRun {
     }
 }
 
-/// Inserts `runs` at the database's now, in one statement; with `running`
-/// = (worker, lease) the first (only) run starts as an inline attempt.
-/// Returns the time they were queued at.
+/// How many runs one `INSERT` carries (as arrays, one per column).
+const INSERT_CHUNK: usize = 1000;
+
+/// Inserts `runs` at the database's now, [`INSERT_CHUNK`] to a statement
+/// (so a batch of 100 000 is a hundred round trips, not 100 000); with
+/// `running` = (worker, lease) the first (only) run starts as an inline
+/// attempt. Returns the time they were queued at.
 async fn insert_runs(
     store: &PgStore,
     client: &impl Sql,
@@ -103,52 +107,69 @@ async fn insert_runs(
         .await
         .map_err(fail)?
         .get(0);
+    let (state, attempt, fence, worker, lease, started) = match running {
+        Some((worker, lease)) => (
+            "running",
+            1i64,
+            1i64,
+            Some(worker),
+            Some(now.saturating_add(ms1(lease))),
+            Some(now),
+        ),
+        None => ("queued", 0, 0, None, None, None),
+    };
     let sql = format!(
-        "INSERT INTO {SCHEMA}.runs (id, task, args, secret_args, caller, state, priority, \
-                attempt, max_attempts, fence, worker, lease_until, timeout_ms, backoff_ms, \
-                retry_on_status, queued_at, available_at, started_at, schedule_id, inline, task_rev) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                $18, $19, $20, $21)"
+        "INSERT INTO {SCHEMA}.runs (id, task, args, secret_args, caller, priority, \
+                max_attempts, timeout_ms, backoff_ms, retry_on_status, available_at, \
+                schedule_id, task_rev, state, attempt, fence, worker, lease_until, queued_at, \
+                started_at, inline) \
+         SELECT u.*, $14, $15, $16, $17, $18, $19, $20, $21 \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                     $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::bool[], \
+                     $11::int8[], $12::text[], $13::text[]) AS u"
     );
-    for run in runs {
-        let (state, attempt, fence, worker, lease, started) = match running {
-            Some((worker, lease)) => (
-                "running",
-                1i64,
-                1i64,
-                Some(worker),
-                Some(now.saturating_add(ms1(lease))),
-                Some(now),
-            ),
-            None => ("queued", 0, 0, None, None, None),
-        };
-        let caller = no_nul(&run.caller);
-        let caller: &str = &caller;
+    for chunk in runs.chunks(INSERT_CHUNK) {
+        let col = |f: fn(&NewRun) -> String| chunk.iter().map(f).collect::<Vec<_>>();
+        let opt = |f: fn(&NewRun) -> Option<String>| chunk.iter().map(f).collect::<Vec<_>>();
+        let int = |f: fn(&NewRun) -> i64| chunk.iter().map(f).collect::<Vec<_>>();
+        let ids = col(|r| r.id.clone());
+        let tasks = col(|r| r.task.as_str().to_owned());
+        let args = col(|r| to_json(&r.args));
+        let secret = opt(|r| r.secret_args.as_ref().map(to_json));
+        let callers = col(|r| no_nul(&r.caller).into_owned());
+        let priority = int(|r| r.priority);
+        let max_attempts = int(|r| i64::from(r.max_attempts));
+        let timeout: Vec<Option<i64>> = chunk.iter().map(|r| ms(r.timeout)).collect();
+        let backoff: Vec<Option<i64>> = chunk.iter().map(|r| ms(r.backoff)).collect();
+        let retry: Vec<bool> = chunk.iter().map(|r| r.retry_on_status).collect();
+        let available: Vec<i64> = chunk.iter().map(|r| r.available.resolve(now)).collect();
+        let schedule = opt(|r| r.schedule.clone());
+        let rev = opt(|r| r.task_rev.clone());
         client
             .exec(
                 &sql,
                 &[
-                    p(&run.id),
-                    p(&run.task.as_str()),
-                    p(&to_json(&run.args)),
-                    p(&run.secret_args.as_ref().map(to_json)),
-                    p(&caller),
+                    p(&ids),
+                    p(&tasks),
+                    p(&args),
+                    p(&secret),
+                    p(&callers),
+                    p(&priority),
+                    p(&max_attempts),
+                    p(&timeout),
+                    p(&backoff),
+                    p(&retry),
+                    p(&available),
+                    p(&schedule),
+                    p(&rev),
                     p(&state),
-                    p(&run.priority),
                     p(&attempt),
-                    p(&i64::from(run.max_attempts)),
                     p(&fence),
                     p(&worker),
                     p(&lease),
-                    p(&ms(run.timeout)),
-                    p(&ms(run.backoff)),
-                    p(&run.retry_on_status),
                     p(&now),
-                    p(&run.available.resolve(now)),
                     p(&started),
-                    p(&run.schedule),
                     p(&running.is_some()),
-                    p(&run.task_rev),
                 ],
             )
             .await

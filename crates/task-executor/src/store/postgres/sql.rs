@@ -48,6 +48,8 @@ pg_types!(
     Vec<bool> => BOOL_ARRAY,
     Vec<String> => TEXT_ARRAY,
     Vec<&str> => TEXT_ARRAY,
+    Vec<Option<i64>> => INT8_ARRAY,
+    Vec<Option<String>> => TEXT_ARRAY,
 );
 
 /// `NULL` is sent as the type of the value it stands for.
