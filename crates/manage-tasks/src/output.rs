@@ -209,6 +209,17 @@ pub fn short_json(value: &serde_json::Value, max: usize) -> String {
     cut
 }
 
+/// A table of human output with `header`: condensed UTF-8 borders, columns
+/// fitted to the terminal. The one look every listing has.
+pub fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_header(header);
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::{clean, took};

@@ -181,6 +181,25 @@ pub fn print_warnings(service: &Service) {
 }
 
 /// Writes `value` as one line of JSON to stdout.
+/// A listing's `--after CURSOR`, decoded by `decode`; a cursor it does not
+/// take is a usage error that names the listing (`listing`) that prints them.
+pub fn after_cursor<T>(
+    cursor: Option<&str>,
+    listing: &str,
+    decode: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, Failure> {
+    cursor
+        .map(|c| {
+            decode(c).ok_or_else(|| {
+                Failure::nothing_ran(
+                    "usage",
+                    format!("--after `{c}` is not a cursor printed by `{listing}`"),
+                )
+            })
+        })
+        .transpose()
+}
+
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, value)?;

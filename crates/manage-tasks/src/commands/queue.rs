@@ -3,7 +3,6 @@
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
-use comfy_table::{ContentArrangement, Table, presets};
 use task_executor::history::to_ms;
 use task_executor::queue::{WorkerConfig, WorkerEvent};
 use task_executor::service::{ServiceConfig, SubmitError, SubmitOptions};
@@ -294,11 +293,7 @@ pub async fn schedule(ctx: &Context, cmd: ScheduleCommand) -> anyhow::Result<u8>
                 )?;
                 return Ok(exit::SUCCESS);
             }
-            let mut table = Table::new();
-            table
-                .load_style(presets::UTF8_FULL_CONDENSED)
-                .set_content_arrangement(ContentArrangement::Dynamic)
-                .set_header(["ID", "TASK", "CRON", "NEXT", "ARGS"]);
+            let mut table = crate::output::table(["ID", "TASK", "CRON", "NEXT", "ARGS"]);
             for s in &all {
                 table.add_row([
                     s.id.clone(),

@@ -2,7 +2,6 @@
 
 use std::io::Write;
 
-use comfy_table::{ContentArrangement, Table, presets};
 use task_executor::history::{Cursor, RunFilter, RunState, from_ms, now_ms};
 use task_executor::queue::CancelResult;
 use task_executor::service::{LogEvent, Service};
@@ -49,18 +48,7 @@ async fn list(service: &Service, a: RunsListArgs) -> anyhow::Result<u8> {
         state: a.state.as_deref().and_then(RunState::parse),
         since: a.since.as_deref().map(parse_since).transpose()?,
         limit: a.limit as usize,
-        after: a
-            .after
-            .as_deref()
-            .map(|c| {
-                Cursor::decode(c).ok_or_else(|| {
-                    Failure::nothing_ran(
-                        "usage",
-                        format!("--after `{c}` is not a cursor printed by `runs list`"),
-                    )
-                })
-            })
-            .transpose()?,
+        after: super::after_cursor(a.after.as_deref(), "runs list", Cursor::decode)?,
     };
     let page = service.runs(&filter).await.map_err(Failure::from)?;
     let next = page.next.as_ref().map(Cursor::encode);
@@ -76,13 +64,9 @@ async fn list(service: &Service, a: RunsListArgs) -> anyhow::Result<u8> {
         writeln!(out, "No runs.")?;
         return Ok(exit::SUCCESS);
     }
-    let mut table = Table::new();
-    table
-        .load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header([
-            "RUN", "TASK", "STATE", "ATTEMPT", "QUEUED", "DURATION", "OUTCOME",
-        ]);
+    let mut table = crate::output::table([
+        "RUN", "TASK", "STATE", "ATTEMPT", "QUEUED", "DURATION", "OUTCOME",
+    ]);
     for r in &page.runs {
         let duration = r.duration_ms().map(took).unwrap_or_else(|| "-".into());
         let outcome = match &r.outcome {

@@ -2,7 +2,6 @@
 
 use std::io::Write;
 
-use comfy_table::{ContentArrangement, Table, presets};
 use task_executor::store::Listed;
 use task_executor::view::{EntryView, ListView, TaskView};
 
@@ -31,11 +30,7 @@ pub async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<u8> {
         )?;
         return Ok(exit::SUCCESS);
     }
-    let mut table = Table::new();
-    table
-        .load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["NAME", "DESCRIPTION", "LOCATION", "TIMEOUT"]);
+    let mut table = crate::output::table(["NAME", "DESCRIPTION", "LOCATION", "TIMEOUT"]);
     for entry in &entries {
         match entry {
             Listed::Task(t) => table.add_row([

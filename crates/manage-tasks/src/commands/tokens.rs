@@ -3,7 +3,6 @@
 
 use std::io::Write;
 
-use comfy_table::{ContentArrangement, Table, presets};
 use task_executor::service::Service;
 use task_executor::store::{AuditCursor, AuditFilter, Scope, TokenState};
 use task_executor::view::{AuditView, CreatedTokenView, ListView, TokenView};
@@ -113,11 +112,8 @@ async fn list(service: &Service, json: bool) -> anyhow::Result<u8> {
         )?;
         return Ok(exit::SUCCESS);
     }
-    let mut table = Table::new();
-    table
-        .load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["NAME", "SCOPE", "STATE", "CREATED", "EXPIRES", "LAST USED"]);
+    let mut table =
+        crate::output::table(["NAME", "SCOPE", "STATE", "CREATED", "EXPIRES", "LAST USED"]);
     let or_dash = |t: &Option<String>| t.clone().unwrap_or_else(|| "-".into());
     for t in &views {
         table.add_row([
@@ -148,18 +144,7 @@ async fn audit_list(service: &Service, a: AuditListArgs) -> anyhow::Result<u8> {
     let filter = AuditFilter {
         since: a.since.as_deref().map(parse_since).transpose()?,
         limit: a.limit as usize,
-        after: a
-            .after
-            .as_deref()
-            .map(|c| {
-                AuditCursor::decode(c).ok_or_else(|| {
-                    Failure::nothing_ran(
-                        "usage",
-                        format!("--after `{c}` is not a cursor printed by `audit list`"),
-                    )
-                })
-            })
-            .transpose()?,
+        after: super::after_cursor(a.after.as_deref(), "audit list", AuditCursor::decode)?,
     };
     let page = service.audit_log(&filter).await.map_err(Failure::from)?;
     let next = page.next.as_ref().map(AuditCursor::encode);
@@ -175,11 +160,7 @@ async fn audit_list(service: &Service, a: AuditListArgs) -> anyhow::Result<u8> {
         writeln!(out, "No audit entries.")?;
         return Ok(exit::SUCCESS);
     }
-    let mut table = Table::new();
-    table
-        .load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"]);
+    let mut table = crate::output::table(["TIME", "ACTOR", "ACTION", "TARGET", "DETAIL"]);
     for e in page.entries.iter().map(AuditView::from) {
         table.add_row([
             e.at.clone(),

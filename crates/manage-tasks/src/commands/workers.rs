@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::time::Duration;
 
-use comfy_table::{ContentArrangement, Table, presets};
 use task_executor::view::{ListView, WorkerState, WorkerView};
 
 use super::{Context, print_json};
@@ -32,19 +31,15 @@ pub async fn run(ctx: &Context, cmd: WorkersCommand) -> anyhow::Result<u8> {
         )?;
         return Ok(exit::SUCCESS);
     }
-    let mut table = Table::new();
-    table
-        .load_style(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header([
-            "ID",
-            "HOST",
-            "TAGS",
-            "CONCURRENCY",
-            "RUNNING",
-            "LAST HEARTBEAT",
-            "STATE",
-        ]);
+    let mut table = crate::output::table([
+        "ID",
+        "HOST",
+        "TAGS",
+        "CONCURRENCY",
+        "RUNNING",
+        "LAST HEARTBEAT",
+        "STATE",
+    ]);
     for w in &views {
         let tags = if w.tags.is_empty() {
             "-".to_owned()
