@@ -17,7 +17,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::{Env, exits_within, on_sql_backends, signal, wait_until};
@@ -39,35 +39,16 @@ impl Server {
 
     /// Starts the server listening on `listen`.
     fn start_on(env: &Env, listen: &str, extra: &[&str]) -> Self {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"))
-            .args(["serve", "--listen", listen])
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"));
+        cmd.args(["serve", "--listen", listen])
             .args(extra)
             .env("TASK_STORE", &env.store)
             .env("HOME", env.dir.path())
             .env_remove("XDG_DATA_HOME")
-            .current_dir(env.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("serving ")
-            .and_then(|rest| rest.strip_suffix(" (api /api/v1, docs /api/v1/docs)"))
-            .unwrap_or_else(|| panic!("unexpected first stderr line: {line:?}"))
-            .to_owned();
-        // The rest of stderr, kept for assertions and failure messages.
-        let kept = std::sync::Arc::new(std::sync::Mutex::new(line));
-        let sink = kept.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
+            .current_dir(env.dir.path());
+        let (child, base, kept) = common::spawn_server(cmd, |line| {
+            line.strip_prefix("serving ")
+                .and_then(|rest| rest.strip_suffix(" (api /api/v1, docs /api/v1/docs)"))
         });
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

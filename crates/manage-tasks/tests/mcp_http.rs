@@ -39,35 +39,16 @@ impl Drop for Server {
 }
 
 fn serve(env: &Env, args: &[&str]) -> Server {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("manage_tasks"))
-        .env("TASK_STORE", &env.store)
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("manage_tasks"));
+    cmd.env("TASK_STORE", &env.store)
         .env("HOME", env.dir.path())
         .env("MARKERS", env.dir.path().join("markers"))
         .env_remove("XDG_DATA_HOME")
         .args(["mcp", "--http", "127.0.0.1:0"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("serving MCP on http://")
-        .and_then(|l| l.strip_suffix("/mcp"))
-        .unwrap_or_else(|| panic!("unexpected first stderr line: {line:?}"))
-        .to_owned();
-    let rest = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = rest.clone();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
-            sink.lock().unwrap().push_str(&line);
-            line.clear();
-        }
+        .args(args);
+    let (child, addr, rest) = common::spawn_server(cmd, |line| {
+        line.strip_prefix("serving MCP on http://")
+            .and_then(|l| l.strip_suffix("/mcp"))
     });
     Server {
         child,

@@ -488,3 +488,41 @@ pub fn exits_within(child: &mut std::process::Child, secs: f64) -> std::process:
     });
     status.unwrap()
 }
+
+/// What a server process started by [`spawn_server`] has said on stderr,
+/// kept for assertions and failure messages.
+pub type Said = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// Spawns `cmd` (a `serve` or `mcp --http`) with stderr piped, reads its
+/// first stderr line, and returns the child, what `address` makes of that
+/// line (the server's address; panics naming the line if `None`), and its
+/// stderr (that line, then the rest as it comes).
+#[allow(dead_code)]
+pub fn spawn_server(
+    mut cmd: std::process::Command,
+    address: impl Fn(&str) -> Option<&str>,
+) -> (std::process::Child, String, Said) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = address(line.trim())
+        .unwrap_or_else(|| panic!("unexpected first stderr line: {line:?}"))
+        .to_owned();
+    let said = Said::new(std::sync::Mutex::new(line));
+    let sink = said.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    (child, addr, said)
+}
