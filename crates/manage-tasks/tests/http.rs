@@ -603,7 +603,8 @@ fn openapi_and_docs(env: Env) {
         .unwrap()
         .to_owned();
     assert!(
-        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        // No inline script or eval allowed: neither `'…-inline'` nor `'…-eval'`.
+        csp.contains("script-src 'self'") && !csp.contains("-inline") && !csp.contains("-eval"),
         "{csp}"
     );
     let html = page.body_mut().read_to_string().unwrap();

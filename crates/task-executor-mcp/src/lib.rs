@@ -49,7 +49,7 @@ pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
 pub struct HttpOptions {
     /// The address to bind.
     pub addr: SocketAddr,
-    /// Serve a non-loopback address while no token exists (loudly unsafe).
+    /// Serve a non-loopback address while no token exists (with a loud warning: anyone who reaches it may run tasks).
     pub insecure_no_auth: bool,
     /// Sessions open at once; an `initialize` beyond them gets HTTP 503.
     pub max_sessions: usize,
