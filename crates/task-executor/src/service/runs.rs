@@ -8,9 +8,11 @@
 //! once when the store stops answering and once when it is back.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::broadcast;
 
 use super::execute::Prepared;
 use super::{LookupError, PrepareError, ScheduleError, Service, SubmitError};
@@ -146,8 +148,30 @@ pub enum LogEvent {
     Store(StoreNotice),
 }
 
-/// How often a followed log or a waited-for run is looked at again.
+/// How often a followed log or a waited-for run is looked at again, at
+/// most, when nothing is heard of it ([`heard`]).
 const POLL: Duration = Duration::from_millis(200);
+
+/// Waits until `changes` says run `id` (or an id it is a prefix of) was
+/// written, or it lagged, or `within` passes: a run this process's own
+/// workers change is looked at again at once, any other at the next poll.
+async fn heard(changes: &mut Option<broadcast::Receiver<Arc<str>>>, id: &str, within: Duration) {
+    let Some(rx) = changes else {
+        return tokio::time::sleep(within).await;
+    };
+    let _ = tokio::time::timeout(within, async {
+        loop {
+            match rx.recv().await {
+                Ok(changed) if changed.starts_with(id) => return,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                // The store is gone: nothing more will be heard.
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    })
+    .await;
+}
 
 impl Service {
     /// Queues one run of `task` per element of `args`, in one transaction.
@@ -207,11 +231,14 @@ impl Service {
         notices: &mut (dyn FnMut(StoreNotice) + Send),
     ) -> Result<RunRecord, LookupError> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        // Before the first look, so that no change after it is missed.
+        let mut changes = self.store.run_changes();
+        let mut id = id.to_owned();
         let mut pause = Duration::from_millis(20);
         let mut reach = Reachability::default();
         loop {
             let started = tokio::time::Instant::now();
-            let looked = self.run(id).await;
+            let looked = self.run(&id).await;
             let timed_out = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
             match looked {
                 Ok(run) => {
@@ -219,6 +246,7 @@ impl Service {
                     if run.state.is_terminal() || timed_out {
                         return Ok(run);
                     }
+                    id = run.id;
                 }
                 Err(LookupError::Store(e)) if e.is_transient() && !timed_out => {
                     reach.check::<()>(started, Err(e), notices)?;
@@ -232,7 +260,11 @@ impl Service {
             if let Some(d) = deadline {
                 sleep = sleep.min(d.saturating_duration_since(tokio::time::Instant::now()));
             }
-            tokio::time::sleep(sleep).await;
+            if reach.is_down() {
+                tokio::time::sleep(sleep).await;
+            } else {
+                heard(&mut changes, &id, sleep).await;
+            }
             pause = (pause * 2).min(POLL);
         }
     }
@@ -310,6 +342,11 @@ impl Service {
             pending: VecDeque::new(),
             done: false,
             reach: Reachability::default(),
+            changes: if follow {
+                self.store.run_changes()
+            } else {
+                None
+            },
         })
     }
 
@@ -404,6 +441,8 @@ pub struct LogStream<'s> {
     done: bool,
     /// While following: whether the store answers.
     reach: Reachability,
+    /// While following: runs this process changes ([`heard`]).
+    changes: Option<broadcast::Receiver<Arc<str>>>,
 }
 
 impl LogStream<'_> {
@@ -495,7 +534,7 @@ impl LogStream<'_> {
             self.done = true;
             return Ok(());
         }
-        tokio::time::sleep(POLL).await;
+        heard(&mut self.changes, &self.run.id, POLL).await;
         self.run = self.service.run(&self.run.id).await?;
         if !self.fixed && self.run.attempt > self.attempt {
             self.attempt = self.run.attempt;

@@ -20,6 +20,7 @@ pub mod contract;
 mod postgres;
 mod retry;
 mod rows;
+mod signals;
 mod spec;
 mod sqlite;
 #[cfg(test)]
@@ -351,13 +352,51 @@ impl Store {
         }
     }
 
-    /// Waits until runs may have been queued or `timeout` passes: on
-    /// PostgreSQL a `NOTIFY` ends the wait early; elsewhere it is a sleep.
+    /// Waits until runs may have been queued or `timeout` passes: runs
+    /// queued through this handle (or a clone) end the wait at once, and on
+    /// PostgreSQL so does a `NOTIFY` from any process.
     pub async fn wait_for_work(&self, timeout: Duration) {
         match self {
             Store::Postgres(s) => s.wait_for_work(timeout).await,
-            _ => tokio::time::sleep(timeout).await,
+            Store::Sqlite(s) => {
+                let _ = tokio::time::timeout(timeout, s.signals().work().notified()).await;
+            }
+            Store::Yaml(_) => tokio::time::sleep(timeout).await,
         }
+    }
+
+    fn signals(&self) -> Option<&signals::Signals> {
+        match self {
+            Store::Yaml(_) => None,
+            Store::Sqlite(s) => Some(s.signals()),
+            Store::Postgres(s) => Some(s.signals()),
+        }
+    }
+
+    /// Hears the id of each run whose state is written through this handle
+    /// (or a clone) from now on: queued, ended, queued again, cancelled.
+    /// Runs changed by other processes are not heard; look at those again.
+    pub fn run_changes(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>> {
+        self.signals().map(|s| s.subscribe())
+    }
+
+    /// After a write of `ids`' state that succeeded: wakes this process's
+    /// idle workers if runs may be claimable (`work`), and tells followers.
+    fn signal<'a, T>(
+        &self,
+        result: Result<T, StoreError>,
+        work: bool,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<T, StoreError> {
+        if let (Ok(_), Some(s)) = (&result, self.signals()) {
+            for id in ids {
+                s.changed(id);
+            }
+            if work {
+                s.queued();
+            }
+        }
+        result
     }
 
     /// Whether [`Store::wait_for_work`] hears of new runs (PostgreSQL's
@@ -470,7 +509,8 @@ impl Store {
     }
 
     pub async fn enqueue(&self, runs: &[NewRun]) -> Result<i64, StoreError> {
-        runs_op!(self, s => s.enqueue(runs))
+        let result = runs_op!(self, s => s.enqueue(runs));
+        self.signal(result, true, runs.iter().map(|r| r.id.as_str()))
     }
 
     pub async fn start_inline(
@@ -501,7 +541,8 @@ impl Store {
     }
 
     pub async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<bool, StoreError> {
-        runs_op!(self, s => s.finish(lease, finish))
+        let result = runs_op!(self, s => s.finish(lease, finish));
+        self.signal(result, false, [lease.id.as_str()])
     }
 
     pub async fn retry(
@@ -511,11 +552,13 @@ impl Store {
         delay: Duration,
         note: &RunError,
     ) -> Result<bool, StoreError> {
-        runs_op!(self, s => s.retry(lease, finish, delay, note))
+        let result = runs_op!(self, s => s.retry(lease, finish, delay, note));
+        self.signal(result, delay.is_zero(), [lease.id.as_str()])
     }
 
     pub async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
-        runs_op!(self, s => s.release(lease))
+        let result = runs_op!(self, s => s.release(lease));
+        self.signal(result, true, [lease.id.as_str()])
     }
 
     pub async fn expired(&self, limit: usize) -> Result<Vec<Expired>, StoreError> {
@@ -523,7 +566,9 @@ impl Store {
     }
 
     pub async fn settle(&self, expired: &Expired, verdict: &Verdict) -> Result<bool, StoreError> {
-        runs_op!(self, s => s.settle(expired, verdict))
+        let requeued = matches!(verdict, Verdict::Requeue(_));
+        let result = runs_op!(self, s => s.settle(expired, verdict));
+        self.signal(result, requeued, [expired.lease.id.as_str()])
     }
 
     pub async fn record_logs(
@@ -532,7 +577,8 @@ impl Store {
         attempt: u32,
         batch: &LogBatch,
     ) -> Result<bool, StoreError> {
-        runs_op!(self, s => s.record_logs(lease, attempt, batch))
+        let result = runs_op!(self, s => s.record_logs(lease, attempt, batch));
+        self.signal(result, false, [lease.id.as_str()])
     }
 
     pub async fn get_run(&self, id: &str) -> Result<RunLookup, StoreError> {
@@ -553,7 +599,8 @@ impl Store {
     }
 
     pub async fn cancel_queued(&self, id: &str, note: &RunError) -> Result<bool, StoreError> {
-        runs_op!(self, s => s.cancel_queued(id, note))
+        let result = runs_op!(self, s => s.cancel_queued(id, note));
+        self.signal(result, false, [id])
     }
 
     pub async fn request_cancel(&self, id: &str) -> Result<bool, StoreError> {
@@ -611,7 +658,8 @@ impl Store {
         next_fire_at: i64,
         run: Option<&NewRun>,
     ) -> Result<bool, StoreError> {
-        runs_op!(self, s => s.fire(due, next_fire_at, run))
+        let result = runs_op!(self, s => s.fire(due, next_fire_at, run));
+        self.signal(result, run.is_some(), run.map(|r| r.id.as_str()))
     }
 
     pub async fn export_runs(

@@ -226,6 +226,7 @@ struct Inner {
     path: PathBuf,
     clock: Arc<dyn Clock>,
     idle: Mutex<Vec<Connection>>,
+    signals: super::signals::Signals,
 }
 
 impl std::fmt::Debug for Inner {
@@ -323,8 +324,14 @@ impl SqliteStore {
                 path: path.to_owned(),
                 clock,
                 idle: Mutex::new(Vec::new()),
+                signals: Default::default(),
             }),
         }
+    }
+
+    /// What this handle and its clones tell each other (in-process wake-ups).
+    pub(crate) fn signals(&self) -> &super::signals::Signals {
+        &self.inner.signals
     }
 
     /// The database file.

@@ -231,7 +231,8 @@ struct Inner {
     clock: Option<Arc<dyn Clock>>,
     notifier: Notifier,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    wake: Arc<Notify>,
+    /// In-process wake-ups; its work notifier is also what `LISTEN` wakes.
+    signals: super::signals::Signals,
 }
 
 impl Drop for Inner {
@@ -302,9 +303,14 @@ impl PgStore {
                 clock,
                 notifier: Notifier::default(),
                 listener: Mutex::new(None),
-                wake: Arc::new(Notify::new()),
+                signals: Default::default(),
             }),
         }
+    }
+
+    /// What this handle and its clones tell each other (in-process wake-ups).
+    pub(crate) fn signals(&self) -> &super::signals::Signals {
+        &self.inner.signals
     }
 
     /// `call`, failed as unreachable if the server has not answered within
@@ -538,11 +544,11 @@ impl PgStore {
             if let Ok((config, _)) = &self.inner.setup
                 && listener.as_ref().is_none_or(|t| t.is_finished())
             {
-                let (config, wake) = (config.clone(), self.inner.wake.clone());
+                let (config, wake) = (config.clone(), self.inner.signals.work().clone());
                 *listener = Some(tokio::spawn(listen(config, wake)));
             }
         }
-        let _ = tokio::time::timeout(timeout, self.inner.wake.notified()).await;
+        let _ = tokio::time::timeout(timeout, self.inner.signals.work().notified()).await;
     }
 }
 
