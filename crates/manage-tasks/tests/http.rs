@@ -595,6 +595,48 @@ fn openapi_and_docs(env: Env) {
     assert_eq!(echo["operationId"], "submit_echo");
     assert!(echo["responses"]["202"].is_object(), "{echo}");
     assert!(doc["components"]["schemas"]["RunView"].is_object());
+    // The bearer scheme, optional while no token exists.
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(doc["security"], serde_json::json!([{"bearer": []}, {}]));
+
+    // A write from another site's page is refused, before anything is done;
+    // one from the server's own page (or a program, no header) is not.
+    let (st, body) = s.post("/api/v1/tasks/echo/runs", r#"{"n": 1}"#);
+    assert_eq!(st, 202, "{body}");
+    let id = run_id(&body);
+    let cross = |headers: &[(&str, &str)]| {
+        let mut r = s
+            .agent
+            .post(&s.url(&format!("/api/v1/runs/{id}/cancel")))
+            .header("Content-Type", "application/json");
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        answer(r.send("").unwrap())
+    };
+    let (st, e) = cross(&[("Sec-Fetch-Site", "cross-site")]);
+    assert_eq!(
+        (st, e["error"]["kind"].as_str()),
+        (403, Some("cross_origin"))
+    );
+    let (st, e) = cross(&[("Origin", "https://evil.example")]);
+    assert_eq!(
+        (st, e["error"]["kind"].as_str()),
+        (403, Some("cross_origin"))
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("evil.example")
+    );
+    let (_, run) = s.get(&format!("/api/v1/runs/{id}"));
+    assert_eq!(run["state"], "queued", "nothing was cancelled: {run}");
+    let (st, body) = cross(&[("Sec-Fetch-Site", "same-origin")]);
+    assert_eq!(st, 200, "{body}");
 
     let mut page = s.agent.get(&s.url("/api/v1/docs")).call().unwrap();
     assert_eq!(page.status().as_u16(), 200);
@@ -791,6 +833,10 @@ fn tokens_and_audit(env: Env) {
     );
     // Read may look, not run; run may run, not schedule.
     assert_eq!(call("GET", "/api/v1/tasks", Some(&reader), "").0, 200);
+    // The document now says every operation needs the bearer token.
+    let (st, doc) = call("GET", "/api/v1/openapi.json", Some(&reader), "");
+    assert_eq!(st, 200);
+    assert_eq!(doc["security"], serde_json::json!([{"bearer": []}]));
     let (st, e) = call(
         "POST",
         "/api/v1/tasks/echo/runs",

@@ -1,14 +1,17 @@
 //! `/api/v1/openapi.json` and `/api/v1/docs`.
 //!
 //! The document is the one aide built from the routes, plus, at each
-//! request, a path per registered task (`/api/v1/tasks/<name>/runs`) whose
+//! request, the bearer scheme (required once tokens exist), a path per registered task (`/api/v1/tasks/<name>/runs`) whose
 //! request body is that task's input schema, so the document shows real
 //! argument types. The page is ours: HTML, a script and a stylesheet served
 //! from here (no CDN), under a policy that allows no inline script.
 
 use std::sync::Arc;
 
-use aide::openapi::{MediaType, OpenApi, Parameter, ReferenceOr, RequestBody, SchemaObject};
+use aide::openapi::{
+    MediaType, OpenApi, Parameter, ReferenceOr, RequestBody, SchemaObject, SecurityRequirement,
+    SecurityScheme,
+};
 use axum::Extension;
 use axum::extract::State;
 use axum::http::header;
@@ -28,6 +31,7 @@ pub(crate) async fn openapi(
 ) -> Result<Response, ApiError> {
     let tasks = s.service.tasks().await?;
     let mut api = (*api).clone();
+    secure(&mut api, s.service.tokens_configured().await?);
     let template = api
         .paths
         .as_ref()
@@ -82,6 +86,36 @@ pub(crate) async fn openapi(
     }
     Ok(([(header::CACHE_CONTROL, "no-cache")], axum::Json(api)).into_response())
 }
+
+/// Declares the bearer scheme, required on every operation once tokens
+/// exist (`tokens`), optional before (the server then answers on loopback
+/// without one).
+fn secure(api: &mut OpenApi, tokens: bool) {
+    let scheme = SecurityScheme::Http {
+        scheme: "bearer".to_owned(),
+        bearer_format: None,
+        description: Some(
+            "A token from `manage_tasks tokens create --scope read|run|admin`: `read` for \
+             GET, `run` to submit, cancel and retry, `admin` for everything. 401 without \
+             one (or with a revoked or expired one), 403 for a scope too small."
+                .to_owned(),
+        ),
+        extensions: Default::default(),
+    };
+    api.components
+        .get_or_insert_with(Default::default)
+        .security_schemes
+        .insert(BEARER.to_owned(), ReferenceOr::Item(scheme));
+    let bearer: SecurityRequirement = [(BEARER.to_owned(), Vec::new())].into_iter().collect();
+    api.security = if tokens {
+        vec![bearer]
+    } else {
+        vec![bearer, SecurityRequirement::new()]
+    };
+}
+
+/// The name of the bearer scheme in the document.
+const BEARER: &str = "bearer";
 
 /// The page.
 pub(crate) async fn page() -> Response {
