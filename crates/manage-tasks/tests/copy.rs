@@ -9,6 +9,7 @@
 //!   batch not written
 //! - queued and running runs are skipped with a notice, copied once finished
 //! - a store copied onto itself, however it is named, or from nowhere: refused
+//! - API tokens stay behind, with a notice
 
 mod common;
 
@@ -429,4 +430,29 @@ fn a_store_is_never_copied_onto_itself_nor_from_nowhere() {
         stderr(&out)
     );
     assert!(!env.dir.path().join("new.db").exists());
+}
+
+/// Tokens are keyed to their store: not copied, and the copy says so.
+#[test]
+fn tokens_stay_behind_with_a_notice() {
+    let (src, dst) = (Env::new("db"), Env::new("db"));
+    logger(&src);
+    src.cmd()
+        .args(["tokens", "create", "--name", "ci", "--scope", "run"])
+        .assert()
+        .success();
+    let out = copy(&src, &src.store, &dst.store, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("1 API token in") && said.contains("was not copied"),
+        "{said}"
+    );
+    let listed = dst
+        .cmd()
+        .args(["tokens", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert_eq!(json_stdout(&listed)["items"], serde_json::json!([]));
 }

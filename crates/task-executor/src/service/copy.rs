@@ -16,6 +16,8 @@
 //! - **What each side keeps.** A YAML source has tasks only; a YAML target
 //!   takes tasks only, and the notice says the history stayed behind. A
 //!   source entry this build cannot use is skipped and named.
+//! - **Not the tokens or the audit log**: a token's hash is keyed to its
+//!   store, and the log is the source's record; a notice says so.
 //! - **Never onto itself**, and never from a store that does not exist (a
 //!   typo would otherwise copy nothing and succeed). The source is only read.
 //!
@@ -127,6 +129,8 @@ pub struct Copied {
     /// What the target's writes want the user to know (a YAML rewrite
     /// that dropped comments).
     pub warnings: Vec<String>,
+    /// API tokens in the source, not copied: each is keyed to its store.
+    pub tokens_left: u64,
 }
 
 impl Copied {
@@ -166,6 +170,17 @@ impl Copied {
                 self.from,
                 if runs.skipped == 1 { "it" } else { "them" },
                 if runs.skipped == 1 { "it" } else { "them" },
+            ));
+        }
+        if self.tokens_left > 0 {
+            out.push(format!(
+                "{} API {} in `{}` {} not copied (a token is keyed to its store) and the \
+                 audit log stays there: create tokens on `{}` with `tokens create`",
+                self.tokens_left,
+                plural(self.tokens_left, "token", "tokens"),
+                self.from,
+                if self.tokens_left == 1 { "was" } else { "were" },
+                self.to
             ));
         }
         if self.history == HistoryCopy::NotKeptByTarget {
@@ -329,6 +344,7 @@ impl Copying {
             history: HistoryCopy::Copied,
             unusable: Vec::new(),
             warnings: Vec::new(),
+            tokens_left: 0,
         };
         let result = self.copy_all(config, batch, &mut done, progress).await;
         done.warnings = self.to.take_warnings();
@@ -367,6 +383,13 @@ impl Copying {
             done.history = HistoryCopy::NoneInSource;
             return Ok(());
         }
+        // Tokens are hashed with a key of their store's own, so they cannot
+        // move; the audit log is the source's record and stays with it.
+        done.tokens_left = match self.from.tokens().await {
+            Ok(tokens) => tokens.len() as u64,
+            Err(StoreError::Unsupported { .. }) => 0,
+            Err(e) => return Err(self.source(e)),
+        };
         if !self.to.has_history() {
             done.history = HistoryCopy::NotKeptByTarget;
             return Ok(());
