@@ -13,6 +13,7 @@
 #      from a second process (wrk, 2 connections, bounded in time), against the
 #      same request on a store of one run.
 #
+# BENCH_BIN=path measures that binary instead of building this tree's.
 # Needs wrk, sqlite3, psql (for the PostgreSQL rows: an admin URL in
 # TASK_EXECUTOR_BENCH_PG, default postgres://postgres@127.0.0.1:5432/postgres;
 # its databases are called te_bench_http_PID_* and dropped on exit) and cargo.
@@ -42,8 +43,13 @@ psql "$admin" -Atqc 'SELECT 1' >/dev/null 2>&1 || {
   exit 2
 }
 
-cargo build --release --locked --bin manage_tasks >&2
-bin=$root/target/release/manage_tasks
+# BENCH_BIN measures a binary built already (another commit's, say).
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
+else
+  cargo build --release --locked --bin manage_tasks >&2
+  bin=$root/target/release/manage_tasks
+fi
 work=$(mktemp -d)
 databases=(); server=""
 cleanup() {

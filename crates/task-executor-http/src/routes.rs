@@ -513,15 +513,15 @@ async fn submit(
         .transpose()?;
     let task = s.service.prepare_to_queue(&name).await?;
     task.check(&args)?;
-    s.audit(
-        &principal,
-        "run.submit",
-        name.as_str(),
-        json!({"transport": "http"}),
-    )
-    .await?;
+    // Recorded with the run, in its transaction (a YAML store has no queue).
     let options = SubmitOptions {
         caller: s.caller_for(&principal),
+        audit: Some(NewAudit {
+            actor: principal.name.clone(),
+            action: "run.submit".to_owned(),
+            target: name.as_str().to_owned(),
+            detail: json!({"transport": "http"}),
+        }),
         ..SubmitOptions::default()
     };
     let run = s
@@ -657,14 +657,16 @@ async fn retry(
     Extension(principal): Extension<Principal>,
 ) -> ApiResult {
     let old = s.service.run(&p.id).await?;
-    s.audit(
-        &principal,
-        "run.retry",
-        &old.id,
-        json!({"task": old.task, "transport": "http"}),
-    )
-    .await?;
-    let run = s.service.retry(&old.id, &s.caller_for(&principal)).await?;
+    let audit = NewAudit {
+        actor: principal.name.clone(),
+        action: "run.retry".to_owned(),
+        target: old.id.clone(),
+        detail: json!({"task": old.task, "transport": "http"}),
+    };
+    let run = s
+        .service
+        .retry(&old.id, &s.caller_for(&principal), Some(audit))
+        .await?;
     Ok(reply(StatusCode::ACCEPTED, &RunView::from(&run)))
 }
 

@@ -84,7 +84,7 @@ async fn retry_queues_the_same_arguments_unless_secrets_were_dropped() {
     let plain = submit(&s, "plain", json!({"n": 1})).await;
     let secret = submit(&s, "secret", json!({"token": "hunter2"})).await;
 
-    let err = s.retry(&plain, "test").await.unwrap_err();
+    let err = s.retry(&plain, "test", None).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -98,16 +98,16 @@ async fn retry_queues_the_same_arguments_unless_secrets_were_dropped() {
     assert_eq!(err.kind(), "run_active");
 
     drain(&s).await;
-    let again = s.retry(&plain, "again").await.unwrap();
+    let again = s.retry(&plain, "again", None).await.unwrap();
     assert_ne!(again.id, plain);
     assert_eq!(again.args, json!({"n": 1}));
     assert_eq!(again.caller, "again");
     assert_eq!(again.state, RunState::Queued);
 
-    let err = s.retry(&secret, "test").await.unwrap_err();
+    let err = s.retry(&secret, "test", None).await.unwrap_err();
     assert_eq!(err.kind(), "args_unavailable", "{err}");
     assert!(err.to_string().contains("secrets are dropped"), "{err}");
-    let err = s.retry("not-a-run-at-all", "test").await.unwrap_err();
+    let err = s.retry("not-a-run-at-all", "test", None).await.unwrap_err();
     assert_eq!(err.kind(), "unknown_run");
 }
 

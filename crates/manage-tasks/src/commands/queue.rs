@@ -55,6 +55,7 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<u8> {
         priority: args.priority,
         available,
         timeout: args.timeout,
+        audit: None,
     };
 
     if let Some(path) = &args.batch {

@@ -19,8 +19,8 @@ use super::{LookupError, PrepareError, ScheduleError, Service, SubmitError};
 use crate::history::{LogEntry, RunFilter, RunPage, RunRecord, RunState};
 use crate::queue::CancelResult;
 use crate::store::{
-    Active, Availability, MIN_PREFIX, NewRun, Prune, Reachability, RunLookup, Schedule, StoreError,
-    StoreNotice,
+    Active, Availability, MIN_PREFIX, NewAudit, NewRun, Prune, Reachability, RunLookup, Schedule,
+    StoreError, StoreNotice,
 };
 use crate::task::TaskName;
 
@@ -35,6 +35,9 @@ pub struct SubmitOptions {
     pub available: Availability,
     /// Run timeout, overriding the task's.
     pub timeout: Option<Duration>,
+    /// An entry for the audit log, recorded in the same transaction as the
+    /// runs (a front end's record of who asked).
+    pub audit: Option<NewAudit>,
 }
 
 impl Default for SubmitOptions {
@@ -44,6 +47,7 @@ impl Default for SubmitOptions {
             priority: None,
             available: Availability::Now,
             timeout: None,
+            audit: None,
         }
     }
 }
@@ -200,7 +204,10 @@ impl Service {
                 run
             })
             .collect();
-        let queued_at = store.enqueue(&runs).await?;
+        let queued_at = match &options.audit {
+            Some(audit) => store.enqueue_audited(&runs, audit).await?,
+            None => store.enqueue(&runs).await?,
+        };
         Ok(runs.iter().map(|r| queued(r, queued_at)).collect())
     }
 
@@ -286,7 +293,14 @@ impl Service {
     /// run whose arguments held secret fields cannot be retried
     /// ([`RetryError::ArgsUnavailable`]): masked values are never sent to a
     /// task as if they were the real ones.
-    pub async fn retry(&self, id: &str, caller: &str) -> Result<RunRecord, RetryError> {
+    ///
+    /// `audit`, if given, is recorded in the same transaction as the new run.
+    pub async fn retry(
+        &self,
+        id: &str,
+        caller: &str,
+        audit: Option<NewAudit>,
+    ) -> Result<RunRecord, RetryError> {
         let run = self.run(id).await?;
         if !run.state.is_terminal() {
             return Err(RetryError::NotEnded {
@@ -304,6 +318,7 @@ impl Service {
         task.check(&run.args)?;
         let options = SubmitOptions {
             caller: caller.to_owned(),
+            audit,
             ..SubmitOptions::default()
         };
         let mut queued = self

@@ -2070,6 +2070,41 @@ macro_rules! registry_suite {
 }
 
 /// History, the queue and schedules, for `$harness`.
+pub(super) async fn an_audited_enqueue_records_both_or_neither(h: &dyn Harness) {
+    let store = h.handle();
+    let t = task("t", Policy::default());
+    registered(&store, &t).await;
+    let run = queue::new_run(&t, &json!({"x": 1}), "me");
+    let entry = NewAudit {
+        actor: "ci".into(),
+        action: "run.submit".into(),
+        target: "t".into(),
+        detail: json!({"transport": "http"}),
+    };
+    let at = store
+        .enqueue_audited(std::slice::from_ref(&run), &entry)
+        .await
+        .unwrap();
+    assert_eq!(run_of(&store, &run.id).await.queued_at, at);
+    let log = store.audit_log(&AuditFilter::default()).await.unwrap();
+    assert_eq!(log.entries.len(), 1);
+    assert_eq!(
+        (log.entries[0].at, log.entries[0].action.as_str()),
+        (at, "run.submit")
+    );
+    // The same run again fails (its id is taken): no entry either.
+    let again = NewAudit {
+        target: "again".into(),
+        ..entry
+    };
+    store
+        .enqueue_audited(std::slice::from_ref(&run), &again)
+        .await
+        .unwrap_err();
+    let log = store.audit_log(&AuditFilter::default()).await.unwrap();
+    assert_eq!(log.entries.len(), 1, "{:?}", log.entries);
+}
+
 macro_rules! run_store_suite {
     ($backend:ident, $harness:expr) => {
         mod $backend {
@@ -2104,6 +2139,7 @@ macro_rules! run_store_suite {
                 a_differing_row_refuses_the_whole_batch,
                 tokens_are_created_found_by_hash_touched_and_revoked,
                 the_audit_log_pages_newest_first_without_gaps_or_repeats,
+                an_audited_enqueue_records_both_or_neither,
             );
         }
     };

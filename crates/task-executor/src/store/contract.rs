@@ -120,6 +120,14 @@ pub trait RunStore: Send + Sync {
     /// Queues `runs` in one transaction; returns the time they were queued at.
     fn enqueue(&self, runs: &[NewRun]) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
+    /// [`RunStore::enqueue`], appending `audit` to the audit log in the same
+    /// transaction: both are recorded, or neither.
+    fn enqueue_audited(
+        &self,
+        runs: &[NewRun],
+        audit: &NewAudit,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
     /// Records a run executed in-process (`execute`, MCP) as running, its
     /// first attempt held by `worker` for `lease`.
     fn start_inline(

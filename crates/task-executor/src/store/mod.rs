@@ -513,6 +513,15 @@ impl Store {
         self.signal(result, true, runs.iter().map(|r| r.id.as_str()))
     }
 
+    pub async fn enqueue_audited(
+        &self,
+        runs: &[NewRun],
+        audit: &NewAudit,
+    ) -> Result<i64, StoreError> {
+        let result = runs_op!(self, s => s.enqueue_audited(runs, audit));
+        self.signal(result, true, runs.iter().map(|r| r.id.as_str()))
+    }
+
     pub async fn start_inline(
         &self,
         run: &NewRun,

@@ -196,20 +196,7 @@ impl AuthStore for PgStore {
 
     async fn audit(&self, entry: &NewAudit) -> Result<AuditEntry, StoreError> {
         let client = self.write_conn().await?;
-        let row = client
-            .one(
-                &format!(
-                    "INSERT INTO {SCHEMA}.audit (at, actor, action, target, detail) \
-                     VALUES (task_executor.now_ms(), $1, $2, $3, $4) \
-                     RETURNING seq, at, actor, action, target, detail"
-                ),
-                &[
-                    p(&no_nul(&entry.actor)),
-                    p(&no_nul(&entry.action)),
-                    p(&no_nul(&entry.target)),
-                    p(&no_nul(&to_json(&entry.detail))),
-                ],
-            )
+        let row = insert_audit(&client, entry)
             .await
             .map_err(|e| self.fail(e))?;
         self.audit_of(&row)
@@ -246,4 +233,27 @@ impl AuthStore for PgStore {
             .collect::<Result<_, _>>()?;
         Ok(AuditPage::of_overfetch(entries, limit))
     }
+}
+
+/// Appends `entry` to the audit log on `client` (a transaction or not), at
+/// the database's time; returns the row as stored.
+pub(super) async fn insert_audit(
+    client: &impl Sql,
+    entry: &NewAudit,
+) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+    client
+        .one(
+            &format!(
+                "INSERT INTO {SCHEMA}.audit (at, actor, action, target, detail) \
+                 VALUES (task_executor.now_ms(), $1, $2, $3, $4) \
+                 RETURNING seq, at, actor, action, target, detail"
+            ),
+            &[
+                p(&no_nul(&entry.actor)),
+                p(&no_nul(&entry.action)),
+                p(&no_nul(&entry.target)),
+                p(&no_nul(&to_json(&entry.detail))),
+            ],
+        )
+        .await
 }

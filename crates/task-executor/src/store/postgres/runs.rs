@@ -28,8 +28,8 @@ use crate::store::StoreError;
 use crate::store::contract::{
     Active, ClaimFilter, Claimed, Due, DueSchedule, Expired, ExportCursor, ExportLimits,
     ExportPage, ExportedRun, ExportedSchedule, FORGET_WORKERS_AFTER, Finish, ImportReport, Lease,
-    LeaseStatus, MIN_PREFIX, NewRun, NewSchedule, Prune, RunLookup, RunStore, Schedule, Started,
-    Verdict, WorkerBeat, WorkerRecord,
+    LeaseStatus, MIN_PREFIX, NewAudit, NewRun, NewSchedule, Prune, RunLookup, RunStore, Schedule,
+    Started, Verdict, WorkerBeat, WorkerRecord,
 };
 use crate::store::rows::RawRun;
 use crate::store::rows::{read_tags, tags_json};
@@ -325,6 +325,20 @@ impl RunStore for PgStore {
         let mut client = self.write_conn().await?;
         let tx = self.begin(&mut client).await?;
         let now = insert_runs(self, &tx, runs, None).await?;
+        tx.commit().await.map_err(|e| self.fail(e))?;
+        if !runs.is_empty() {
+            self.notify_work(&client).await;
+        }
+        Ok(now)
+    }
+
+    async fn enqueue_audited(&self, runs: &[NewRun], audit: &NewAudit) -> Result<i64, StoreError> {
+        let mut client = self.write_conn().await?;
+        let tx = self.begin(&mut client).await?;
+        let now = insert_runs(self, &tx, runs, None).await?;
+        super::auth::insert_audit(&tx, audit)
+            .await
+            .map_err(|e| self.fail(e))?;
         tx.commit().await.map_err(|e| self.fail(e))?;
         if !runs.is_empty() {
             self.notify_work(&client).await;

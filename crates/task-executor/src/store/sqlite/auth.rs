@@ -197,21 +197,7 @@ impl AuthStore for SqliteStore {
         let entry = entry.clone();
         self.write(move |tx, ctx| {
             let at = ctx.now();
-            let seq = tx
-                .prepare_cached(
-                    "INSERT INTO audit (at, actor, action, target, detail) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
-                )?
-                .query_row(
-                    params![
-                        at,
-                        entry.actor,
-                        entry.action,
-                        entry.target,
-                        to_json(&entry.detail)
-                    ],
-                    |r| r.get(0),
-                )?;
+            let seq = insert_audit(tx, at, &entry)?;
             Ok(AuditEntry {
                 seq,
                 at,
@@ -250,4 +236,26 @@ impl AuthStore for SqliteStore {
             .await?;
         Ok(AuditPage::of_overfetch(page.unwrap_or_default(), limit))
     }
+}
+
+/// Appends `entry` to the audit log at `at`, in `tx`; returns its `seq`.
+pub(super) fn insert_audit(
+    tx: &rusqlite::Transaction<'_>,
+    at: i64,
+    entry: &NewAudit,
+) -> rusqlite::Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO audit (at, actor, action, target, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
+    )?
+    .query_row(
+        params![
+            at,
+            entry.actor,
+            entry.action,
+            entry.target,
+            to_json(&entry.detail)
+        ],
+        |r| r.get(0),
+    )
 }

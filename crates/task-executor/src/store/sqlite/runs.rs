@@ -22,8 +22,8 @@ use crate::store::StoreError;
 use crate::store::contract::{
     Active, ClaimFilter, Claimed, Due, DueSchedule, Expired, ExportCursor, ExportLimits,
     ExportPage, ExportedRun, ExportedSchedule, Finish, ImportReport, Lease, LeaseStatus,
-    MIN_PREFIX, NewRun, NewSchedule, Prune, RunLookup, RunStore, Schedule, Started, Verdict,
-    WorkerBeat, WorkerRecord,
+    MIN_PREFIX, NewAudit, NewRun, NewSchedule, Prune, RunLookup, RunStore, Schedule, Started,
+    Verdict, WorkerBeat, WorkerRecord,
 };
 use crate::store::rows::RawRun;
 use crate::task::TaskName;
@@ -377,6 +377,19 @@ impl RunStore for SqliteStore {
             for run in &runs {
                 insert_run(tx, run, now, None)?;
             }
+            Ok(now)
+        })
+        .await
+    }
+
+    async fn enqueue_audited(&self, runs: &[NewRun], audit: &NewAudit) -> Result<i64, StoreError> {
+        let (runs, audit) = (runs.to_vec(), audit.clone());
+        self.write(move |tx, ctx| {
+            let now = ctx.now();
+            for run in &runs {
+                insert_run(tx, run, now, None)?;
+            }
+            super::auth::insert_audit(tx, now, &audit)?;
             Ok(now)
         })
         .await
