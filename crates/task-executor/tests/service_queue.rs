@@ -207,3 +207,37 @@ async fn a_feed_from_a_time_tells_what_ended_since() {
     assert_ne!(old, new);
     assert!(feed.poll().await.unwrap().is_empty());
 }
+
+/// A task's compiled schemas are kept between calls, and a definition
+/// registered anew under the same name is compiled anew.
+#[tokio::test]
+async fn a_task_registered_again_is_checked_against_its_new_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = service(dir.path());
+    let strict = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+    task(&s, dir.path(), "t", strict, 0).await;
+    let name = TaskName::new("t").unwrap();
+    let args = json!({"n": "seven"});
+    for _ in 0..2 {
+        let prepared = s.prepare_to_queue(&name).await.unwrap();
+        assert!(prepared.check(&args).is_err(), "a string is not an integer");
+    }
+    // The same name, a looser schema: the new one decides.
+    let path = dir.path().join("t.sh");
+    std::fs::write(
+        &path,
+        "#!/bin/bash\nif [ \"$1\" = schema ]; then echo '{\"inputs\": {\"type\": \"object\"}}'; exit 0; fi\n\
+         cat >/dev/null; echo '{\"status\": 1, \"reason\": \"ok\", \"payload\": null}'\n",
+    )
+    .unwrap();
+    let again = Registration {
+        replace: true,
+        ..Registration::default()
+    };
+    s.register(name.clone(), &path, &again).await.unwrap();
+    let prepared = s.prepare_to_queue(&name).await.unwrap();
+    prepared
+        .check(&args)
+        .expect("the new schema takes any object");
+    assert!(s.prepare(&name).await.unwrap().check(&args).is_ok());
+}

@@ -91,6 +91,9 @@ pub struct Executed {
     pub warnings: Vec<String>,
 }
 
+/// Compiled tasks a service keeps, at most.
+const COMPILED_TASKS: usize = 1024;
+
 impl Service {
     /// Looks `name` up, checks its executable and compiles its schemas.
     pub async fn prepare(&self, name: &TaskName) -> Result<Prepared, PrepareError> {
@@ -100,12 +103,8 @@ impl Service {
             .await?
             .ok_or_else(|| PrepareError::NotRegistered { name: name.clone() })?;
         check_executable(&task.location).map_err(|e| PrepareError::location_gone(name, e))?;
-        let task = PreparedTask::new(task).map_err(|source| PrepareError::SchemaBroken {
-            name: name.clone(),
-            source,
-        })?;
         Ok(Prepared {
-            task: Arc::new(task),
+            task: self.compiled(name, task)?,
             not_here: None,
         })
     }
@@ -127,14 +126,33 @@ impl Service {
                 other => Some(other.to_string()),
             },
         };
-        let task = PreparedTask::new(task).map_err(|source| PrepareError::SchemaBroken {
-            name: name.clone(),
-            source,
-        })?;
         Ok(Prepared {
-            task: Arc::new(task),
+            task: self.compiled(name, task)?,
             not_here,
         })
+    }
+
+    /// `task` with its schemas compiled: once per definition, since a
+    /// server prepares the same task for every request. A definition that
+    /// changed (`register --force`) is compiled anew.
+    fn compiled(&self, name: &TaskName, task: Task) -> Result<Arc<PreparedTask>, PrepareError> {
+        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(name).filter(|p| *p.task() == task) {
+            return Ok(p.clone());
+        }
+        let prepared =
+            Arc::new(
+                PreparedTask::new(task).map_err(|source| PrepareError::SchemaBroken {
+                    name: name.clone(),
+                    source,
+                })?,
+            );
+        // Bounded: names of tasks long unregistered do not pile up.
+        if cache.len() >= COMPILED_TASKS {
+            cache.clear();
+        }
+        cache.insert(name.clone(), prepared.clone());
+        Ok(prepared)
     }
 
     /// Runs `task` once here with `call`, sending its log lines (secret

@@ -89,6 +89,10 @@ pub struct Service {
     runner: Runner,
     config: ServiceConfig,
     auth: std::sync::Arc<auth::AuthState>,
+    /// Tasks whose schemas are compiled, by name (`execute.rs`).
+    compiled: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<TaskName, std::sync::Arc<crate::PreparedTask>>>,
+    >,
 }
 
 impl Service {
@@ -99,6 +103,7 @@ impl Service {
             runner,
             config,
             auth: Default::default(),
+            compiled: Default::default(),
         }
     }
 
