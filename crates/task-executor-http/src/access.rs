@@ -8,7 +8,8 @@
 //! then every request acts as the local administrator ([`local`]), which is
 //! why [`check_bind`] lets the server answer on loopback only (or anywhere
 //! with `--insecure-no-auth`). The principal goes on to the route, which
-//! records each write in the audit log under its name.
+//! records each write in the audit log under its name. The web page and its
+//! assets (`ui::is_public`) need no token: they hold no data.
 //!
 //! Writes from another site's page are refused (403 `cross_origin`) before
 //! any of that ([`cross_origin`]): while no token exists, a page on any site
@@ -69,6 +70,9 @@ pub(crate) async fn authorize(
             why,
         )
         .into_response();
+    }
+    if crate::ui::is_public(&route) {
+        return next.run(req).await;
     }
     let needed = required_scope(req.method(), &route);
     let authorization = req

@@ -17,7 +17,7 @@
 //! - `access`: the one place where a request is allowed or refused (tokens
 //!   once any exists, else loopback only); writes are audited by the routes;
 //! - `sse`: log and event streams; `metrics`: `/metrics`; `docs`:
-//!   `/api/v1/openapi.json` and `/api/v1/docs`.
+//!   `/api/v1/openapi.json` and `/api/v1/docs`; `ui`: the web page at `/`.
 //!
 //! Like the library, this crate never prints; it reports through `tracing`.
 
@@ -32,6 +32,7 @@ mod metrics;
 mod routes;
 mod server;
 mod sse;
+mod ui;
 
 pub use access::{BindError, Exposure, Principal, Scope, check_bind};
 pub use server::{HttpConfig, Limits, ServeError, serve};

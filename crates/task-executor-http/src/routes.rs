@@ -278,6 +278,7 @@ pub(crate) fn router(
             "/api/v1/docs/docs.css",
             axum::routing::get(crate::docs::style),
         )
+        .merge(crate::ui::routes())
         .route("/metrics", axum::routing::get(metrics_page))
         .layer(Extension(Arc::new(api)));
     crate::layers::wrap(router, state, &limits)
