@@ -8,6 +8,8 @@
 //!   `/events` feed read from the store;
 //! - the OpenAPI document (each task's input schema as its run body), the
 //!   docs page under a strict CSP, `/metrics` counting a run;
+//! - the web page at `/` and its assets, without a token (the browser test
+//!   is `browser.rs`);
 //! - graceful SIGTERM with a run in flight; refusing a non-loopback address
 //!   without tokens; refusing a YAML store.
 //!
@@ -999,4 +1001,51 @@ fn a_slow_client_is_cut_off() {
         took >= Duration::from_secs(8) && took < Duration::from_secs(25),
         "closed after {took:?}"
     );
+}
+
+/// The web page at `/`: HTML under the strict CSP, its assets with their
+/// types, all served without a token even once tokens exist (they hold no
+/// data; the API behind them still needs one).
+#[test]
+fn the_web_page_and_its_assets() {
+    let env = Env::new("db");
+    env.cmd()
+        .args(["tokens", "create", "--name", "ci", "--scope", "read"])
+        .assert()
+        .success();
+    let s = Server::start(&env, &["--workers", "0"]);
+    let mut page = s.agent.get(&s.url("/")).call().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let header = |r: &ureq::http::Response<ureq::Body>, name: &str| {
+        r.headers()[name].to_str().unwrap().to_owned()
+    };
+    assert!(header(&page, "content-type").starts_with("text/html"));
+    let csp = header(&page, "content-security-policy");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("-inline") && !csp.contains("-eval"),
+        "{csp}"
+    );
+    assert_eq!(header(&page, "x-content-type-options"), "nosniff");
+    let html = page.body_mut().read_to_string().unwrap();
+    assert!(html.contains(r#"<script src="/ui/app.js" defer></script>"#));
+    for (path, kind, needle) in [
+        ("/ui/app.js", "text/javascript", "/api/v1"),
+        ("/ui/app.css", "text/css", "font"),
+        ("/ui/icon.svg", "image/svg+xml", "<svg"),
+    ] {
+        let mut r = s.agent.get(&s.url(path)).call().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert!(header(&r, "content-type").starts_with(kind), "{path}");
+        assert!(
+            r.body_mut().read_to_string().unwrap().contains(needle),
+            "{path}"
+        );
+    }
+    let (st, e) = s.get("/api/v1/tasks");
+    assert_eq!(
+        (st, e["error"]["kind"].as_str()),
+        (401, Some("missing_token"))
+    );
+    let (st, _) = s.get("/ui/nothing.js");
+    assert_eq!(st, 401, "only the page's own assets are public");
 }

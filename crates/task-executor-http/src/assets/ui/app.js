@@ -574,7 +574,7 @@ function buildField(schema, ctx, pointer, opts, seen) {
   const type = typeOf(s);
   let field;
   if (Array.isArray(s.enum) || "const" in s) field = choiceField(s, ctx, pointer, opts);
-  else if (s.oneOf || s.anyOf || s.allOf || s.not || s.if) field = jsonField(s, ctx, pointer, opts, "oneOf/anyOf/allOf");
+  else if (s.oneOf || s.anyOf || s.allOf || s.not || s.if) field = jsonField(s, ctx, pointer, opts, "one of several shapes: see its schema");
   else if (type === "object") field = objectField(s, ctx, pointer, opts, seen);
   else if (type === "array") field = arrayField(s, ctx, pointer, opts, seen);
   else if (type === "boolean") field = booleanField(s, ctx, pointer, opts);
