@@ -1,7 +1,7 @@
 # Convenience targets. `make build` puts bin/manage_tasks in place, as the original promised.
 CARGO ?= cargo
 
-.PHONY: build demo test lint bench clean mcp-venv
+.PHONY: build demo test lint bench clean mcp-venv e2e-deps
 
 # A plain release build: the same binary `cargo install --path crates/manage-tasks` gives.
 build:
@@ -35,9 +35,18 @@ mcp-venv:
 	  .venv-mcp/bin/pip install -q --disable-pip-version-check "mcp==$(MCP_PY_VERSION)"; \
 	fi
 
+# The browser test (tests/browser.rs) drives Debian's chromium with
+# playwright-core from npm, installed into e2e/node_modules from the lock file
+# (once; again when the lock file changes). It never downloads a browser.
+e2e-deps:
+	@if [ ! -f e2e/node_modules/.package-lock.json ] || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then \
+	  echo "== npm ci --prefix e2e"; \
+	  npm ci --prefix e2e --no-audit --no-fund; \
+	fi
+
 # nextest runs each test in a process of its own, so the tests ignored for
 # `cargo test` (they measure their whole process's peak RSS) run here too.
-test: mcp-venv
+test: mcp-venv e2e-deps
 	@export MCP_PYTHON="$(CURDIR)/.venv-mcp/bin/python"; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --all-targets --locked --no-fail-fast --run-ignored all; \
