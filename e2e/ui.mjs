@@ -79,6 +79,7 @@ try {
   await until("each task says when it last ran", async () =>
     (await page.locator('li[data-task="deploy"] .last').textContent()).includes("Never run"));
   ok((await page.locator('li[data-task="xss"] .description').textContent()).includes(XSS_IMG), "a description with markup shows as text");
+  await page.screenshot({ path: join(shots, "tasks.png"), fullPage: true });
 
   // -------------------------------------------------------------- the form
   await page.click('#task-list a[href="#/tasks/deploy"]');

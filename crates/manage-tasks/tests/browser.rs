@@ -184,6 +184,8 @@ fn the_web_page_in_chromium() {
         .expect("node runs the browser test (apt-get install nodejs)");
     drop(server);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // The steps it checked, for `--success-output` and the CI log.
+    print!("{stdout}");
     assert!(
         out.status.success() && stdout.contains("all steps passed"),
         "e2e/ui.mjs failed ({}); screenshots in {}\n--- stdout\n{stdout}\n--- stderr\n{}\n--- server\n{}",
