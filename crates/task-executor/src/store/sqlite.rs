@@ -226,6 +226,8 @@ struct Inner {
     path: PathBuf,
     clock: Arc<dyn Clock>,
     idle: Mutex<Vec<Connection>>,
+    /// Held for each write transaction of this handle and its clones.
+    writer: Mutex<()>,
     signals: super::signals::Signals,
 }
 
@@ -242,6 +244,8 @@ impl std::fmt::Debug for Inner {
 pub(super) struct Ctx<'a> {
     path: &'a Path,
     clock: &'a dyn Clock,
+    /// This handle's writers take turns here ([`transaction`]).
+    writer: &'a Mutex<()>,
 }
 
 impl Ctx<'_> {
@@ -324,6 +328,7 @@ impl SqliteStore {
                 path: path.to_owned(),
                 clock,
                 idle: Mutex::new(Vec::new()),
+                writer: Mutex::new(()),
                 signals: Default::default(),
             }),
         }
@@ -358,6 +363,7 @@ impl SqliteStore {
             let ctx = Ctx {
                 path: &inner.path,
                 clock: &*inner.clock,
+                writer: &inner.writer,
             };
             let out = f(&mut conn, &ctx).map_err(|e| e.into_store(&inner.path));
             // After a failure that may pass (I/O, a lock), the next call
@@ -439,6 +445,11 @@ fn transaction<T>(
     ctx: &Ctx<'_>,
     f: impl FnOnce(&Transaction<'_>, &Ctx<'_>) -> Result<T, Fail>,
 ) -> Result<T, Fail> {
+    // Writers of this process queue here, in turn, rather than in SQLite's
+    // busy handler, which sleeps 1, 2, 5, 10… ms between tries: a server's
+    // API and its workers write all the time. Other processes still wait
+    // there.
+    let _turn = ctx.writer.lock().unwrap_or_else(|e| e.into_inner());
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let out = f(&tx, ctx)?;
     tx.commit()?;
