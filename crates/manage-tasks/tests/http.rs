@@ -452,7 +452,9 @@ fn routes_and_errors(env: Env) {
     assert_eq!((st, e["error"]["kind"].as_str()), (409, Some("run_active")));
     let (st, c) = s.post(&format!("/api/v1/runs/{slow_id}/cancel"), "");
     assert_eq!((st, c["result"].as_str()), (200, Some("requested")), "{c}");
-    wait_until(20.0, "the slow run to be cancelled", || {
+    // The server's own worker hears of it at once, not at its next
+    // heartbeat (a third of the 30 s lease, 10 s after the start).
+    wait_until(5.0, "the slow run to be cancelled", || {
         s.get(&format!("/api/v1/runs/{slow_id}")).1["state"] == "cancelled"
     });
     let (st, c) = s.post(&format!("/api/v1/runs/{slow_id}/cancel"), "");

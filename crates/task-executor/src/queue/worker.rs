@@ -568,6 +568,10 @@ pub async fn run_worker(
                     w.ended(&lease, report, events);
                 }
             }
+            _ = store.cancel_asked(), if !w.inflight.is_empty() && w.may_call() => {
+                // Asked in this process (`serve`'s API): the renewal says which.
+                w.renew(events).await;
+            }
             _ = heartbeat.tick(), if w.may_call() => {
                 w.renew(events).await;
                 // The leases first: the registry only says who is alive.

@@ -365,6 +365,16 @@ impl Store {
         }
     }
 
+    /// Waits until a cancel is asked, through this handle or a clone, of a
+    /// running run (never, on a YAML store): its worker then renews its
+    /// leases at once, which tells it, instead of at its next heartbeat.
+    pub async fn cancel_asked(&self) {
+        match self.signals() {
+            Some(s) => s.cancel_asked().await,
+            None => std::future::pending().await,
+        }
+    }
+
     fn signals(&self) -> Option<&signals::Signals> {
         match self {
             Store::Yaml(_) => None,
@@ -613,7 +623,12 @@ impl Store {
     }
 
     pub async fn request_cancel(&self, id: &str) -> Result<bool, StoreError> {
-        runs_op!(self, s => s.request_cancel(id))
+        let result = runs_op!(self, s => s.request_cancel(id));
+        if let (Ok(true), Some(s)) = (&result, self.signals()) {
+            s.changed(id);
+            s.cancelled();
+        }
+        result
     }
 
     pub async fn prune(&self, prune: &Prune) -> Result<u64, StoreError> {

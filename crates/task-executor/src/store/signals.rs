@@ -23,6 +23,9 @@ pub(crate) struct Signals {
     work: Arc<Notify>,
     /// The id of a run whose state was just written.
     changed: broadcast::Sender<Arc<str>>,
+    /// A cancel was asked of a running run: its worker renews at once,
+    /// which tells it, rather than at its next heartbeat.
+    cancel: Notify,
 }
 
 impl Default for Signals {
@@ -30,6 +33,7 @@ impl Default for Signals {
         Self {
             work: Arc::new(Notify::new()),
             changed: broadcast::channel(CHANGES).0,
+            cancel: Notify::new(),
         }
     }
 }
@@ -52,6 +56,18 @@ impl Signals {
     pub(crate) fn changed(&self, id: &str) {
         // Nobody listening is the usual case, not an error.
         let _ = self.changed.send(Arc::from(id));
+    }
+
+    /// Wakes this process's workers waiting in [`Signals::cancel_asked`].
+    /// (and one about to wait: a permit, as [`Signals::queued`] leaves).
+    pub(crate) fn cancelled(&self) {
+        self.cancel.notify_waiters();
+        self.cancel.notify_one();
+    }
+
+    /// Waits until a cancel is asked of a running run through this store.
+    pub(crate) async fn cancel_asked(&self) {
+        self.cancel.notified().await;
     }
 
     /// Hears of every run state written through this store from now on.
