@@ -30,11 +30,20 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui/icon.svg", get(icon))
 }
 
-/// Whether `route` (a matched path) is the page or one of its assets,
-/// which need no token: they are the same for everyone and hold no data.
+/// Whether `route` (a matched path) is the page or one of its assets, or
+/// the API's documentation page and its assets, which need no token: they
+/// are the same for everyone and hold no data (the document they show,
+/// `openapi.json`, does need one).
 pub(crate) fn is_public(route: &str) -> bool {
-    route == "/" || route.starts_with(ASSETS)
+    route == "/" || route.starts_with(ASSETS) || DOCS_PAGE.contains(&route)
 }
+
+/// The documentation page and its assets (`docs.rs`).
+const DOCS_PAGE: [&str; 3] = [
+    "/api/v1/docs",
+    "/api/v1/docs/docs.js",
+    "/api/v1/docs/docs.css",
+];
 
 /// An asset: its type, revalidated on each load (a new build serves new files).
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -121,6 +130,8 @@ mod tests {
     fn only_the_page_and_its_assets_are_public() {
         assert!(is_public("/"));
         assert!(is_public("/ui/app.js"));
+        assert!(is_public("/api/v1/docs"));
+        assert!(!is_public("/api/v1/openapi.json"));
         assert!(!is_public("/api/v1/tasks"));
         assert!(!is_public("/metrics"));
         assert!(!is_public(""));

@@ -62,7 +62,14 @@ function operation(doc, path, method, op) {
 async function main() {
   const main = document.getElementById("paths");
   try {
-    const res = await fetch("/api/v1/openapi.json", { headers: { Accept: "application/json" } });
+    // The web page's token (same origin, same tab), once signed in there.
+    const headers = { Accept: "application/json" };
+    const token = sessionStorage.getItem("task-executor.token");
+    if (token) headers.Authorization = "Bearer " + token;
+    const res = await fetch("/api/v1/openapi.json", { headers });
+    if (res.status === 401) {
+      throw new Error("this server needs a token: sign in on the web page (/) in this tab, then come back");
+    }
     if (!res.ok) throw new Error("HTTP " + res.status);
     const doc = await res.json();
     document.getElementById("title").textContent = doc.info.title + " " + doc.info.version;
