@@ -50,7 +50,7 @@ impl Server {
             .current_dir(env.dir.path());
         let (child, base, kept) = common::spawn_server(cmd, |line| {
             line.strip_prefix("serving ")
-                .and_then(|rest| rest.strip_suffix(" (api /api/v1, docs /api/v1/docs)"))
+                .and_then(|rest| rest.strip_suffix(" (web page /, api /api/v1, docs /api/v1/docs)"))
         });
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -79,7 +79,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<u8> {
     // Always said: tests and scripts read the address from this line.
     let _ = writeln!(
         err,
-        "serving http://{bound} (api /api/v1, docs /api/v1/docs)"
+        "serving http://{bound} (web page /, api /api/v1, docs /api/v1/docs)"
     );
     match exposure {
         Exposure::Loopback => {
