@@ -149,7 +149,7 @@ fn the_web_page_in_chromium() {
         env.register(name, &env.script(file, body));
     }
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_manage_tasks"));
+    let mut cmd = env.std_cmd();
     cmd.args([
         "serve",
         "--listen",
@@ -158,11 +158,7 @@ fn the_web_page_in_chromium() {
         "4",
         "--drain",
         "2s",
-    ])
-    .env("TASK_STORE", &env.store)
-    .env("HOME", env.dir.path())
-    .env_remove("XDG_DATA_HOME")
-    .current_dir(env.dir.path());
+    ]);
     let (child, base, said) = common::spawn_server(cmd, |line| {
         line.strip_prefix("serving ")
             .and_then(|rest| rest.split_once(' ').map(|(addr, _)| addr))

@@ -41,13 +41,8 @@ impl Server {
 
     /// Starts the server listening on `listen`.
     fn start_on(env: &Env, listen: &str, extra: &[&str]) -> Self {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"));
-        cmd.args(["serve", "--listen", listen])
-            .args(extra)
-            .env("TASK_STORE", &env.store)
-            .env("HOME", env.dir.path())
-            .env_remove("XDG_DATA_HOME")
-            .current_dir(env.dir.path());
+        let mut cmd = env.std_cmd();
+        cmd.args(["serve", "--listen", listen]).args(extra);
         let (child, base, kept) = common::spawn_server(cmd, |line| {
             line.strip_prefix("serving ")
                 .and_then(|rest| rest.strip_suffix(" (web page /, api /api/v1, docs /api/v1/docs)"))

@@ -77,6 +77,19 @@ impl Env {
         cmd
     }
 
+    /// [`Env::cmd`] as a plain `std` command, for a process a test keeps
+    /// running (a server: [`spawn_server`]).
+    #[allow(dead_code)]
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_manage_tasks"));
+        cmd.env("TASK_STORE", &self.store)
+            .env("HOME", self.dir.path())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("NO_COLOR")
+            .current_dir(self.dir.path());
+        cmd
+    }
+
     /// Writes an executable script into the env's dir and returns its path.
     pub fn script(&self, name: &str, body: &str) -> PathBuf {
         write_script(self.dir.path(), name, body)
