@@ -87,6 +87,10 @@ try {
   const field = (p) => page.locator(`.field[data-pointer="${p}"]`);
   const fieldError = (p) => page.locator(`.field[data-pointer="${p}"] > .field-error`);
   ok(await page.getByLabel("Service name").count() === 1, "a label from the title");
+  const order = await page.locator('#run-form [data-pointer^="/"]').evaluateAll(
+    (els) => els.map((e) => e.dataset.pointer).filter((p) => p.split("/").length === 2));
+  ok(JSON.stringify(order) === JSON.stringify(["/name", "/env", "/count", "/target", "/tags", "/dry_run", "/api_key", "/when", "/contact", "/notes"]),
+    "fields in the order the schema lists them: " + order.join(" "));
   ok(await field("/name").locator(".required").count() === 1, "a required field is marked");
   ok((await field("/name").locator(".help").textContent()).includes("lower-case"), "help text from the description");
   ok(await page.locator('.field[data-pointer="/env"] select option').allTextContents().then((o) => o.includes("staging") && o.includes("production")), "an enum is a select");

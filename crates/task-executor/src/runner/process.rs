@@ -489,6 +489,10 @@ struct ResultPath {
 impl ResultPath {
     /// A fresh path in the runner's private directory; the task creates the
     /// file if it reports through it. `Err` is the run's outcome.
+    #[expect(
+        clippy::result_large_err,
+        reason = "once per run, and the outcome is what the run returns anyway"
+    )]
     fn new(
         results: &super::result_dir::ResultDir,
         run_id: &str,

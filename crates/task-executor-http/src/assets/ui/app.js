@@ -792,8 +792,8 @@ function choiceField(s, ctx, pointer, opts) {
 function objectField(s, ctx, pointer, opts, seen) {
   const props = s.properties && typeof s.properties === "object" ? s.properties : {};
   const required = new Set(Array.isArray(s.required) ? s.required : []);
-  // Required fields first: the stored schema's keys come sorted, not as written.
-  const names = Object.keys(props).sort((a, b) => (required.has(b) ? 1 : 0) - (required.has(a) ? 1 : 0));
+  // In the order the task's schema lists them (the store keeps it).
+  const names = Object.keys(props);
   if (!names.length && s.additionalProperties !== false && !opts.root) {
     return jsonField(s, ctx, pointer, opts, "an object without named properties");
   }
