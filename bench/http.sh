@@ -51,26 +51,15 @@ else
   bin=$root/target/release/manage_tasks
 fi
 work=$(mktemp -d)
-databases=(); server=""
+server=""
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 cleanup() {
   [ -z "$server" ] || { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
-  for d in "${databases[@]}"; do
-    psql "$admin" -Atqc "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true
-  done
+  drop_databases
   rm -rf "$work"
 }
 trap cleanup EXIT
-seq_db=0
-fresh_db() {
-  seq_db=$((seq_db + 1))
-  local name=te_bench_http_$$_$seq_db
-  databases+=("$name")
-  psql "$admin" -Atqc "CREATE DATABASE $name" >/dev/null
-  db=$base/$name
-}
-now_us() { echo "${EPOCHREALTIME/./}"; }
-quiet() { "$@" >"$work/quiet.out" 2>&1 || { cat "$work/quiet.out" >&2; return 1; }; }
-med() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # Starts `serve` on store $1 with the arguments after it; sets $server (its
 # pid) and $url (its base URL, read off its first stderr line).
@@ -116,7 +105,7 @@ if [ "$only" = all ] || [ "$only" = submit ]; then
     t0=$(now_us)
     TASK_STORE=$work/pool.yaml quiet "$bin" -q execute --name noop --batch "$work/batch.jsonl" --parallel 2 --json
     line="$(awk -v us=$(($(now_us) - t0)) 'BEGIN { print 1e9 / us }')"
-    fresh_db
+    fresh_db te_bench_http
     for store in "$work/api-$r.db" "$db"; do
       TASK_STORE=$store quiet "$bin" -q register --name noop --location "$noop"
       serve "$store" --workers 2

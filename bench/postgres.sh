@@ -54,33 +54,16 @@ queue_pg=$(awk '$1 == "queue_pg" { print $2 }' <<< "$benches")
 wake_pg=$(awk '$1 == "wake_pg" { print $2 }' <<< "$benches")
 
 work=$(mktemp -d)
-databases=(); pids=()
+pids=()
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  for d in "${databases[@]}"; do
-    psql "$admin" -Atqc "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true
-  done
+  drop_databases
   rm -rf "$work"
 }
 trap cleanup EXIT
-# Creates a fresh database and sets $db to its URL (not in a subshell: the
-# list of databases to drop on exit must see it).
-seq_db=0
-fresh_db() {
-  seq_db=$((seq_db + 1))
-  local name=te_bench_$$_$seq_db
-  databases+=("$name")
-  psql "$admin" -Atqc "CREATE DATABASE $name" >/dev/null
-  db=$base/$name
-}
-drop_db() {
-  psql "$admin" -Atqc "DROP DATABASE IF EXISTS ${1##*/} WITH (FORCE)" >/dev/null
-}
-now_us() { echo "${EPOCHREALTIME/./}"; }
-# Runs a command with its output kept aside, shown only if it fails.
-quiet() { "$@" >"$work/quiet.out" 2>&1 || { cat "$work/quiet.out" >&2; return 1; }; }
-med() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 range() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }'; }
 
 noop=$root/examples/noop.sh
@@ -118,12 +101,12 @@ if [ "$only" = all ] || [ "$only" = e2e ]; then
     t0=$(now_us)
     TASK_STORE=$work/pool.yaml quiet "$bin" -q execute --name noop --batch "$work/batch.jsonl" --parallel 2 --json
     echo $(($(now_us) - t0)) > "$work/pool.us"
-    fresh_db; url=$db
+    fresh_db te_bench; url=$db
     drain "$url" "$work/pg.us"
     drop_db "$url"
     # Diagnostic: the same without waiting for the WAL to reach the disk at
     # each commit (set on this database only), to show what the fsyncs cost.
-    fresh_db; url=$db
+    fresh_db te_bench; url=$db
     psql "$url" -Atqc "ALTER DATABASE ${url##*/} SET synchronous_commit = off" >/dev/null
     drain "$url" "$work/pgasync.us"
     drop_db "$url"
@@ -151,9 +134,9 @@ fi
 if [ "$only" = all ] || [ "$only" = machinery ]; then
   echo
   echo "## 2. the queue machinery alone: claim + finish, 2 workers, no process; medians of $rounds alternated rounds"
-  fresh_db; url=$db
+  fresh_db te_bench; url=$db
   # Diagnostic: a second database where commits do not wait for the WAL fsync.
-  fresh_db; async=$db
+  fresh_db te_bench; async=$db
   psql "$async" -Atqc "ALTER DATABASE ${async##*/} SET synchronous_commit = off" >/dev/null
   for u in "$url" "$async"; do
     pgbench -i -q -s 1 "$u" >"$work/quiet.out" 2>&1 || { cat "$work/quiet.out" >&2; exit 1; }
@@ -197,7 +180,7 @@ if [ "$only" = all ] || [ "$only" = latency ]; then
   echo "## 3. wake-up latency: queued -> task process started, idle worker; $latency_rounds rounds of each mode"
   cc -O2 -o "$work/stamp" bench/stamp.c
   mkfifo "$work/stamps"
-  fresh_db; url=$db
+  fresh_db te_bench; url=$db
   TASK_STORE=$url quiet "$bin" -q register --name stamp --location "$work/stamp"
   : > "$work/latency.txt"
   for r in $(seq "$latency_rounds"); do
